@@ -1,0 +1,104 @@
+//! Errors of the engine. Every variant says what went wrong in words a user can act
+//! on; none of them is returned after a partial write.
+
+use std::path::PathBuf;
+
+/// Result alias of the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong in the log or the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O call failed; `context` says which.
+    #[error("{context}: {source}")]
+    Io {
+        /// What the engine was doing.
+        context: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A record or header failed its checks somewhere other than a torn tail.
+    #[error("corrupt data in {file} at offset {offset}: {reason}")]
+    Corrupt {
+        /// The file holding the bad bytes.
+        file: PathBuf,
+        /// Byte offset of the bad record or header.
+        offset: u64,
+        /// Which check failed.
+        reason: String,
+    },
+    /// An earlier write or fsync failed; the log refuses writes until it is reopened.
+    #[error("the revision log is poisoned by an earlier failure and refuses writes: {0}")]
+    Poisoned(String),
+    /// Another process (or handle) holds the data directory.
+    #[error("data directory {0} is in use by another process (LOCK is held)")]
+    Locked(PathBuf),
+    /// The requested revision is below the compaction revision.
+    #[error("required revision {requested} has been compacted (compact revision {compact_revision})")]
+    Compacted {
+        /// The revision asked for.
+        requested: u64,
+        /// The store's compaction revision.
+        compact_revision: u64,
+    },
+    /// The requested revision is above the current revision.
+    #[error("required revision {requested} is a future revision (current revision {current})")]
+    FutureRevision {
+        /// The revision asked for.
+        requested: u64,
+        /// The store's current revision.
+        current: u64,
+    },
+    /// A key was empty.
+    #[error("key is not provided")]
+    EmptyKey,
+    /// A key is longer than `StoreOptions::max_key_bytes`.
+    #[error("key of {len} bytes exceeds the limit of {max} bytes")]
+    KeyTooLarge {
+        /// Length of the key.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A value is longer than `StoreOptions::max_value_bytes`.
+    #[error("value of {len} bytes exceeds the limit of {max} bytes")]
+    ValueTooLarge {
+        /// Length of the value.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The whole request is larger than `StoreOptions::max_request_bytes`.
+    #[error("request of {size} bytes is too large (limit {max} bytes)")]
+    RequestTooLarge {
+        /// Size of the request.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A transaction has more operations than `StoreOptions::max_txn_ops`.
+    #[error("too many operations in txn request: {count} (limit {max})")]
+    TooManyOps {
+        /// Operations in one branch or compares.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A transaction writes the same key twice.
+    #[error("duplicate key given in txn request")]
+    DuplicateKey,
+    /// `range_end` is not above `key` (and is neither empty nor `"\0"`).
+    #[error("invalid range: range end must be greater than key (or empty for a single key, or \"\\0\" for all keys >= key)")]
+    InvalidRange,
+    /// An option is out of its allowed range.
+    #[error("invalid option: {0}")]
+    InvalidOptions(String),
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+}

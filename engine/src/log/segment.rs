@@ -1,0 +1,153 @@
+//! One segment of the revision log: a preallocated file, mapped once, appended to
+//! by the single writer and read lock-free by anyone holding an `Arc` to it.
+//!
+//! Invariants:
+//! - `committed_len` only grows; bytes below it are complete records of complete
+//!   revisions and are never written again. It is stored with `Release` after the
+//!   bytes are written (and synced, under a durable fsync policy), so a reader that
+//!   loads it with `Acquire` may read everything below it.
+//! - the sparse index maps a revision to the offset of its first record, one entry
+//!   at least every [`SPARSE_STRIDE`] bytes; entries are published with `Release` on
+//!   `sparse_len` and entries for revisions not yet committed are never chosen by a
+//!   reader, whose target revision is at most the committed one.
+
+use super::record::{self, RecordRef};
+use super::storage::{Mapping, StorageFile};
+use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::Arc;
+
+/// Bytes between two sparse index entries, at most.
+pub(crate) const SPARSE_STRIDE: u64 = 4096;
+
+pub(crate) struct Segment {
+    /// Number of the file, unique in the log; part of a record's [`super::Loc`].
+    pub(crate) file_no: u32,
+    pub(crate) first_rev: u64,
+    pub(crate) name: String,
+    pub(crate) file: Arc<dyn StorageFile>,
+    map: Mapping,
+    committed_len: AtomicU64,
+    /// Last complete main revision committed in this segment (0: none yet).
+    last_rev: AtomicU64,
+    sparse_rev: Box<[AtomicU64]>,
+    sparse_off: Box<[AtomicU64]>,
+    sparse_len: AtomicUsize,
+    /// Offset of the last sparse entry; written by the writer only.
+    last_sparse_off: AtomicU64,
+}
+
+impl Segment {
+    pub(crate) fn new(
+        file_no: u32,
+        first_rev: u64,
+        name: String,
+        file: Arc<dyn StorageFile>,
+        map: Mapping,
+    ) -> Segment {
+        let slots = (map.len() as u64 / SPARSE_STRIDE + 2) as usize;
+        Segment {
+            file_no,
+            first_rev,
+            name,
+            file,
+            map,
+            committed_len: AtomicU64::new(record::FILE_HEADER as u64),
+            last_rev: AtomicU64::new(0),
+            sparse_rev: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            sparse_off: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            sparse_len: AtomicUsize::new(0),
+            last_sparse_off: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    pub(crate) fn committed_len(&self) -> u64 {
+        self.committed_len.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn last_rev(&self) -> u64 {
+        self.last_rev.load(Ordering::Acquire)
+    }
+
+    /// Publishes bytes up to `len`, holding complete revisions up to `rev`.
+    pub(crate) fn publish(&self, len: u64, rev: u64) {
+        self.last_rev.store(rev, Ordering::Release);
+        self.committed_len.store(len, Ordering::Release);
+    }
+
+    /// Notes that revision `rev` starts at `offset` (writer only, in offset order).
+    pub(crate) fn note_revision_start(&self, rev: u64, offset: u64) {
+        let n = self.sparse_len.load(Ordering::Relaxed);
+        let last = self.last_sparse_off.load(Ordering::Relaxed);
+        if n > 0 && offset < last + SPARSE_STRIDE {
+            return;
+        }
+        if n >= self.sparse_rev.len() {
+            return; // cannot happen with the slot count above; lookups still scan.
+        }
+        self.sparse_rev[n].store(rev, Ordering::Relaxed);
+        self.sparse_off[n].store(offset, Ordering::Relaxed);
+        self.last_sparse_off.store(offset, Ordering::Relaxed);
+        self.sparse_len.store(n + 1, Ordering::Release);
+    }
+
+    /// Offset from which a scan finds the first record of revision `rev` (or later).
+    pub(crate) fn seek(&self, rev: u64) -> u64 {
+        let n = self.sparse_len.load(Ordering::Acquire);
+        // Binary search for the last entry whose revision is <= rev.
+        let (mut lo, mut hi) = (0usize, n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.sparse_rev[mid].load(Ordering::Relaxed) <= rev {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if lo == 0 {
+            record::FILE_HEADER as u64
+        } else {
+            self.sparse_off[lo - 1].load(Ordering::Relaxed)
+        }
+    }
+
+    /// The committed bytes `[offset, committed_len)`.
+    pub(crate) fn committed_from(&self, offset: u64) -> &[u8] {
+        let end = self.committed_len();
+        if offset >= end {
+            return &[];
+        }
+        // SAFETY: bytes below committed_len are never written again (module invariant)
+        // and committed_len never exceeds the mapping length.
+        unsafe { self.map.bytes(offset as usize, (end - offset) as usize) }.unwrap_or(&[])
+    }
+
+    /// The record at `offset`, if it lies in the committed part and decodes.
+    pub(crate) fn record_at(&self, offset: u64) -> Option<RecordRef<'_>> {
+        record::decode(self.committed_from(offset)).ok().map(|(r, _)| r)
+    }
+
+    /// Bytes `[offset, end)`.
+    ///
+    /// # Safety
+    ///
+    /// No write to those bytes may happen while the slice lives.
+    pub(crate) unsafe fn bytes_upto(&self, offset: u64, end: u64) -> Option<&[u8]> {
+        let len = end.checked_sub(offset)?;
+        // SAFETY: forwarded to the caller; `Mapping::bytes` checks the bounds.
+        unsafe { self.map.bytes(offset as usize, len as usize) }
+    }
+
+    /// Raw bytes of the whole file, for recovery before any writer exists.
+    ///
+    /// # Safety
+    ///
+    /// No write to the file may happen while the slice lives.
+    pub(crate) unsafe fn whole(&self) -> &[u8] {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.map.bytes(0, self.map.len()) }.unwrap_or(&[])
+    }
+}

@@ -1,0 +1,524 @@
+//! Where the log's bytes live: a [`Storage`] trait with a file implementation
+//! ([`FileStorage`], memory-mapped reads) and an in-memory one ([`MemStorage`]) that
+//! keeps, beside what was written, what was made durable, so a test can crash it and
+//! reopen what survived (the way redb tests crash consistency).
+//!
+//! Invariant shared by both: a [`Mapping`] is made once per file and covers the
+//! file's whole length; bytes the log has published (below a segment's committed
+//! length) are never written again while a mapping exists, so handing out shared
+//! slices of them is sound even while the writer appends further on.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::{lock, Arc, Mutex};
+
+/// A directory of named files, flat.
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// Names of the files present.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    fn list(&self) -> io::Result<Vec<String>>;
+    /// Creates (or truncates) `name` with `len` zero bytes.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    fn create(&self, name: &str, len: u64) -> io::Result<Arc<dyn StorageFile>>;
+    /// Opens an existing file for reading and writing.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    fn open(&self, name: &str) -> io::Result<Arc<dyn StorageFile>>;
+    /// Removes a file; mappings of it stay readable.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    fn remove(&self, name: &str) -> io::Result<()>;
+    /// Renames a file, replacing `to`.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    /// Makes creations, renames and removals durable.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    fn sync_dir(&self) -> io::Result<()>;
+    /// A path for messages.
+    fn path(&self, name: &str) -> PathBuf;
+}
+
+/// One file of a [`Storage`].
+pub trait StorageFile: Send + Sync {
+    /// Length in bytes.
+    fn len(&self) -> u64;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Writes all of `bytes` at `offset` (within the file's length).
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()>;
+    /// Makes every write so far durable (fdatasync).
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    fn sync(&self) -> io::Result<()>;
+    /// A read-only view of the whole file that sees later writes.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    fn map(&self) -> io::Result<Mapping>;
+}
+
+enum MappingOwner {
+    Mmap(#[allow(dead_code)] memmap2::Mmap),
+    Mem(#[allow(dead_code)] Arc<MemBuf>),
+    Empty,
+}
+
+/// A read-only view of a whole file; keeps the mapping (or buffer) alive.
+pub struct Mapping {
+    ptr: *const u8,
+    len: usize,
+    _owner: MappingOwner,
+}
+
+// SAFETY: a Mapping only hands out shared slices of bytes that are no longer written
+// (see `Mapping::bytes`); the owner (an Mmap or an Arc'd buffer) is itself Send + Sync.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; there is no interior mutability reachable through &Mapping.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Length of the view.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the view is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes `[offset, offset + len)`, or `None` if out of range.
+    ///
+    /// # Safety
+    ///
+    /// No write to those bytes may happen while the returned slice lives: the caller
+    /// asks only for bytes the log has published (below a committed length), which
+    /// the log never writes again, or for bytes of a file nobody writes (recovery runs
+    /// before any writer exists).
+    pub unsafe fn bytes(&self, offset: usize, len: usize) -> Option<&[u8]> {
+        let end = offset.checked_add(len)?;
+        if end > self.len {
+            return None;
+        }
+        if len == 0 {
+            return Some(&[]);
+        }
+        // SAFETY: [offset, end) lies inside the mapping, which lives as long as self;
+        // the caller guarantees no concurrent write to these bytes.
+        Some(unsafe { std::slice::from_raw_parts(self.ptr.add(offset), len) })
+    }
+}
+
+/// Files in a directory of the file system, read through read-only mmaps.
+#[derive(Debug)]
+pub struct FileStorage {
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl FileStorage {
+    /// Opens (creating if needed) `dir` and takes its `LOCK`.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Locked`] when another handle holds it; I/O errors otherwise.
+    pub fn open(dir: impl AsRef<Path>) -> crate::Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir)
+            .map_err(|e| crate::Error::io(format!("create data directory {}", dir.display()), e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| crate::Error::io(format!("open {}", lock_path.display()), e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(crate::Error::Locked(dir)),
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(crate::Error::io(format!("lock {}", lock_path.display()), e))
+            }
+        }
+        Ok(FileStorage { dir, _lock: lock })
+    }
+}
+
+struct DiskFile {
+    file: File,
+    len: u64,
+}
+
+impl StorageFile for DiskFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(bytes, offset)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn map(&self) -> io::Result<Mapping> {
+        if self.len == 0 {
+            return Ok(Mapping { ptr: std::ptr::null(), len: 0, _owner: MappingOwner::Empty });
+        }
+        // SAFETY: the log is the only writer of its files (the LOCK file keeps other
+        // Argus processes out) and never truncates a file while it is mapped; bytes are
+        // read through `Mapping::bytes` only once published (see its contract).
+        let mmap = unsafe { memmap2::MmapOptions::new().len(self.len as usize).map(&self.file)? };
+        Ok(Mapping { ptr: mmap.as_ptr(), len: mmap.len(), _owner: MappingOwner::Mmap(mmap) })
+    }
+}
+
+impl Storage for FileStorage {
+    fn list(&self) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            if let Some(name) = entry?.file_name().to_str() {
+                names.push(name.to_string());
+            }
+        }
+        Ok(names)
+    }
+
+    fn create(&self, name: &str, len: u64) -> io::Result<Arc<dyn StorageFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(self.dir.join(name))?;
+        file.set_len(len)?;
+        Ok(Arc::new(DiskFile { file, len }))
+    }
+
+    fn open(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
+        let file = OpenOptions::new().read(true).write(true).open(self.dir.join(name))?;
+        let len = file.metadata()?.len();
+        Ok(Arc::new(DiskFile { file, len }))
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        fs::remove_file(self.dir.join(name))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        fs::rename(self.dir.join(from), self.dir.join(to))
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        File::open(&self.dir)?.sync_all()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// A fixed-size byte buffer written through a raw pointer, like a mapped file.
+struct MemBuf {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the buffer is a plain heap allocation; concurrent access follows the
+// Mapping contract (writes only to bytes no reader has been handed).
+unsafe impl Send for MemBuf {}
+// SAFETY: as above.
+unsafe impl Sync for MemBuf {}
+
+impl MemBuf {
+    fn new(content: &[u8], len: usize) -> Arc<Self> {
+        let mut v = vec![0u8; len].into_boxed_slice();
+        let n = content.len().min(len);
+        v[..n].copy_from_slice(&content[..n]);
+        let ptr = Box::into_raw(v) as *mut u8;
+        Arc::new(MemBuf { ptr, len })
+    }
+
+    fn write(&self, offset: usize, bytes: &[u8]) {
+        assert!(offset + bytes.len() <= self.len, "write past the end of a MemFile");
+        // SAFETY: in bounds (asserted); writes are serialized by MemFile's lock and
+        // target bytes no reader has been handed (Mapping contract).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(offset), bytes.len()) }
+    }
+
+    fn read(&self, offset: usize, len: usize) -> Vec<u8> {
+        // SAFETY: in bounds by construction of callers (whole-buffer snapshot taken by
+        // the crash simulator while no writer runs).
+        unsafe { std::slice::from_raw_parts(self.ptr.add(offset), len) }.to_vec()
+    }
+}
+
+impl Drop for MemBuf {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len came from Box::into_raw of a boxed slice of exactly len bytes.
+        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.ptr, self.len)) });
+    }
+}
+
+struct MemFile {
+    buf: Arc<MemBuf>,
+    /// Writes not yet synced, in order: (offset, bytes).
+    pending: Mutex<Vec<(u64, Vec<u8>)>>,
+    /// The bytes a crash would leave.
+    durable: Mutex<Vec<u8>>,
+    faults: Arc<Faults>,
+}
+
+#[derive(Default)]
+struct Faults {
+    fail_writes: AtomicBool,
+    fail_syncs: AtomicBool,
+}
+
+impl StorageFile for MemFile {
+    fn len(&self) -> u64 {
+        self.buf.len as u64
+    }
+
+    fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        if self.faults.fail_writes.load(Ordering::SeqCst) {
+            return Err(io::Error::other("injected write failure"));
+        }
+        let mut pending = lock(&self.pending);
+        if offset as usize + bytes.len() > self.buf.len {
+            return Err(io::Error::other("write past the end of the file"));
+        }
+        self.buf.write(offset as usize, bytes);
+        pending.push((offset, bytes.to_vec()));
+        Ok(())
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        if self.faults.fail_syncs.load(Ordering::SeqCst) {
+            return Err(io::Error::other("injected fsync failure"));
+        }
+        let mut pending = lock(&self.pending);
+        let mut durable = lock(&self.durable);
+        for (off, bytes) in pending.drain(..) {
+            let off = off as usize;
+            durable[off..off + bytes.len()].copy_from_slice(&bytes);
+        }
+        Ok(())
+    }
+
+    fn map(&self) -> io::Result<Mapping> {
+        Ok(Mapping {
+            ptr: self.buf.ptr,
+            len: self.buf.len,
+            _owner: MappingOwner::Mem(Arc::clone(&self.buf)),
+        })
+    }
+}
+
+#[derive(Default)]
+struct MemDir {
+    live: HashMap<String, Arc<MemFile>>,
+    durable: HashMap<String, Arc<MemFile>>,
+}
+
+/// How a simulated crash treats writes that were never synced.
+#[derive(Clone, Copy, Debug)]
+pub enum CrashMode {
+    /// Every unsynced write is lost.
+    DropUnsynced,
+    /// A prefix of the unsynced writes of each file survives, in order, the last one
+    /// of them cut at a random byte (a torn write); chosen by `seed`.
+    Torn {
+        /// Seed of the choice.
+        seed: u64,
+    },
+}
+
+/// An in-memory [`Storage`] that remembers what is durable, for crash tests.
+///
+/// Directory changes (create, rename, remove) become durable at `sync_dir`, file
+/// contents at `StorageFile::sync`, as on a POSIX file system.
+#[derive(Clone, Default)]
+pub struct MemStorage {
+    dir: Arc<Mutex<MemDir>>,
+    faults: Arc<Faults>,
+}
+
+impl fmt::Debug for MemStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemStorage").finish_non_exhaustive()
+    }
+}
+
+impl MemStorage {
+    /// An empty storage.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every later write (`true`) fail, or stops doing so.
+    pub fn fail_writes(&self, on: bool) {
+        self.faults.fail_writes.store(on, Ordering::SeqCst);
+    }
+
+    /// Makes every later fsync (`true`) fail, or stops doing so.
+    pub fn fail_syncs(&self, on: bool) {
+        self.faults.fail_syncs.store(on, Ordering::SeqCst);
+    }
+
+    /// What a machine would find after a power cut now: a new storage holding the
+    /// durable directory and, per `mode`, the durable or partly durable contents.
+    pub fn crash(&self, mode: CrashMode) -> MemStorage {
+        let dir = lock(&self.dir);
+        let mut rng_state = match mode {
+            CrashMode::Torn { seed } => seed | 1,
+            CrashMode::DropUnsynced => 1,
+        };
+        let mut next = move || {
+            // xorshift64*: enough to pick prefixes reproducibly.
+            rng_state ^= rng_state >> 12;
+            rng_state ^= rng_state << 25;
+            rng_state ^= rng_state >> 27;
+            rng_state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        };
+        let mut out = MemDir::default();
+        let faults = Arc::new(Faults::default());
+        let mut names: Vec<_> = dir.durable.keys().cloned().collect();
+        names.sort();
+        for name in names {
+            let f = &dir.durable[&name];
+            let mut content = lock(&f.durable).clone();
+            if let CrashMode::Torn { .. } = mode {
+                let pending = lock(&f.pending);
+                if !pending.is_empty() {
+                    let keep = (next() % (pending.len() as u64 + 1)) as usize;
+                    for (i, (off, bytes)) in pending.iter().take(keep).enumerate() {
+                        let off = *off as usize;
+                        let n = if i + 1 == keep {
+                            (next() % (bytes.len() as u64 + 1)) as usize
+                        } else {
+                            bytes.len()
+                        };
+                        content[off..off + n].copy_from_slice(&bytes[..n]);
+                    }
+                }
+            }
+            let len = f.buf.len;
+            let file = Arc::new(MemFile {
+                buf: MemBuf::new(&content, len),
+                pending: Mutex::new(Vec::new()),
+                durable: Mutex::new(content),
+                faults: Arc::clone(&faults),
+            });
+            out.live.insert(name.clone(), Arc::clone(&file));
+            out.durable.insert(name, file);
+        }
+        MemStorage { dir: Arc::new(Mutex::new(out)), faults }
+    }
+
+    /// Flips bit `bit` of byte `offset` of `name`, live and durable (for corruption tests).
+    ///
+    /// # Panics
+    ///
+    /// If the file does not exist or the offset is past its end.
+    pub fn corrupt(&self, name: &str, offset: usize, bit: u8) {
+        let dir = lock(&self.dir);
+        let f = dir.live.get(name).expect("no such file");
+        let mut byte = f.buf.read(offset, 1);
+        byte[0] ^= 1 << bit;
+        f.buf.write(offset, &byte);
+        lock(&f.durable)[offset] ^= 1 << bit;
+    }
+
+    /// The live content of `name`, if it exists.
+    pub fn read_file(&self, name: &str) -> Option<Vec<u8>> {
+        let dir = lock(&self.dir);
+        dir.live.get(name).map(|f| f.buf.read(0, f.buf.len))
+    }
+}
+
+impl Storage for MemStorage {
+    fn list(&self) -> io::Result<Vec<String>> {
+        Ok(lock(&self.dir).live.keys().cloned().collect())
+    }
+
+    fn create(&self, name: &str, len: u64) -> io::Result<Arc<dyn StorageFile>> {
+        let f = Arc::new(MemFile {
+            buf: MemBuf::new(&[], len as usize),
+            pending: Mutex::new(Vec::new()),
+            durable: Mutex::new(vec![0; len as usize]),
+            faults: Arc::clone(&self.faults),
+        });
+        lock(&self.dir).live.insert(name.to_string(), Arc::clone(&f));
+        Ok(f)
+    }
+
+    fn open(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
+        match lock(&self.dir).live.get(name) {
+            Some(f) => Ok(Arc::clone(f) as Arc<dyn StorageFile>),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, name.to_string())),
+        }
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        match lock(&self.dir).live.remove(name) {
+            Some(_) => Ok(()),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, name.to_string())),
+        }
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let mut dir = lock(&self.dir);
+        let f = dir
+            .live
+            .remove(from)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, from.to_string()))?;
+        dir.live.insert(to.to_string(), f);
+        Ok(())
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        if self.faults.fail_syncs.load(Ordering::SeqCst) {
+            return Err(io::Error::other("injected fsync failure"));
+        }
+        let mut dir = lock(&self.dir);
+        dir.durable = dir.live.clone();
+        Ok(())
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        PathBuf::from(format!("mem:{name}"))
+    }
+}

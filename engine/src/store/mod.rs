@@ -1,0 +1,726 @@
+//! The MVCC store: etcd's key-value model on the revision log.
+//!
+//! One write operation (put, delete-range, or a txn with writes) is one main
+//! revision; its events get sub revisions `0, 1, …`. Writes are serialized by one
+//! mutex: validate, read the state they depend on, append to the log, update the
+//! key index, release the mutex, then wait for durability (so concurrent writers
+//! share an fsync). Reads take no lock: they resolve keys in the lock-free
+//! [`index`] at a revision at most `committed_rev` and read values zero-copy from the
+//! mapped log.
+//!
+//! Compaction at `c` writes a base snapshot of the keys live at `c`, points their
+//! index entries at it, drops shadowed index entries and deletes segments wholly
+//! below `c` (`engine/FORMAT.md`, Compaction on disk).
+
+mod index;
+mod types;
+
+use std::path::Path;
+
+pub use types::*;
+
+use crate::error::{Error, Result};
+use crate::log::record::{RecordData, RecordKind};
+use crate::log::{Event, FileStorage, LogOptions, LogReader, Loc, Recovered, RevisionLog, Storage};
+use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{lock, Arc, Mutex};
+use index::{Found, IndexEntry, KeyIndex};
+
+/// Limits and log settings of a store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Settings of the revision log.
+    pub log: LogOptions,
+    /// Largest key, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest value, in bytes.
+    pub max_value_bytes: usize,
+    /// Largest request (keys, values and range ends of every op and compare), as
+    /// etcd's `--max-request-bytes` (1.5 MiB).
+    pub max_request_bytes: usize,
+    /// Most operations in one txn branch, and most compares (etcd: 128).
+    pub max_txn_ops: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            log: LogOptions::default(),
+            max_key_bytes: 1536 * 1024,
+            max_value_bytes: 1536 * 1024,
+            max_request_bytes: 1536 * 1024,
+            max_txn_ops: 128,
+        }
+    }
+}
+
+struct Inner {
+    log: RevisionLog,
+    index: KeyIndex,
+    opts: StoreOptions,
+    /// Serializes writes; holds the last appended revision.
+    write: Mutex<u64>,
+    compact_rev: AtomicU64,
+    compacting: Mutex<()>,
+}
+
+/// The MVCC key-value store. Cheap to clone; every clone is the same store.
+///
+/// # Examples
+///
+/// ```
+/// use argus_engine::store::{Store, StoreOptions, RangeOptions};
+/// use argus_engine::log::MemStorage;
+/// use std::sync::Arc;
+///
+/// let store = Store::open_storage(Arc::new(MemStorage::new()), StoreOptions::default()).unwrap();
+/// let rev = store.put(b"/a", b"1").unwrap().revision;
+/// assert_eq!(rev, 2); // a fresh store is at revision 1, as etcd
+/// store.put(b"/a", b"2").unwrap();
+/// let old = store.range(b"/a", b"", RangeOptions { revision: rev, ..Default::default() }).unwrap();
+/// assert_eq!(old.kvs[0].value, b"1");
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+/// The normalized form of a (key, range_end) pair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum KeySpan<'a> {
+    One(&'a [u8]),
+    Range(&'a [u8], Option<&'a [u8]>),
+}
+
+impl<'a> KeySpan<'a> {
+    fn new(key: &'a [u8], end: &'a [u8]) -> Result<Self> {
+        if key.is_empty() {
+            return Err(Error::EmptyKey);
+        }
+        match end {
+            [] => Ok(KeySpan::One(key)),
+            [0] => Ok(KeySpan::Range(key, None)),
+            e if e <= key => Err(Error::InvalidRange),
+            e => Ok(KeySpan::Range(key, Some(e))),
+        }
+    }
+
+    fn contains(&self, k: &[u8]) -> bool {
+        match *self {
+            KeySpan::One(key) => k == key,
+            KeySpan::Range(key, end) => k >= key && end.is_none_or(|e| k < e),
+        }
+    }
+
+    fn overlaps(&self, other: &KeySpan<'_>) -> bool {
+        let (a0, a1) = self.bounds();
+        let (b0, b1) = other.bounds();
+        let a_before_b_end = b1.as_ref().is_none_or(|e| a0 < e.as_slice());
+        let b_before_a_end = a1.as_ref().is_none_or(|e| b0 < e.as_slice());
+        a_before_b_end && b_before_a_end
+    }
+
+    /// Start and exclusive end (None: unbounded).
+    fn bounds(&self) -> (&[u8], Option<Vec<u8>>) {
+        match *self {
+            KeySpan::One(k) => {
+                let mut e = k.to_vec();
+                e.push(0);
+                (k, Some(e))
+            }
+            KeySpan::Range(k, e) => (k, e.map(<[u8]>::to_vec)),
+        }
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in directory `dir`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] if another process has it open, [`Error::Corrupt`] if
+    /// recovery finds corruption that is not a torn tail, I/O errors.
+    pub fn open(dir: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
+        let storage = Arc::new(FileStorage::open(dir)?);
+        Self::open_storage(storage, opts)
+    }
+
+    /// Opens the store on any [`Storage`] (the file system, or memory in tests).
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::open`].
+    pub fn open_storage(storage: Arc<dyn Storage>, opts: StoreOptions) -> Result<Store> {
+        Ok(Self::open_with_report(storage, opts)?.0)
+    }
+
+    /// As [`Store::open_storage`], also returning what recovery found.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::open`].
+    pub fn open_with_report(storage: Arc<dyn Storage>, opts: StoreOptions) -> Result<(Store, Recovered)> {
+        let overhead = 128 * opts.max_txn_ops;
+        if (opts.log.segment_size as usize) < 32 + opts.max_request_bytes + overhead {
+            // Larger revisions still work (they get a segment of their own), but every
+            // such write would cost a new file: refuse the configuration instead.
+            return Err(Error::InvalidOptions(format!(
+                "segment size {} is smaller than the largest request ({} bytes) plus record overhead",
+                opts.log.segment_size, opts.max_request_bytes
+            )));
+        }
+        let (log, recovered) = RevisionLog::open(storage, opts.log.clone())?;
+        let index = KeyIndex::default();
+        let reader = log.reader();
+        let compact_rev = reader.snapshot_rev();
+        for (loc, r) in reader.snapshot_records() {
+            index.insert(r.key.to_vec(), r.mod_revision, r.sub, IndexEntry::new(loc, r.create_revision, r.version, false));
+        }
+        for item in reader.records(compact_rev + 1, reader.committed_rev()) {
+            let (loc, r) = item?;
+            let tomb = r.kind == RecordKind::Delete;
+            index.insert(r.key.to_vec(), r.main, r.sub, IndexEntry::new(loc, r.create_revision, r.version, tomb));
+        }
+        let last = log.committed_rev();
+        drop(reader);
+        let inner = Inner {
+            log,
+            index,
+            opts,
+            write: Mutex::new(last),
+            compact_rev: AtomicU64::new(compact_rev),
+            compacting: Mutex::new(()),
+        };
+        Ok((Store { inner: Arc::new(inner) }, recovered))
+    }
+
+    /// The revision log under the store (the watch machinery reads it).
+    pub fn log(&self) -> &RevisionLog {
+        &self.inner.log
+    }
+
+    /// The options the store runs with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.opts
+    }
+
+    /// The newest committed revision: every read and watch sees at most this.
+    pub fn current_revision(&self) -> u64 {
+        self.inner.log.committed_rev()
+    }
+
+    /// The compaction revision: reads below it fail with [`Error::Compacted`].
+    pub fn compact_revision(&self) -> u64 {
+        self.inner.compact_rev.load(Ordering::Acquire)
+    }
+
+    /// Number of retained index entries (every live change since compaction).
+    pub fn index_entries(&self) -> usize {
+        self.inner.index.len()
+    }
+
+    /// Makes every acknowledged write durable, whatever the fsync policy.
+    ///
+    /// # Errors
+    ///
+    /// The fsync's I/O error.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.log.flush()
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<()> {
+        if key.is_empty() {
+            return Err(Error::EmptyKey);
+        }
+        if key.len() > self.inner.opts.max_key_bytes {
+            return Err(Error::KeyTooLarge { len: key.len(), max: self.inner.opts.max_key_bytes });
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<()> {
+        if value.len() > self.inner.opts.max_value_bytes {
+            return Err(Error::ValueTooLarge { len: value.len(), max: self.inner.opts.max_value_bytes });
+        }
+        Ok(())
+    }
+
+    fn check_size(&self, size: usize) -> Result<()> {
+        if size > self.inner.opts.max_request_bytes {
+            return Err(Error::RequestTooLarge { size, max: self.inner.opts.max_request_bytes });
+        }
+        Ok(())
+    }
+
+    /// Resolves `revision` (0: current) for a read, checking it is retained.
+    fn read_rev(&self, revision: u64) -> Result<u64> {
+        let current = self.current_revision();
+        let rev = if revision == 0 { current } else { revision };
+        if rev > current {
+            return Err(Error::FutureRevision { requested: rev, current });
+        }
+        let compact_revision = self.compact_revision();
+        if rev < compact_revision {
+            return Err(Error::Compacted { requested: rev, compact_revision });
+        }
+        Ok(rev)
+    }
+
+    /// Keys in `[key, range_end)` at a revision (etcd's Range).
+    ///
+    /// `range_end` empty: the one key; `"\0"`: every key `>= key`; see [`prefix_end`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyKey`], [`Error::InvalidRange`], [`Error::Compacted`],
+    /// [`Error::FutureRevision`].
+    pub fn range(&self, key: &[u8], range_end: &[u8], opts: RangeOptions) -> Result<RangeResult> {
+        let span = KeySpan::new(key, range_end)?;
+        self.check_size(key.len() + range_end.len())?;
+        let rev = self.read_rev(opts.revision)?;
+        let header = self.current_revision();
+        let mut reader = self.inner.log.reader();
+        let mut kvs = Vec::new();
+        let mut count = 0usize;
+        let mut failed = None;
+        let limit = if opts.limit == 0 { usize::MAX } else { opts.limit };
+        self.scan(&span, rev, |f| {
+            count += 1;
+            if !opts.count_only && kvs.len() < limit {
+                match self.materialize(&mut reader, f, opts.keys_only) {
+                    Ok(kv) => kvs.push(kv),
+                    Err(e) => {
+                        failed = Some(e);
+                        return false;
+                    }
+                }
+            }
+            true
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        // A compaction that began during the scan may have removed entries this read
+        // needed: report it rather than a partial answer.
+        let compact_revision = self.compact_revision();
+        if rev < compact_revision {
+            return Err(Error::Compacted { requested: rev, compact_revision });
+        }
+        Ok(RangeResult { more: count > kvs.len() && !opts.count_only, kvs, count, revision: header })
+    }
+
+    fn scan(&self, span: &KeySpan<'_>, rev: u64, mut f: impl FnMut(Found) -> bool) {
+        match *span {
+            KeySpan::One(k) => {
+                if let Some(found) = self.inner.index.get(k, rev) {
+                    f(found);
+                }
+            }
+            KeySpan::Range(k, end) => self.inner.index.scan(k, end, rev, f),
+        }
+    }
+
+    /// Reads the value of an index entry from a committed view of the log.
+    fn materialize(&self, reader: &mut LogReader, f: Found, keys_only: bool) -> Result<KeyValue> {
+        let mut kv = KeyValue {
+            key: f.key,
+            value: Vec::new(),
+            create_revision: f.create_revision,
+            mod_revision: f.main,
+            version: f.version,
+        };
+        if keys_only {
+            return Ok(kv);
+        }
+        if reader.get(f.loc).is_none() {
+            // The entry moved into a snapshot newer than this view: take a fresh view.
+            *reader = self.inner.log.reader();
+        }
+        match reader.get(f.loc) {
+            Some(r) if r.key == kv.key.as_slice() => {
+                kv.value = r.value.to_vec();
+                Ok(kv)
+            }
+            _ => Err(Error::Corrupt {
+                file: format!("record {:?}", f.loc).into(),
+                offset: f.loc.offset(),
+                reason: format!("index entry of key {:?} does not resolve to its record", String::from_utf8_lossy(&kv.key)),
+            }),
+        }
+    }
+
+    /// Reads a value for the writer, which may need records not yet committed.
+    fn materialize_written(&self, f: Found) -> Result<KeyValue> {
+        let rec = self.inner.log.read_written(f.loc).filter(|r| r.key == f.key).ok_or_else(|| Error::Corrupt {
+            file: format!("record {:?}", f.loc).into(),
+            offset: f.loc.offset(),
+            reason: "index entry does not resolve to its record".into(),
+        })?;
+        Ok(KeyValue {
+            key: f.key,
+            value: rec.value,
+            create_revision: f.create_revision,
+            mod_revision: f.main,
+            version: f.version,
+        })
+    }
+
+    /// Sets `key` to `value` (etcd's Put). Returns once durable per the fsync policy.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyKey`], [`Error::KeyTooLarge`], [`Error::ValueTooLarge`],
+    /// [`Error::RequestTooLarge`], [`Error::Poisoned`]; nothing is written then.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<PutResult> {
+        self.put_with(key, value, false)
+    }
+
+    /// As [`Store::put`], returning the previous key-value when `prev_kv`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::put`].
+    pub fn put_with(&self, key: &[u8], value: &[u8], prev_kv: bool) -> Result<PutResult> {
+        let r = self.txn(&[], &[TxnOp::Put { key: key.to_vec(), value: value.to_vec(), prev_kv }], &[])?;
+        match r.responses.into_iter().next() {
+            Some(TxnOpResult::Put(p)) => Ok(p),
+            _ => unreachable!("a one-put txn answers with one put"),
+        }
+    }
+
+    /// Deletes the keys in `[key, range_end)` as one revision, one DELETE event per
+    /// key (etcd's DeleteRange). Deleting nothing makes no revision.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyKey`], [`Error::InvalidRange`], [`Error::Poisoned`].
+    pub fn delete_range(&self, key: &[u8], range_end: &[u8], prev_kv: bool) -> Result<DeleteResult> {
+        let op = TxnOp::DeleteRange { key: key.to_vec(), range_end: range_end.to_vec(), prev_kv };
+        let r = self.txn(&[], &[op], &[])?;
+        match r.responses.into_iter().next() {
+            Some(TxnOpResult::DeleteRange(d)) => Ok(d),
+            _ => unreachable!("a one-delete txn answers with one delete"),
+        }
+    }
+
+    fn validate_ops(&self, ops: &[TxnOp], size: &mut usize) -> Result<()> {
+        if ops.len() > self.inner.opts.max_txn_ops {
+            return Err(Error::TooManyOps { count: ops.len(), max: self.inner.opts.max_txn_ops });
+        }
+        let mut writes: Vec<KeySpan<'_>> = Vec::new();
+        for op in ops {
+            match op {
+                TxnOp::Put { key, value, .. } => {
+                    self.check_key(key)?;
+                    self.check_value(value)?;
+                    *size += key.len() + value.len();
+                    let s = KeySpan::One(key);
+                    if writes.iter().any(|w| w.overlaps(&s)) {
+                        return Err(Error::DuplicateKey);
+                    }
+                    writes.push(s);
+                }
+                TxnOp::DeleteRange { key, range_end, .. } => {
+                    self.check_key(key)?;
+                    let s = KeySpan::new(key, range_end)?;
+                    *size += key.len() + range_end.len();
+                    if writes.iter().any(|w| w.overlaps(&s)) {
+                        return Err(Error::DuplicateKey);
+                    }
+                    writes.push(s);
+                }
+                TxnOp::Range { key, range_end, .. } => {
+                    self.check_key(key)?;
+                    KeySpan::new(key, range_end)?;
+                    *size += key.len() + range_end.len();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `success` if every compare holds, else `failure`, atomically as one
+    /// revision (none if the branch writes nothing). Ranges inside the branch see the
+    /// branch's earlier writes, as in etcd.
+    ///
+    /// # Errors
+    ///
+    /// Validation errors of any op ([`Error::DuplicateKey`] when two writes touch the
+    /// same key, [`Error::TooManyOps`], limits), [`Error::Poisoned`]. Nothing is
+    /// written on error.
+    pub fn txn(&self, compares: &[Compare], success: &[TxnOp], failure: &[TxnOp]) -> Result<TxnResult> {
+        if compares.len() > self.inner.opts.max_txn_ops {
+            return Err(Error::TooManyOps { count: compares.len(), max: self.inner.opts.max_txn_ops });
+        }
+        let mut size = 0;
+        for c in compares {
+            KeySpan::new(&c.key, &c.range_end)?;
+            size += c.key.len() + c.range_end.len();
+            if let CompareTarget::Value(v) = &c.target {
+                size += v.len();
+            }
+        }
+        self.validate_ops(success, &mut size)?;
+        self.validate_ops(failure, &mut size)?;
+        self.check_size(size)?;
+
+        let inner = &*self.inner;
+        let mut last = lock(&inner.write);
+        let base = *last;
+        let succeeded = compares.iter().try_fold(true, |ok, c| Ok::<_, Error>(ok && self.compare(c, base)?))?;
+        let ops = if succeeded { success } else { failure };
+        let rev = base + 1;
+
+        // Plan the events and the answers against the state at `base` plus the
+        // branch's own earlier writes.
+        let mut overlay: Vec<(Vec<u8>, Option<KeyValue>)> = Vec::new();
+        let mut events: Vec<(RecordKind, Vec<u8>, u64, u64)> = Vec::new(); // kind, key, create, version
+        let mut values: Vec<&[u8]> = Vec::new();
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            match op {
+                TxnOp::Put { key, value, prev_kv } => {
+                    let prev = inner.index.get(key, base);
+                    let (create, version) = match &prev {
+                        Some(p) => (p.create_revision, p.version + 1),
+                        None => (rev, 1),
+                    };
+                    let prev_kv = match (prev_kv, prev) {
+                        (true, Some(p)) => Some(self.materialize_written(p)?),
+                        _ => None,
+                    };
+                    events.push((RecordKind::Put, key.clone(), create, version));
+                    values.push(value);
+                    overlay.push((
+                        key.clone(),
+                        Some(KeyValue {
+                            key: key.clone(),
+                            value: value.clone(),
+                            create_revision: create,
+                            mod_revision: rev,
+                            version,
+                        }),
+                    ));
+                    responses.push(TxnOpResult::Put(PutResult { revision: rev, prev_kv }));
+                }
+                TxnOp::DeleteRange { key, range_end, prev_kv } => {
+                    let span = KeySpan::new(key, range_end)?;
+                    let mut doomed = Vec::new();
+                    self.scan(&span, base, |f| {
+                        doomed.push(f);
+                        true
+                    });
+                    let mut prev_kvs = Vec::new();
+                    for f in &doomed {
+                        events.push((RecordKind::Delete, f.key.clone(), 0, 0));
+                        values.push(&[]);
+                        overlay.push((f.key.clone(), None));
+                    }
+                    if *prev_kv {
+                        for f in doomed.iter().cloned() {
+                            prev_kvs.push(self.materialize_written(f)?);
+                        }
+                    }
+                    responses.push(TxnOpResult::DeleteRange(DeleteResult {
+                        revision: rev,
+                        deleted: doomed.len() as u64,
+                        prev_kvs,
+                    }));
+                }
+                TxnOp::Range { key, range_end, options } => {
+                    responses.push(TxnOpResult::Range(self.range_in_txn(key, range_end, options, base, &overlay)?));
+                }
+            }
+        }
+
+        if events.is_empty() {
+            // Nothing written: no new revision; answers carry the current revision.
+            drop(last);
+            for r in &mut responses {
+                match r {
+                    TxnOpResult::Put(_) => unreachable!("a put always writes"),
+                    TxnOpResult::DeleteRange(d) => d.revision = base,
+                    TxnOpResult::Range(rr) => rr.revision = base,
+                }
+            }
+            return Ok(TxnResult { succeeded, responses, revision: base });
+        }
+        let log_events: Vec<Event<'_>> = events
+            .iter()
+            .zip(&values)
+            .map(|((kind, key, create, version), value)| Event {
+                kind: *kind,
+                key,
+                value,
+                create_revision: *create,
+                version: *version,
+            })
+            .collect();
+        let (ticket, locs) = inner.log.append(rev, &log_events)?;
+        for (i, ((kind, key, create, version), loc)) in events.into_iter().zip(locs).enumerate() {
+            let tomb = kind == RecordKind::Delete;
+            inner.index.insert(key, rev, i as u32, IndexEntry::new(loc, create, version, tomb));
+        }
+        *last = rev;
+        drop(last);
+        inner.log.wait_durable(ticket)?;
+        for r in &mut responses {
+            if let TxnOpResult::Range(rr) = r {
+                rr.revision = rev;
+            }
+        }
+        Ok(TxnResult { succeeded, responses, revision: rev })
+    }
+
+    fn range_in_txn(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        opts: &RangeOptions,
+        base: u64,
+        overlay: &[(Vec<u8>, Option<KeyValue>)],
+    ) -> Result<RangeResult> {
+        let span = KeySpan::new(key, range_end)?;
+        if opts.revision != 0 && opts.revision != base {
+            // A historical read inside a txn sees no pending writes.
+            if opts.revision > base {
+                return Err(Error::FutureRevision { requested: opts.revision, current: base });
+            }
+            let cr = self.compact_revision();
+            if opts.revision < cr {
+                return Err(Error::Compacted { requested: opts.revision, compact_revision: cr });
+            }
+        }
+        let at = if opts.revision == 0 { base } else { opts.revision };
+        let mut found: std::collections::BTreeMap<Vec<u8>, Found> = std::collections::BTreeMap::new();
+        self.scan(&span, at, |f| {
+            found.insert(f.key.clone(), f);
+            true
+        });
+        let mut merged: std::collections::BTreeMap<Vec<u8>, Option<KeyValue>> = std::collections::BTreeMap::new();
+        for (k, f) in found {
+            let kv = if opts.keys_only || opts.count_only {
+                KeyValue { key: f.key.clone(), value: Vec::new(), create_revision: f.create_revision, mod_revision: f.main, version: f.version }
+            } else {
+                self.materialize_written(f)?
+            };
+            merged.insert(k, Some(kv));
+        }
+        if at == base {
+            for (k, v) in overlay {
+                if span.contains(k) {
+                    merged.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let mut kvs: Vec<KeyValue> = merged.into_values().flatten().collect();
+        let count = kvs.len();
+        if opts.count_only {
+            kvs.clear();
+        } else if opts.limit != 0 && kvs.len() > opts.limit {
+            kvs.truncate(opts.limit);
+        }
+        if opts.keys_only {
+            for kv in &mut kvs {
+                kv.value.clear();
+            }
+        }
+        Ok(RangeResult { more: !opts.count_only && count > kvs.len(), kvs, count, revision: base })
+    }
+
+    fn compare(&self, c: &Compare, rev: u64) -> Result<bool> {
+        let span = KeySpan::new(&c.key, &c.range_end)?;
+        let mut found = Vec::new();
+        self.scan(&span, rev, |f| {
+            found.push(f);
+            true
+        });
+        if found.is_empty() {
+            // As etcd: a missing key fails a value compare; other targets compare
+            // against zero.
+            if matches!(c.target, CompareTarget::Value(_)) {
+                return Ok(false);
+            }
+            let zero = KeyValue { key: c.key.clone(), ..KeyValue::default() };
+            return Ok(c.holds(&zero));
+        }
+        for f in found {
+            let kv = if matches!(c.target, CompareTarget::Value(_)) {
+                self.materialize_written(f)?
+            } else {
+                KeyValue { key: f.key, value: Vec::new(), create_revision: f.create_revision, mod_revision: f.main, version: f.version }
+            };
+            if !c.holds(&kv) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Compacts history below `revision`: reads below it fail with
+    /// [`Error::Compacted`] from now on, the keys live at it are written to a base
+    /// snapshot, and segments wholly below it are deleted. Survives a restart.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Compacted`] if `revision` is not above the current compaction
+    /// revision, [`Error::FutureRevision`] if above the current revision, I/O errors.
+    pub fn compact(&self, revision: u64) -> Result<()> {
+        let inner = &*self.inner;
+        let _g = lock(&inner.compacting);
+        let current = self.current_revision();
+        let compact_revision = self.compact_revision();
+        if revision <= compact_revision {
+            return Err(Error::Compacted { requested: revision, compact_revision });
+        }
+        if revision > current {
+            return Err(Error::FutureRevision { requested: revision, current });
+        }
+        inner.compact_rev.store(revision, Ordering::Release);
+
+        let mut reader = inner.log.reader();
+        let mut live: Vec<Found> = Vec::new();
+        inner.index.scan(b"", None, revision, |f| {
+            live.push(f);
+            true
+        });
+        let mut kvs = Vec::with_capacity(live.len());
+        for f in &live {
+            let kv = self.materialize(&mut reader, f.clone(), false)?;
+            kvs.push(kv);
+        }
+        let records = live.iter().zip(&kvs).map(|(f, kv)| RecordData {
+            main: f.main,
+            sub: f.sub,
+            kind: RecordKind::Put,
+            last: true,
+            create_revision: f.create_revision,
+            mod_revision: f.main,
+            version: f.version,
+            key: &kv.key,
+            value: &kv.value,
+        });
+        let locs: Vec<Loc> = inner.log.write_snapshot(revision, records)?;
+        for (f, loc) in live.iter().zip(locs) {
+            inner.index.set_loc(&f.key, f.main, f.sub, loc);
+        }
+        inner.index.compact(revision);
+        inner.log.drop_before(revision)?;
+        Ok(())
+    }
+}
+
+/// The range end that selects every key starting with `prefix` (etcd's
+/// `GetPrefixRangeEnd`): the prefix with its last byte below 0xff incremented and
+/// what follows dropped; `"\0"` (every key) if there is no such byte.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(&last) = end.last() {
+        if last < 0xff {
+            *end.last_mut().expect("non-empty") += 1;
+            return end;
+        }
+        end.pop();
+    }
+    vec![0]
+}

@@ -1,0 +1,178 @@
+//! Requests and answers of the store, shaped like etcd's KV API.
+
+/// A key's state at a revision (etcd's `mvccpb.KeyValue`, without lease).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value (empty with `keys_only`).
+    pub value: Vec<u8>,
+    /// Revision that created the key's current generation.
+    pub create_revision: u64,
+    /// Revision of the key's last change.
+    pub mod_revision: u64,
+    /// Puts since creation, from 1.
+    pub version: u64,
+}
+
+/// Options of a range read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RangeOptions {
+    /// Revision to read at; 0 = current.
+    pub revision: u64,
+    /// Most keys returned; 0 = no limit.
+    pub limit: usize,
+    /// Return keys without values.
+    pub keys_only: bool,
+    /// Return only the count.
+    pub count_only: bool,
+}
+
+/// Answer to a range read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeResult {
+    /// Keys found, in key order (at most `limit`).
+    pub kvs: Vec<KeyValue>,
+    /// Keys matching, ignoring `limit`.
+    pub count: usize,
+    /// Whether `limit` cut the answer.
+    pub more: bool,
+    /// Store revision when the read was served (etcd's header revision).
+    pub revision: u64,
+}
+
+/// Answer to a put.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PutResult {
+    /// Revision of the put.
+    pub revision: u64,
+    /// The key's previous state, when asked for and present.
+    pub prev_kv: Option<KeyValue>,
+}
+
+/// Answer to a delete-range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeleteResult {
+    /// Revision of the delete (the current revision if nothing was deleted).
+    pub revision: u64,
+    /// Keys deleted.
+    pub deleted: u64,
+    /// Their previous states, when asked for.
+    pub prev_kvs: Vec<KeyValue>,
+}
+
+/// What a compare looks at, with the operand.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CompareTarget {
+    /// The value.
+    Value(Vec<u8>),
+    /// The version (0 for a missing key).
+    Version(u64),
+    /// The create revision (0 for a missing key).
+    CreateRevision(u64),
+    /// The mod revision (0 for a missing key).
+    ModRevision(u64),
+}
+
+/// How a compare relates the key's field to the operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompareOp {
+    /// field == operand
+    Equal,
+    /// field > operand
+    Greater,
+    /// field < operand
+    Less,
+    /// field != operand
+    NotEqual,
+}
+
+/// One condition of a txn (etcd's `Compare`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compare {
+    /// The key (or range start).
+    pub key: Vec<u8>,
+    /// Range end, as in a range read; every key in the range must satisfy it.
+    pub range_end: Vec<u8>,
+    /// Field and operand.
+    pub target: CompareTarget,
+    /// Relation.
+    pub op: CompareOp,
+}
+
+impl Compare {
+    /// A compare on one key.
+    pub fn new(key: impl Into<Vec<u8>>, op: CompareOp, target: CompareTarget) -> Self {
+        Compare { key: key.into(), range_end: Vec::new(), target, op }
+    }
+
+    pub(crate) fn holds(&self, kv: &KeyValue) -> bool {
+        use std::cmp::Ordering;
+        let ord = match &self.target {
+            CompareTarget::Value(v) => kv.value.as_slice().cmp(v.as_slice()),
+            CompareTarget::Version(v) => kv.version.cmp(v),
+            CompareTarget::CreateRevision(v) => kv.create_revision.cmp(v),
+            CompareTarget::ModRevision(v) => kv.mod_revision.cmp(v),
+        };
+        match self.op {
+            CompareOp::Equal => ord == Ordering::Equal,
+            CompareOp::Greater => ord == Ordering::Greater,
+            CompareOp::Less => ord == Ordering::Less,
+            CompareOp::NotEqual => ord != Ordering::Equal,
+        }
+    }
+}
+
+/// One operation of a txn branch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxnOp {
+    /// Put `value` at `key`.
+    Put {
+        /// Key.
+        key: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+        /// Return the previous state.
+        prev_kv: bool,
+    },
+    /// Delete `[key, range_end)`.
+    DeleteRange {
+        /// Key or range start.
+        key: Vec<u8>,
+        /// Range end (empty: one key).
+        range_end: Vec<u8>,
+        /// Return the deleted states.
+        prev_kv: bool,
+    },
+    /// Read `[key, range_end)`.
+    Range {
+        /// Key or range start.
+        key: Vec<u8>,
+        /// Range end (empty: one key).
+        range_end: Vec<u8>,
+        /// Read options.
+        options: RangeOptions,
+    },
+}
+
+/// Answer to one txn operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxnOpResult {
+    /// Of a put.
+    Put(PutResult),
+    /// Of a delete-range.
+    DeleteRange(DeleteResult),
+    /// Of a range.
+    Range(RangeResult),
+}
+
+/// Answer to a txn.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxnResult {
+    /// Whether the compares held (the success branch ran).
+    pub succeeded: bool,
+    /// One answer per operation of the branch that ran.
+    pub responses: Vec<TxnOpResult>,
+    /// Revision after the txn (new if it wrote, else the current one).
+    pub revision: u64,
+}
