@@ -165,7 +165,6 @@ impl From<RecordRef<'_>> for OwnedRecord {
 pub(crate) struct SnapshotFile {
     pub(crate) file_no: u32,
     pub(crate) rev: u64,
-    pub(crate) name: String,
     map: storage::Mapping,
     len: u64,
 }
@@ -862,7 +861,7 @@ fn open_snapshot(storage: &dyn Storage, name: &str, rev: u64, file_no: u32) -> R
             Err(e) => return Err(corrupt(storage, name, off as u64, e.to_string())),
         }
     }
-    Ok(SnapshotFile { file_no, rev, name: name.to_string(), map, len })
+    Ok(SnapshotFile { file_no, rev, map, len })
 }
 
 struct Scan {

@@ -68,10 +68,6 @@ impl Segment {
         self.committed_len.load(Ordering::Acquire)
     }
 
-    pub(crate) fn last_rev(&self) -> u64 {
-        self.last_rev.load(Ordering::Acquire)
-    }
-
     /// Publishes bytes up to `len`, holding complete revisions up to `rev`.
     pub(crate) fn publish(&self, len: u64, rev: u64) {
         self.last_rev.store(rev, Ordering::Release);

@@ -724,3 +724,6 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     }
     vec![0]
 }
+
+#[cfg(test)]
+mod tests;
