@@ -78,3 +78,59 @@ impl<T> SwapCell<T> {
         }
     }
 }
+
+/// Runs `f` on every item, in parallel on rayon's pool when `parallel`, and
+/// returns the results in item order. Under loom, sequentially (rayon's threads are
+/// not loom threads).
+pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], parallel: bool, f: impl Fn(&T) -> R + Sync + Send) -> Vec<R> {
+    #[cfg(not(loom))]
+    {
+        if parallel && items.len() > 1 {
+            use rayon::prelude::*;
+            return items.par_iter().map(f).collect();
+        }
+    }
+    let _ = parallel;
+    items.iter().map(f).collect()
+}
+
+/// Runs `job` in the background (rayon's pool); under loom, at once on this thread.
+pub(crate) fn spawn_job(job: impl FnOnce() + Send + 'static) {
+    #[cfg(not(loom))]
+    {
+        rayon::spawn(job);
+    }
+    #[cfg(loom)]
+    {
+        job();
+    }
+}
+
+/// A wake-up signal for one waiting thread: `ring` sets it, `wait` consumes it.
+#[derive(Default)]
+pub(crate) struct Doorbell {
+    rung: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Doorbell {
+    pub(crate) fn ring(&self) {
+        let mut r = lock(&self.rung);
+        if !*r {
+            *r = true;
+            self.cv.notify_one();
+        }
+    }
+
+    /// Waits until rung or `timeout` passes; returns whether it was rung.
+    pub(crate) fn wait(&self, timeout: std::time::Duration) -> bool {
+        let mut r = lock(&self.rung);
+        if !*r {
+            r = match self.cv.wait_timeout(r, timeout) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        std::mem::replace(&mut *r, false)
+    }
+}

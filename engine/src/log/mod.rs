@@ -218,7 +218,12 @@ struct Inner {
     /// Signalled after every publish of `committed_rev`.
     commit_cv: Condvar,
     commit_mx: Mutex<()>,
+    /// Called after every publish of `committed_rev` (the watch notifier's doorbell).
+    listeners: Mutex<Vec<CommitListener>>,
 }
+
+/// A callback run after `committed_rev` advances; it must be quick and not block.
+pub type CommitListener = Arc<dyn Fn() + Send + Sync>;
 
 /// The append-only, memory-mapped revision log.
 ///
@@ -361,8 +366,8 @@ impl RevisionLog {
                 rec.removed_files.push(name);
                 continue;
             }
-            let hdr_rev = record::decode_file_header(head, SEGMENT_MAGIC)
-                .map_err(|r| corrupt(&*storage, &name, 0, r))?;
+            let hdr_rev =
+                record::decode_file_header(head, SEGMENT_MAGIC).map_err(|r| corrupt(&*storage, &name, 0, r))?;
             if hdr_rev != first {
                 return Err(corrupt(
                     &*storage,
@@ -431,13 +436,7 @@ impl RevisionLog {
             opts,
             files: SwapCell::new(Arc::new(FileSet { segments, snapshot })),
             committed_rev: AtomicU64::new(last_rev),
-            writer: Mutex::new(WriterState {
-                active,
-                write_off,
-                last_rev,
-                next_file_no,
-                buf: Vec::new(),
-            }),
+            writer: Mutex::new(WriterState { active, write_off, last_rev, next_file_no, buf: Vec::new() }),
             sync: Mutex::new(SyncState {
                 pending: VecDeque::new(),
                 pending_bytes: 0,
@@ -449,6 +448,7 @@ impl RevisionLog {
             poison_reason: Mutex::new(String::new()),
             commit_cv: Condvar::new(),
             commit_mx: Mutex::new(()),
+            listeners: Mutex::new(Vec::new()),
         };
         Ok((RevisionLog { inner: Arc::new(inner) }, rec))
     }
@@ -603,8 +603,18 @@ impl RevisionLog {
 
     fn publish_committed(&self, rev: u64) {
         self.inner.committed_rev.store(rev, Ordering::Release);
-        let _g = lock(&self.inner.commit_mx);
-        self.inner.commit_cv.notify_all();
+        {
+            let _g = lock(&self.inner.commit_mx);
+            self.inner.commit_cv.notify_all();
+        }
+        for l in lock(&self.inner.listeners).iter() {
+            l();
+        }
+    }
+
+    /// Registers `f` to run after every advance of `committed_rev`.
+    pub fn add_commit_listener(&self, f: CommitListener) {
+        lock(&self.inner.listeners).push(f);
     }
 
     /// Seals the active segment (fsync) and starts a new one at `rev`.
@@ -817,8 +827,7 @@ fn create_segment(storage: &dyn Storage, file_no: u32, first_rev: u64, size: u64
     let name = segment_name(first_rev);
     let io = |what: &str, e| Error::io(format!("{what} {name}"), e);
     let file = storage.create(&name, size).map_err(|e| io("create", e))?;
-    file.write_at(0, &record::encode_file_header(SEGMENT_MAGIC, first_rev))
-        .map_err(|e| io("write header of", e))?;
+    file.write_at(0, &record::encode_file_header(SEGMENT_MAGIC, first_rev)).map_err(|e| io("write header of", e))?;
     file.sync().map_err(|e| io("fsync", e))?;
     storage.sync_dir().map_err(|e| io("sync directory after creating", e))?;
     let map = file.map().map_err(|e| io("map", e))?;
@@ -853,7 +862,12 @@ fn open_snapshot(storage: &dyn Storage, name: &str, rev: u64, file_no: u32) -> R
             }
             Ok((r, n)) => {
                 if r.kind != RecordKind::Put || r.mod_revision > rev {
-                    return Err(corrupt(storage, name, off as u64, "snapshot record is not a PUT at or below its revision"));
+                    return Err(corrupt(
+                        storage,
+                        name,
+                        off as u64,
+                        "snapshot record is not a PUT at or below its revision",
+                    ));
                 }
                 count += 1;
                 off += n;
@@ -888,10 +902,13 @@ fn scan_segment(storage: &dyn Storage, seg: &Segment, is_last: bool) -> Result<S
             Ok((r, n)) => {
                 let in_order = r.kind != RecordKind::End && r.main == expect_main && r.sub == expect_sub;
                 if !in_order {
-                    break Some((off, format!(
-                        "record revision {}.{} out of order (expected {expect_main}.{expect_sub})",
-                        r.main, r.sub
-                    )));
+                    break Some((
+                        off,
+                        format!(
+                            "record revision {}.{} out of order (expected {expect_main}.{expect_sub})",
+                            r.main, r.sub
+                        ),
+                    ));
                 }
                 if expect_sub == 0 {
                     rev_start = off;
@@ -947,11 +964,7 @@ fn scan_segment(storage: &dyn Storage, seg: &Segment, is_last: bool) -> Result<S
         probe += 8;
     }
     let nonzero_end = bytes.iter().rposition(|&b| b != 0).map_or(tail_start, |p| p + 1).max(tail_start);
-    Ok(Scan {
-        end: tail_start as u64,
-        last_rev: last_complete,
-        torn_bytes: (nonzero_end - tail_start) as u64,
-    })
+    Ok(Scan { end: tail_start as u64, last_rev: last_complete, torn_bytes: (nonzero_end - tail_start) as u64 })
 }
 
 /// A consistent view of the log: committed records up to a revision, and the base
@@ -1037,11 +1050,7 @@ impl<'a> Iterator for Records<'a> {
                 Err(e) => {
                     // Committed bytes were verified or written by us: this is memory
                     // or media corruption after open. Report it once and stop.
-                    let err = Error::Corrupt {
-                        file: seg.name.clone().into(),
-                        offset: self.off,
-                        reason: e.to_string(),
-                    };
+                    let err = Error::Corrupt { file: seg.name.clone().into(), offset: self.off, reason: e.to_string() };
                     self.from = self.to + 1;
                     return Some(Err(err));
                 }

@@ -191,10 +191,8 @@ pub fn decode(bytes: &[u8]) -> Result<(RecordRef<'_>, usize), DecodeError> {
     }
     let key_len = u32_at(bytes, 24) as usize;
     let value_len = u32_at(bytes, 28) as usize;
-    let body = RECORD_HEADER
-        .checked_add(key_len)
-        .and_then(|x| x.checked_add(value_len))
-        .ok_or(DecodeError::BadLength)?;
+    let body =
+        RECORD_HEADER.checked_add(key_len).and_then(|x| x.checked_add(value_len)).ok_or(DecodeError::BadLength)?;
     if body > len || len - body >= 8 {
         return Err(DecodeError::BadLength);
     }

@@ -37,13 +37,7 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    pub(crate) fn new(
-        file_no: u32,
-        first_rev: u64,
-        name: String,
-        file: Arc<dyn StorageFile>,
-        map: Mapping,
-    ) -> Segment {
+    pub(crate) fn new(file_no: u32, first_rev: u64, name: String, file: Arc<dyn StorageFile>, map: Mapping) -> Segment {
         let slots = (map.len() as u64 / SPARSE_STRIDE + 2) as usize;
         Segment {
             file_no,

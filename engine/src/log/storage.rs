@@ -217,12 +217,7 @@ impl Storage for FileStorage {
     }
 
     fn create(&self, name: &str, len: u64) -> io::Result<Arc<dyn StorageFile>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(self.dir.join(name))?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(self.dir.join(name))?;
         file.set_len(len)?;
         Ok(Arc::new(DiskFile { file, len }))
     }
@@ -339,11 +334,7 @@ impl StorageFile for MemFile {
     }
 
     fn map(&self) -> io::Result<Mapping> {
-        Ok(Mapping {
-            ptr: self.buf.ptr,
-            len: self.buf.len,
-            _owner: MappingOwner::Mem(Arc::clone(&self.buf)),
-        })
+        Ok(Mapping { ptr: self.buf.ptr, len: self.buf.len, _owner: MappingOwner::Mem(Arc::clone(&self.buf)) })
     }
 }
 
@@ -426,11 +417,7 @@ impl MemStorage {
                     let keep = (next() % (pending.len() as u64 + 1)) as usize;
                     for (i, (off, bytes)) in pending.iter().take(keep).enumerate() {
                         let off = *off as usize;
-                        let n = if i + 1 == keep {
-                            (next() % (bytes.len() as u64 + 1)) as usize
-                        } else {
-                            bytes.len()
-                        };
+                        let n = if i + 1 == keep { (next() % (bytes.len() as u64 + 1)) as usize } else { bytes.len() };
                         content[off..off + n].copy_from_slice(&bytes[..n]);
                     }
                 }
@@ -501,10 +488,7 @@ impl Storage for MemStorage {
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         let mut dir = lock(&self.dir);
-        let f = dir
-            .live
-            .remove(from)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, from.to_string()))?;
+        let f = dir.live.remove(from).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, from.to_string()))?;
         dir.live.insert(to.to_string(), f);
         Ok(())
     }

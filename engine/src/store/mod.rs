@@ -21,7 +21,7 @@ pub use types::*;
 
 use crate::error::{Error, Result};
 use crate::log::record::{RecordData, RecordKind};
-use crate::log::{Event, FileStorage, LogOptions, LogReader, Loc, Recovered, RevisionLog, Storage};
+use crate::log::{Event, FileStorage, Loc, LogOptions, LogReader, Recovered, RevisionLog, Storage};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{lock, Arc, Mutex};
 use index::{Found, IndexEntry, KeyIndex};
@@ -174,7 +174,12 @@ impl Store {
         let reader = log.reader();
         let compact_rev = reader.snapshot_rev();
         for (loc, r) in reader.snapshot_records() {
-            index.insert(r.key.to_vec(), r.mod_revision, r.sub, IndexEntry::new(loc, r.create_revision, r.version, false));
+            index.insert(
+                r.key.to_vec(),
+                r.mod_revision,
+                r.sub,
+                IndexEntry::new(loc, r.create_revision, r.version, false),
+            );
         }
         for item in reader.records(compact_rev + 1, reader.committed_rev()) {
             let (loc, r) = item?;
@@ -344,9 +349,25 @@ impl Store {
             _ => Err(Error::Corrupt {
                 file: format!("record {:?}", f.loc).into(),
                 offset: f.loc.offset(),
-                reason: format!("index entry of key {:?} does not resolve to its record", String::from_utf8_lossy(&kv.key)),
+                reason: format!(
+                    "index entry of key {:?} does not resolve to its record",
+                    String::from_utf8_lossy(&kv.key)
+                ),
             }),
         }
+    }
+
+    /// The key's state just before revision `rev` (for an event's `prev_kv`), or
+    /// `None` if it did not exist or that revision is compacted.
+    pub(crate) fn kv_before(&self, reader: &mut LogReader, key: &[u8], rev: u64) -> Option<KeyValue> {
+        let at = rev.checked_sub(1)?;
+        if at < self.compact_revision() {
+            return None;
+        }
+        let f = self.inner.index.get(key, at)?;
+        let kv = self.materialize(reader, f, false).ok()?;
+        // A compaction racing this read may have dropped the entry we used.
+        (at >= self.compact_revision()).then_some(kv)
     }
 
     /// Reads a value for the writer, which may need records not yet committed.
@@ -600,7 +621,13 @@ impl Store {
         let mut merged: std::collections::BTreeMap<Vec<u8>, Option<KeyValue>> = std::collections::BTreeMap::new();
         for (k, f) in found {
             let kv = if opts.keys_only || opts.count_only {
-                KeyValue { key: f.key.clone(), value: Vec::new(), create_revision: f.create_revision, mod_revision: f.main, version: f.version }
+                KeyValue {
+                    key: f.key.clone(),
+                    value: Vec::new(),
+                    create_revision: f.create_revision,
+                    mod_revision: f.main,
+                    version: f.version,
+                }
             } else {
                 self.materialize_written(f)?
             };
@@ -648,7 +675,13 @@ impl Store {
             let kv = if matches!(c.target, CompareTarget::Value(_)) {
                 self.materialize_written(f)?
             } else {
-                KeyValue { key: f.key, value: Vec::new(), create_revision: f.create_revision, mod_revision: f.main, version: f.version }
+                KeyValue {
+                    key: f.key,
+                    value: Vec::new(),
+                    create_revision: f.create_revision,
+                    mod_revision: f.main,
+                    version: f.version,
+                }
             };
             if !c.holds(&kv) {
                 return Ok(false);

@@ -43,7 +43,10 @@ fn ranges_prefixes_limits_and_errors() {
         s.put(k.as_bytes(), b"v").unwrap();
     }
     let r = s.range(b"/a", &prefix_end(b"/a"), RangeOptions::default()).unwrap();
-    assert_eq!(r.kvs.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>(), vec![b"/a".to_vec(), b"/a/1".to_vec(), b"/a/2".to_vec()]);
+    assert_eq!(
+        r.kvs.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>(),
+        vec![b"/a".to_vec(), b"/a/1".to_vec(), b"/a/2".to_vec()]
+    );
     let r = s.range(b"/a/", b"\0", RangeOptions { limit: 2, ..Default::default() }).unwrap();
     assert_eq!((r.kvs.len(), r.count, r.more), (2, 4, true));
     let r = s.range(b"/", b"\0", RangeOptions { count_only: true, ..Default::default() }).unwrap();
@@ -89,11 +92,16 @@ fn txn_compares_branches_and_sees_own_writes() {
     assert!(r.succeeded);
     assert_eq!(r.revision, 3);
     let TxnOpResult::Range(rr) = &r.responses[2] else { panic!("range answer expected") };
-    assert_eq!(rr.kvs.iter().map(|kv| (kv.key.clone(), kv.value.clone())).collect::<Vec<_>>(), vec![(b"j".to_vec(), b"x".to_vec()), (b"k".to_vec(), b"2".to_vec())]);
+    assert_eq!(
+        rr.kvs.iter().map(|kv| (kv.key.clone(), kv.value.clone())).collect::<Vec<_>>(),
+        vec![(b"j".to_vec(), b"x".to_vec()), (b"k".to_vec(), b"2".to_vec())]
+    );
     let TxnOpResult::Put(p) = &r.responses[0] else { panic!("put answer expected") };
     assert_eq!(p.prev_kv.as_ref().unwrap().value, b"1");
     // Both events carry revision 3; the failure branch of a false compare runs.
-    let r = s.txn(&cmp, &ops, &[TxnOp::Range { key: b"k".to_vec(), range_end: vec![], options: RangeOptions::default() }]).unwrap();
+    let r = s
+        .txn(&cmp, &ops, &[TxnOp::Range { key: b"k".to_vec(), range_end: vec![], options: RangeOptions::default() }])
+        .unwrap();
     assert!(!r.succeeded);
     assert_eq!(r.revision, 3, "a read-only branch makes no revision");
     let missing = [Compare::new(b"nope".to_vec(), CompareOp::Equal, CompareTarget::Version(0))];
@@ -124,7 +132,10 @@ fn compaction_survives_reopen_and_rejects_old_reads() {
     let want = s.range(b"k", b"\0", RangeOptions { revision: at, ..Default::default() }).unwrap().kvs;
     let want_now = s.range(b"k", b"\0", RangeOptions::default()).unwrap().kvs;
     s.compact(at).unwrap();
-    assert!(matches!(s.range(b"k0", b"", RangeOptions { revision: at - 1, ..Default::default() }), Err(Error::Compacted { .. })));
+    assert!(matches!(
+        s.range(b"k0", b"", RangeOptions { revision: at - 1, ..Default::default() }),
+        Err(Error::Compacted { .. })
+    ));
     assert!(matches!(s.compact(at), Err(Error::Compacted { .. })));
     assert_eq!(s.range(b"k", b"\0", RangeOptions { revision: at, ..Default::default() }).unwrap().kvs, want);
     let segs_after = storage.list().unwrap().iter().filter(|n| n.ends_with(".log")).count();

@@ -1,0 +1,235 @@
+//! The watch hub: one per store; owns the notifier thread and hands out streams.
+
+use std::time::Duration;
+
+use super::index::WatcherIndex;
+use super::stream::{CloseGuard, StreamShared, WatchController, WatchReceiver, WatchStream};
+use super::victims::RetryQueue;
+use super::watcher::WatcherCore;
+use super::types::WatchId;
+use crate::store::Store;
+use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::{lock, Arc, Doorbell, Mutex};
+
+/// Settings of the watch engine.
+#[derive(Clone, Debug)]
+pub struct WatchOptions {
+    /// Event deliveries a stream may hold before its watchers become victims
+    /// (etcd's `chanBufLen` is 128).
+    pub stream_capacity: usize,
+    /// Bytes of events a stream may hold before its watchers become victims.
+    pub stream_max_bytes: usize,
+    /// Most watchers on one stream.
+    pub max_watchers_per_stream: usize,
+    /// Most watchers caught up by one batch (etcd's `maxWatchersPerSync`).
+    pub catchup_batch: usize,
+    /// Most revisions one catch-up round reads for a batch.
+    pub catchup_round_revisions: u64,
+    /// Most revisions in one catch-up response (etcd's `watchBatchMaxRevs`).
+    pub response_max_revisions: usize,
+    /// Most bytes in one catch-up response (a single larger revision is sent whole).
+    pub response_max_bytes: usize,
+    /// Interval of periodic progress notifications for `progress_notify` watchers.
+    pub progress_interval: Duration,
+    /// Shards of the watcher index.
+    pub index_shards: usize,
+    /// Synced watchers from which shards are matched in parallel.
+    pub parallel_match_threshold: usize,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions {
+            stream_capacity: 128,
+            stream_max_bytes: 16 << 20,
+            max_watchers_per_stream: 1 << 20,
+            catchup_batch: 512,
+            catchup_round_revisions: 4096,
+            response_max_revisions: 1000,
+            response_max_bytes: 2 << 20,
+            progress_interval: Duration::from_secs(600),
+            index_shards: 16,
+            parallel_match_threshold: 8192,
+        }
+    }
+}
+
+/// Counters of the watch engine (named after etcd's `etcd_debugging_mvcc_*`).
+#[derive(Default, Debug)]
+pub struct WatchMetrics {
+    /// Live watchers (`watcher_total`).
+    pub watchers: AtomicU64,
+    /// Open streams (`watch_stream_total`).
+    pub streams: AtomicU64,
+    /// Watchers in the synced state.
+    pub synced: AtomicU64,
+    /// Watchers waiting for or in catch-up.
+    pub unsynced: AtomicU64,
+    /// Watchers whose stream was full (`slow_watcher_total`).
+    pub victims: AtomicU64,
+    /// Events queued on streams and not yet received (`pending_events_total`).
+    pub pending_events: AtomicU64,
+    /// Events handed to consumers (`events_total`).
+    pub events_delivered: AtomicU64,
+    /// Revisions the notifier has processed.
+    pub notified_revision: AtomicU64,
+}
+
+/// A point-in-time copy of [`WatchMetrics`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// See [`WatchMetrics::watchers`].
+    pub watchers: u64,
+    /// See [`WatchMetrics::streams`].
+    pub streams: u64,
+    /// See [`WatchMetrics::synced`].
+    pub synced: u64,
+    /// See [`WatchMetrics::unsynced`].
+    pub unsynced: u64,
+    /// See [`WatchMetrics::victims`].
+    pub victims: u64,
+    /// See [`WatchMetrics::pending_events`].
+    pub pending_events: u64,
+    /// See [`WatchMetrics::events_delivered`].
+    pub events_delivered: u64,
+    /// See [`WatchMetrics::notified_revision`].
+    pub notified_revision: u64,
+}
+
+impl WatchMetrics {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        MetricsSnapshot {
+            watchers: r(&self.watchers),
+            streams: r(&self.streams),
+            synced: r(&self.synced),
+            unsynced: r(&self.unsynced),
+            victims: r(&self.victims),
+            pending_events: r(&self.pending_events),
+            events_delivered: r(&self.events_delivered),
+            notified_revision: r(&self.notified_revision),
+        }
+    }
+}
+
+/// A request to the notifier.
+pub(crate) enum Control {
+    Register(Arc<WatcherCore>),
+    Cancel { stream: u64, id: WatchId },
+    Progress { stream: u64, id: Option<WatchId> },
+    OpenStream(Arc<StreamShared>),
+    CloseStream { stream: u64 },
+    CatchupDone(super::catchup::CatchupResult),
+}
+
+/// State shared by the hub handle, its streams and the notifier thread.
+pub(crate) struct HubShared {
+    pub(crate) store: Store,
+    pub(crate) opts: WatchOptions,
+    pub(crate) controls: Mutex<Vec<Control>>,
+    pub(crate) doorbell: Doorbell,
+    pub(crate) retry: RetryQueue,
+    pub(crate) metrics: WatchMetrics,
+    pub(crate) stop: AtomicBool,
+    pub(crate) next_uid: AtomicU64,
+    pub(crate) next_stream: AtomicU64,
+    pub(crate) index: WatcherIndex,
+}
+
+impl HubShared {
+    pub(crate) fn control(&self, c: Control) {
+        if self.stop.load(Ordering::Acquire) {
+            return; // the notifier is gone; nothing would take it
+        }
+        lock(&self.controls).push(c);
+        self.doorbell.ring();
+    }
+}
+
+/// The watch engine of one store: a notifier thread that follows the store's
+/// committed revision and fans each revision out to the watchers of every stream.
+///
+/// Dropping the hub stops the notifier; streams then receive nothing more.
+pub struct WatchHub {
+    shared: Arc<HubShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WatchHub {
+    /// Starts the watch engine on `store`.
+    pub fn new(store: Store, opts: WatchOptions) -> WatchHub {
+        let shared = Arc::new(HubShared {
+            index: WatcherIndex::new(opts.index_shards),
+            store: store.clone(),
+            opts,
+            controls: Mutex::new(Vec::new()),
+            doorbell: Doorbell::default(),
+            retry: RetryQueue::new(),
+            metrics: WatchMetrics::default(),
+            stop: AtomicBool::new(false),
+            next_uid: AtomicU64::new(1),
+            next_stream: AtomicU64::new(1),
+        });
+        let weak = Arc::downgrade(&shared);
+        store.log().add_commit_listener(std::sync::Arc::new(move || {
+            if let Some(s) = weak.upgrade() {
+                s.doorbell.ring();
+            }
+        }));
+        let notifier = super::notify::Notifier::new(Arc::clone(&shared));
+        let thread = std::thread::Builder::new()
+            .name("argus-notifier".into())
+            .spawn(move || notifier.run())
+            .expect("spawn the notifier thread");
+        WatchHub { shared, thread: Some(thread) }
+    }
+
+    /// Opens a new stream.
+    pub fn stream(&self) -> WatchStream {
+        let id = self.shared.next_stream.fetch_add(1, Ordering::Relaxed);
+        let (shared, rx) = StreamShared::new(
+            id,
+            self.shared.opts.stream_capacity,
+            self.shared.opts.stream_max_bytes,
+            Some(Arc::clone(&self.shared)),
+        );
+        self.shared.control(Control::OpenStream(Arc::clone(&shared)));
+        let guard = Arc::new(CloseGuard { shared: Arc::clone(&shared), hub: Arc::clone(&self.shared) });
+        let ctl = WatchController { shared: Arc::clone(&shared), hub: Arc::clone(&self.shared), _guard: Arc::clone(&guard) };
+        let rx = WatchReceiver {
+            shared,
+            rx,
+            expanded: Default::default(),
+            done: false,
+            hub: Arc::clone(&self.shared),
+            _guard: guard,
+        };
+        WatchStream::new(ctl, rx)
+    }
+
+    /// The engine's counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.metrics.snapshot()
+    }
+
+    /// The store watched.
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &WatchOptions {
+        &self.shared.opts
+    }
+}
+
+impl Drop for WatchHub {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.doorbell.ring();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,506 @@
+//! Watch streams: many watchers multiplexed on one queue, like an etcd gRPC stream.
+//!
+//! The queue is a flume channel carrying two kinds of items in one FIFO order:
+//! control responses (created, canceled, progress), which are never refused, and
+//! event deliveries, which count against the stream's bound in messages and in
+//! bytes. A delivery that finds the bound reached is refused with
+//! [`Full`], and the notifier turns the watchers it was for into victims.
+//!
+//! Victim retry protocol (modelled with loom): after making victims, the notifier
+//! sets `has_victims` and then re-checks for room; the consumer, after every
+//! receive, checks `has_victims` and room. Whichever of them sees both clears the
+//! flag with a swap and pushes the stream onto the hub's retry queue, so a drained
+//! stream is retried exactly once per victim episode and never forgotten.
+//!
+//! One fan-out delivery carries one revision's shared events and the ids of every
+//! watcher of this stream they reach; the receiver expands it into one
+//! [`WatchResponse`] per watcher, so the notifier's cost per stream does not grow
+//! with the stream's watcher count.
+
+use std::collections::{HashSet, VecDeque};
+
+use super::hub::{Control, HubShared};
+use super::types::{RevisionEvents, WatchId, WatchRequest, WatchResponse};
+use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{lock, Arc, Mutex};
+
+/// A delivery refused because the stream is at its bound; hands the item back.
+#[derive(Debug)]
+pub(crate) struct Full<T>(pub(crate) T);
+
+pub(crate) enum StreamItem {
+    Response(WatchResponse),
+    Fanout { events: RevisionEvents, watchers: Vec<(WatchId, bool)> },
+    /// The stream is closed: the receiver answers `None` from here on.
+    Closed,
+}
+
+pub(crate) struct Queued {
+    item: StreamItem,
+    /// Bytes counted against the bound (0 for control responses).
+    counted_bytes: usize,
+    counted: bool,
+    events: usize,
+}
+
+/// The part of a stream shared by its owner, the notifier and matchers.
+pub(crate) struct StreamShared {
+    pub(crate) id: u64,
+    tx: flume::Sender<Queued>,
+    msgs: AtomicUsize,
+    bytes: AtomicUsize,
+    cap_msgs: usize,
+    cap_bytes: usize,
+    pub(crate) has_victims: AtomicBool,
+    pub(crate) closed: AtomicBool,
+    /// Ids of the stream's live watchers (for duplicate detection).
+    pub(crate) ids: Mutex<HashSet<WatchId>>,
+    next_id: AtomicU64,
+    hub: Option<Arc<HubShared>>,
+}
+
+impl StreamShared {
+    pub(crate) fn new(
+        id: u64,
+        cap_msgs: usize,
+        cap_bytes: usize,
+        hub: Option<Arc<HubShared>>,
+    ) -> (Arc<StreamShared>, flume::Receiver<Queued>) {
+        let (tx, rx) = flume::unbounded();
+        let s = StreamShared {
+            id,
+            tx,
+            msgs: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            cap_msgs: cap_msgs.max(1),
+            cap_bytes: cap_bytes.max(1),
+            has_victims: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            ids: Mutex::new(HashSet::new()),
+            next_id: AtomicU64::new(0),
+            hub,
+        };
+        (Arc::new(s), rx)
+    }
+
+    /// A stream attached to no hub (tests of the index).
+    #[cfg(test)]
+    pub(crate) fn detached(id: u64) -> Arc<StreamShared> {
+        Self::new(id, 16, 1 << 20, None).0
+    }
+
+    /// Queues an event delivery if the bound allows; an empty stream always takes
+    /// one delivery, however large, so that progress is always possible.
+    pub(crate) fn try_send(&self, item: StreamItem, size: usize, events: usize) -> Result<(), Full<StreamItem>> {
+        let prev_msgs = self.msgs.fetch_add(1, Ordering::SeqCst);
+        let prev_bytes = self.bytes.fetch_add(size, Ordering::SeqCst);
+        let over = prev_msgs >= self.cap_msgs || (prev_msgs > 0 && prev_bytes + size > self.cap_bytes);
+        if over || self.closed.load(Ordering::Acquire) {
+            self.msgs.fetch_sub(1, Ordering::SeqCst);
+            self.bytes.fetch_sub(size, Ordering::SeqCst);
+            return Err(Full(item));
+        }
+        if let Some(h) = &self.hub {
+            h.metrics.pending_events.fetch_add(events as u64, Ordering::Relaxed);
+        }
+        let q = Queued { item, counted_bytes: size, counted: true, events };
+        if let Err(flume::SendError(q)) = self.tx.send(q) {
+            // Receiver gone: the stream is closing; undo the accounting.
+            self.msgs.fetch_sub(1, Ordering::SeqCst);
+            self.bytes.fetch_sub(q.counted_bytes, Ordering::SeqCst);
+            if let Some(h) = &self.hub {
+                h.metrics.pending_events.fetch_sub(events as u64, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a control response; never refused.
+    pub(crate) fn send_control(&self, resp: WatchResponse) {
+        let _ = self.tx.send(Queued { item: StreamItem::Response(resp), counted_bytes: 0, counted: false, events: 0 });
+    }
+
+    fn has_room_for_retry(&self) -> bool {
+        self.msgs.load(Ordering::SeqCst) <= self.cap_msgs / 2 && self.bytes.load(Ordering::SeqCst) <= self.cap_bytes / 2
+    }
+
+    /// Called by the notifier after it made victims of this stream's watchers.
+    pub(crate) fn mark_victims(self: &Arc<Self>) {
+        self.has_victims.store(true, Ordering::SeqCst);
+        self.retry_if_drained();
+    }
+
+    fn retry_if_drained(self: &Arc<Self>) {
+        if self.has_victims.load(Ordering::SeqCst)
+            && self.has_room_for_retry()
+            && self.has_victims.swap(false, Ordering::SeqCst)
+        {
+            if let Some(h) = &self.hub {
+                h.retry.push(Arc::clone(self));
+                h.doorbell.ring();
+            }
+        }
+    }
+
+    fn consumed(self: &Arc<Self>, q: &Queued) {
+        if q.counted {
+            self.msgs.fetch_sub(1, Ordering::SeqCst);
+            self.bytes.fetch_sub(q.counted_bytes, Ordering::SeqCst);
+            if let Some(h) = &self.hub {
+                h.metrics.pending_events.fetch_sub(q.events as u64, Ordering::Relaxed);
+            }
+            self.retry_if_drained();
+        }
+    }
+
+    /// Tells the receiver that nothing more will come.
+    pub(crate) fn send_closed(&self) {
+        let _ = self.tx.send(Queued { item: StreamItem::Closed, counted_bytes: 0, counted: false, events: 0 });
+    }
+
+    /// Messages currently counted against the bound.
+    #[cfg(test)]
+    pub(crate) fn queued_messages(&self) -> usize {
+        self.msgs.load(Ordering::SeqCst)
+    }
+}
+
+/// Why a watch request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WatchError {
+    /// `watch_id` is already used by a live watcher of this stream.
+    #[error("watch id {0} is already in use on this stream")]
+    DuplicateId(WatchId),
+    /// `range_end` is not above `key` (and neither empty nor `"\0"`).
+    #[error("watcher range is empty: range end must be greater than key")]
+    EmptyRange,
+    /// The key is empty.
+    #[error("key is not provided")]
+    EmptyKey,
+    /// A negative start revision.
+    #[error("start revision {0} is negative")]
+    NegativeRevision(i64),
+    /// The stream already has `WatchOptions::max_watchers_per_stream` watchers.
+    #[error("too many watchers on this stream (limit {0})")]
+    TooManyWatchers(usize),
+    /// The stream was closed.
+    #[error("the watch stream is closed")]
+    Closed,
+    /// No live watcher has this id.
+    #[error("no watcher with id {0} on this stream")]
+    UnknownId(WatchId),
+}
+
+/// The sending half of a watch stream: creates and cancels watchers, asks for
+/// progress. Cheap to clone.
+#[derive(Clone)]
+pub struct WatchController {
+    pub(crate) shared: Arc<StreamShared>,
+    pub(crate) hub: Arc<HubShared>,
+    pub(crate) _guard: Arc<CloseGuard>,
+}
+
+/// Closes the stream when the last handle of either half is dropped.
+pub(crate) struct CloseGuard {
+    pub(crate) shared: Arc<StreamShared>,
+    pub(crate) hub: Arc<HubShared>,
+}
+
+impl Drop for CloseGuard {
+    fn drop(&mut self) {
+        if !self.shared.closed.swap(true, Ordering::AcqRel) {
+            self.hub.control(Control::CloseStream { stream: self.shared.id });
+        }
+    }
+}
+
+impl WatchController {
+    /// Creates a watcher; its `created` response is queued before any of its events.
+    ///
+    /// # Errors
+    ///
+    /// [`WatchError`] for a duplicate id, an empty key or range, a negative start
+    /// revision, too many watchers, or a closed stream. A start revision below the
+    /// compaction revision is not an error here: the watcher is created and then
+    /// canceled with `compact_revision` set, as etcd does.
+    pub fn watch(&self, req: WatchRequest) -> Result<WatchId, WatchError> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(WatchError::Closed);
+        }
+        if req.key.is_empty() {
+            return Err(WatchError::EmptyKey);
+        }
+        let end = match req.range_end.as_slice() {
+            [] => None,
+            [0] => Some(super::interval::RangeEnd::Unbounded),
+            e if e <= req.key.as_slice() => return Err(WatchError::EmptyRange),
+            e => Some(super::interval::RangeEnd::Key(e.to_vec())),
+        };
+        if req.start_revision < 0 {
+            return Err(WatchError::NegativeRevision(req.start_revision));
+        }
+        let id = {
+            let mut ids = lock(&self.shared.ids);
+            if ids.len() >= self.hub.opts.max_watchers_per_stream {
+                return Err(WatchError::TooManyWatchers(self.hub.opts.max_watchers_per_stream));
+            }
+            let id = if req.watch_id != 0 {
+                if ids.contains(&req.watch_id) {
+                    return Err(WatchError::DuplicateId(req.watch_id));
+                }
+                req.watch_id
+            } else {
+                loop {
+                    let cand = self.shared.next_id.fetch_add(1, Ordering::Relaxed) as WatchId + 1;
+                    if !ids.contains(&cand) {
+                        break cand;
+                    }
+                }
+            };
+            ids.insert(id);
+            id
+        };
+        let current = self.hub.store.current_revision();
+        let min_rev = if req.start_revision == 0 { current + 1 } else { req.start_revision as u64 };
+        let mut created = WatchResponse::control(id, current);
+        created.created = true;
+        self.shared.send_control(created);
+        let uid = self.hub.next_uid.fetch_add(1, Ordering::Relaxed);
+        let core = super::watcher::WatcherCore::new(
+            uid,
+            id,
+            Arc::clone(&self.shared),
+            req.key,
+            end,
+            req.filters,
+            req.prev_kv,
+            req.progress_notify,
+            min_rev,
+        );
+        self.hub.control(Control::Register(Arc::new(core)));
+        Ok(id)
+    }
+
+    /// Cancels watcher `id`; its `canceled` response follows its last event.
+    ///
+    /// # Errors
+    ///
+    /// [`WatchError::UnknownId`] when no live watcher has that id.
+    pub fn cancel(&self, id: WatchId) -> Result<(), WatchError> {
+        if !lock(&self.shared.ids).contains(&id) {
+            return Err(WatchError::UnknownId(id));
+        }
+        self.hub.control(Control::Cancel { stream: self.shared.id, id });
+        Ok(())
+    }
+
+    /// Asks for a progress response for watcher `id`: sent once every event of it up
+    /// to the response's revision has been delivered.
+    pub fn request_progress(&self, id: WatchId) {
+        self.hub.control(Control::Progress { stream: self.shared.id, id: Some(id) });
+    }
+
+    /// Asks for progress of every watcher of the stream: one response with id `-1`
+    /// when all are synced, else one per watcher, each as soon as it is synced (an
+    /// unsynced watcher never withholds the others' bookmarks).
+    pub fn request_progress_all(&self) {
+        self.hub.control(Control::Progress { stream: self.shared.id, id: None });
+    }
+
+    /// Closes the stream: every watcher is removed; nothing more is queued.
+    pub fn close(&self) {
+        if !self.shared.closed.swap(true, Ordering::AcqRel) {
+            self.hub.control(Control::CloseStream { stream: self.shared.id });
+        }
+    }
+}
+
+/// The receiving half of a watch stream.
+pub struct WatchReceiver {
+    pub(crate) shared: Arc<StreamShared>,
+    pub(crate) rx: flume::Receiver<Queued>,
+    pub(crate) expanded: VecDeque<WatchResponse>,
+    pub(crate) done: bool,
+    pub(crate) hub: Arc<HubShared>,
+    pub(crate) _guard: Arc<CloseGuard>,
+}
+
+impl WatchReceiver {
+    fn expand(&mut self, q: Queued) -> Option<WatchResponse> {
+        self.shared.consumed(&q);
+        Some(match q.item {
+            StreamItem::Closed => {
+                self.done = true;
+                return None;
+            }
+            StreamItem::Response(r) => {
+                let n = r.event_count() as u64;
+                self.hub.metrics.events_delivered.fetch_add(n, Ordering::Relaxed);
+                r
+            }
+            StreamItem::Fanout { events, watchers } => {
+                let n = events.len() as u64 * watchers.len() as u64;
+                self.hub.metrics.events_delivered.fetch_add(n, Ordering::Relaxed);
+                let rev = events.batch.revision;
+                let mut it = watchers.into_iter();
+                let (first_id, first_prev) = it.next().expect("a fan-out reaches at least one watcher");
+                for (id, prev_kv) in it {
+                    let mut r = WatchResponse::control(id, rev);
+                    r.events.push(events.clone());
+                    r.prev_kv = prev_kv;
+                    self.expanded.push_back(r);
+                }
+                let mut r = WatchResponse::control(first_id, rev);
+                r.events.push(events);
+                r.prev_kv = first_prev;
+                r
+            }
+        })
+    }
+
+    /// The next response, waiting for one; `None` once the stream is closed and empty.
+    pub fn recv(&mut self) -> Option<WatchResponse> {
+        if let Some(r) = self.expanded.pop_front() {
+            return Some(r);
+        }
+        if self.done {
+            return None;
+        }
+        let q = self.rx.recv().ok()?;
+        self.expand(q)
+    }
+
+    /// The next response if one is queued.
+    pub fn try_recv(&mut self) -> Option<WatchResponse> {
+        if let Some(r) = self.expanded.pop_front() {
+            return Some(r);
+        }
+        if self.done {
+            return None;
+        }
+        let q = self.rx.try_recv().ok()?;
+        self.expand(q)
+    }
+
+    /// The next response, waiting at most `timeout`.
+    pub fn recv_timeout(&mut self, timeout: std::time::Duration) -> Option<WatchResponse> {
+        if let Some(r) = self.expanded.pop_front() {
+            return Some(r);
+        }
+        if self.done {
+            return None;
+        }
+        let q = self.rx.recv_timeout(timeout).ok()?;
+        self.expand(q)
+    }
+
+    /// The next response, awaiting one (runtime-agnostic; flume's async receive).
+    pub async fn recv_async(&mut self) -> Option<WatchResponse> {
+        if let Some(r) = self.expanded.pop_front() {
+            return Some(r);
+        }
+        if self.done {
+            return None;
+        }
+        let q = self.rx.recv_async().await.ok()?;
+        self.expand(q)
+    }
+}
+
+/// A watch stream: a [`WatchController`] and a [`WatchReceiver`] together, like one
+/// etcd gRPC Watch stream. [`WatchStream::split`] separates them for use on two
+/// threads or tasks.
+///
+/// # Examples
+///
+/// ```
+/// use argus_engine::store::{Store, StoreOptions};
+/// use argus_engine::log::MemStorage;
+/// use argus_engine::watch::{WatchHub, WatchOptions, WatchRequest};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// let store = Store::open_storage(Arc::new(MemStorage::new()), StoreOptions::default()).unwrap();
+/// let hub = WatchHub::new(store.clone(), WatchOptions::default());
+/// let mut stream = hub.stream();
+/// let id = stream.watch(WatchRequest::prefix("/config/")).unwrap();
+/// assert!(stream.recv().unwrap().created);
+/// store.put(b"/config/a", b"1").unwrap();
+/// let resp = stream.recv_timeout(Duration::from_secs(5)).unwrap();
+/// assert_eq!(resp.watch_id, id);
+/// assert_eq!(resp.events().next().unwrap().kv.value, b"1");
+/// ```
+pub struct WatchStream {
+    ctl: WatchController,
+    rx: WatchReceiver,
+}
+
+impl WatchStream {
+    pub(crate) fn new(ctl: WatchController, rx: WatchReceiver) -> Self {
+        WatchStream { ctl, rx }
+    }
+
+    /// Separates the two halves.
+    pub fn split(self) -> (WatchController, WatchReceiver) {
+        (self.ctl, self.rx)
+    }
+
+    /// The controller half.
+    pub fn controller(&self) -> &WatchController {
+        &self.ctl
+    }
+
+    /// See [`WatchController::watch`].
+    ///
+    /// # Errors
+    ///
+    /// As [`WatchController::watch`].
+    pub fn watch(&self, req: WatchRequest) -> Result<WatchId, WatchError> {
+        self.ctl.watch(req)
+    }
+
+    /// See [`WatchController::cancel`].
+    ///
+    /// # Errors
+    ///
+    /// As [`WatchController::cancel`].
+    pub fn cancel(&self, id: WatchId) -> Result<(), WatchError> {
+        self.ctl.cancel(id)
+    }
+
+    /// See [`WatchController::request_progress`].
+    pub fn request_progress(&self, id: WatchId) {
+        self.ctl.request_progress(id)
+    }
+
+    /// See [`WatchController::request_progress_all`].
+    pub fn request_progress_all(&self) {
+        self.ctl.request_progress_all()
+    }
+
+    /// See [`WatchController::close`].
+    pub fn close(&self) {
+        self.ctl.close()
+    }
+
+    /// See [`WatchReceiver::recv`].
+    pub fn recv(&mut self) -> Option<WatchResponse> {
+        self.rx.recv()
+    }
+
+    /// See [`WatchReceiver::try_recv`].
+    pub fn try_recv(&mut self) -> Option<WatchResponse> {
+        self.rx.try_recv()
+    }
+
+    /// See [`WatchReceiver::recv_timeout`].
+    pub fn recv_timeout(&mut self, timeout: std::time::Duration) -> Option<WatchResponse> {
+        self.rx.recv_timeout(timeout)
+    }
+
+    /// See [`WatchReceiver::recv_async`].
+    pub async fn recv_async(&mut self) -> Option<WatchResponse> {
+        self.rx.recv_async().await
+    }
+}
