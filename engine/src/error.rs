@@ -90,7 +90,9 @@ pub enum Error {
     #[error("duplicate key given in txn request")]
     DuplicateKey,
     /// `range_end` is not above `key` (and is neither empty nor `"\0"`).
-    #[error("invalid range: range end must be greater than key (or empty for a single key, or \"\\0\" for all keys >= key)")]
+    #[error(
+        "invalid range: range end must be greater than key (or empty for a single key, or \"\\0\" for all keys >= key)"
+    )]
     InvalidRange,
     /// An option is out of its allowed range.
     #[error("invalid option: {0}")]

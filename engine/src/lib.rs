@@ -9,9 +9,11 @@
 
 #![deny(missing_docs)]
 
+pub mod check;
 pub mod error;
 pub mod log;
 pub mod store;
 pub(crate) mod sync;
+pub mod watch;
 
 pub use error::{Error, Result};

@@ -13,8 +13,14 @@ pub(crate) mod atomic {
     pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 }
 
+// `Arc` stays std's under loom: loom's `Arc` cannot hold unsized values (`dyn
+// Storage`, `[u32]`) nor downgrade, and the engine never relies on a reference count
+// for synchronization; every hand-off goes through the atomics and locks below,
+// which loom does model.
 #[cfg(loom)]
-pub(crate) use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
+pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
+#[cfg(loom)]
+pub(crate) use std::sync::Arc;
 
 #[cfg(loom)]
 pub(crate) mod atomic {

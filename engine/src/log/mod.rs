@@ -948,7 +948,7 @@ fn scan_segment(storage: &dyn Storage, seg: &Segment, is_last: bool) -> Result<S
     let mut probe = (bad_off + 8).next_multiple_of(8);
     while probe + record::RECORD_HEADER <= bytes.len() {
         if let Some(l) = record::peek_len(&bytes[probe..]) {
-            if l >= record::RECORD_HEADER && l % 8 == 0 && probe + l <= bytes.len() {
+            if l >= record::RECORD_HEADER && l.is_multiple_of(8) && probe + l <= bytes.len() {
                 if let Ok((r, _)) = record::decode(&bytes[probe..]) {
                     if r.main > last_complete && r.kind != RecordKind::End {
                         return Err(corrupt(

@@ -183,7 +183,7 @@ pub fn decode(bytes: &[u8]) -> Result<(RecordRef<'_>, usize), DecodeError> {
     if len == 0 {
         return Err(DecodeError::Empty);
     }
-    if len < RECORD_HEADER || len % 8 != 0 {
+    if len < RECORD_HEADER || !len.is_multiple_of(8) {
         return Err(DecodeError::BadLength);
     }
     if bytes.len() < len {

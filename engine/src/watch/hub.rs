@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use super::index::WatcherIndex;
 use super::stream::{CloseGuard, StreamShared, WatchController, WatchReceiver, WatchStream};
+use super::types::WatchId;
 use super::victims::RetryQueue;
 use super::watcher::WatcherCore;
-use super::types::WatchId;
 use crate::store::Store;
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::sync::{lock, Arc, Doorbell, Mutex};
@@ -196,7 +196,8 @@ impl WatchHub {
         );
         self.shared.control(Control::OpenStream(Arc::clone(&shared)));
         let guard = Arc::new(CloseGuard { shared: Arc::clone(&shared), hub: Arc::clone(&self.shared) });
-        let ctl = WatchController { shared: Arc::clone(&shared), hub: Arc::clone(&self.shared), _guard: Arc::clone(&guard) };
+        let ctl =
+            WatchController { shared: Arc::clone(&shared), hub: Arc::clone(&self.shared), _guard: Arc::clone(&guard) };
         let rx = WatchReceiver {
             shared,
             rx,

@@ -194,7 +194,17 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     fn core(uid: u64, key: &[u8], end: Option<RangeEnd>, stream: &Arc<StreamShared>) -> Arc<WatcherCore> {
-        Arc::new(WatcherCore::new(uid, uid as i64, Arc::clone(stream), key.to_vec(), end, Filters::default(), false, false, 0))
+        Arc::new(WatcherCore::new(
+            uid,
+            uid as i64,
+            Arc::clone(stream),
+            key.to_vec(),
+            end,
+            Filters::default(),
+            false,
+            false,
+            0,
+        ))
     }
 
     /// The index agrees with a linear scan over every registered watcher, through

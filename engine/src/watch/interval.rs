@@ -127,8 +127,11 @@ mod tests {
                 let mut got = Vec::new();
                 tree.stab(&[p], &mut |v| got.push(*v));
                 got.sort();
-                let mut want: Vec<_> =
-                    ranges.iter().filter(|((s, e), _)| s.as_slice() <= [p].as_slice() && e.above(&[p])).map(|(_, v)| *v).collect();
+                let mut want: Vec<_> = ranges
+                    .iter()
+                    .filter(|((s, e), _)| s.as_slice() <= [p].as_slice() && e.above(&[p]))
+                    .map(|(_, v)| *v)
+                    .collect();
                 want.sort();
                 assert_eq!(got, want, "seed {seed}, point {p}");
             }

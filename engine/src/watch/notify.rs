@@ -81,10 +81,9 @@ pub(crate) fn batch_from_records(
         .map(|r| {
             revision = r.main;
             let (kind, kv) = match r.kind {
-                RecordKind::Delete => (
-                    EventKind::Delete,
-                    KeyValue { key: r.key, mod_revision: r.main, ..KeyValue::default() },
-                ),
+                RecordKind::Delete => {
+                    (EventKind::Delete, KeyValue { key: r.key, mod_revision: r.main, ..KeyValue::default() })
+                }
                 _ => (
                     EventKind::Put,
                     KeyValue {
@@ -365,7 +364,8 @@ impl Notifier {
 
     fn notify_revision(&mut self, prev_reader: &mut LogReader, records: Vec<OwnedRecord>) {
         self.hub.index.apply();
-        let batch = Arc::new(batch_from_records(&self.hub.store, prev_reader, records.into_iter(), self.prev_kv_synced > 0));
+        let batch =
+            Arc::new(batch_from_records(&self.hub.store, prev_reader, records.into_iter(), self.prev_kv_synced > 0));
         let rev = batch.revision;
         let shards: Vec<usize> = (0..self.hub.index.shard_count()).collect();
         let parallel = self.hub.index.len() >= self.hub.opts.parallel_match_threshold;

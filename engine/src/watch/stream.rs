@@ -30,7 +30,10 @@ pub(crate) struct Full<T>(pub(crate) T);
 
 pub(crate) enum StreamItem {
     Response(WatchResponse),
-    Fanout { events: RevisionEvents, watchers: Vec<(WatchId, bool)> },
+    Fanout {
+        events: RevisionEvents,
+        watchers: Vec<(WatchId, bool)>,
+    },
     /// The stream is closed: the receiver answers `None` from here on.
     Closed,
 }
@@ -156,12 +159,6 @@ impl StreamShared {
     /// Tells the receiver that nothing more will come.
     pub(crate) fn send_closed(&self) {
         let _ = self.tx.send(Queued { item: StreamItem::Closed, counted_bytes: 0, counted: false, events: 0 });
-    }
-
-    /// Messages currently counted against the bound.
-    #[cfg(test)]
-    pub(crate) fn queued_messages(&self) -> usize {
-        self.msgs.load(Ordering::SeqCst)
     }
 }
 

@@ -253,9 +253,7 @@ fn future_start_waits_and_periodic_progress_reports_idle_watchers() {
     opts.progress_interval = Duration::from_millis(50);
     let hub = WatchHub::new(st.clone(), opts);
     let mut s = hub.stream();
-    let id = s
-        .watch(WatchRequest { progress_notify: true, ..WatchRequest::key("k").from_revision(4) })
-        .unwrap();
+    let id = s.watch(WatchRequest { progress_notify: true, ..WatchRequest::key("k").from_revision(4) }).unwrap();
     next(&mut s);
     st.put(b"k", b"2").unwrap();
     st.put(b"k", b"3").unwrap();

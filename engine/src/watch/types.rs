@@ -49,7 +49,11 @@ impl RevisionBatch {
     pub(crate) fn new(revision: u64, events: Vec<Event>, has_prev_kv: bool) -> Self {
         let size = events
             .iter()
-            .map(|e| 32 + e.kv.key.len() + e.kv.value.len() + e.prev_kv.as_ref().map_or(0, |p| 32 + p.key.len() + p.value.len()))
+            .map(|e| {
+                32 + e.kv.key.len()
+                    + e.kv.value.len()
+                    + e.prev_kv.as_ref().map_or(0, |p| 32 + p.key.len() + p.value.len())
+            })
             .sum();
         RevisionBatch { revision, events, has_prev_kv, size }
     }
@@ -92,7 +96,11 @@ impl RevisionEvents {
             None => self.batch.size,
             Some(_) => self
                 .iter()
-                .map(|e| 32 + e.kv.key.len() + e.kv.value.len() + e.prev_kv.as_ref().map_or(0, |p| 32 + p.key.len() + p.value.len()))
+                .map(|e| {
+                    32 + e.kv.key.len()
+                        + e.kv.value.len()
+                        + e.prev_kv.as_ref().map_or(0, |p| 32 + p.key.len() + p.value.len())
+                })
                 .sum(),
         }
     }
