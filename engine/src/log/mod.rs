@@ -577,6 +577,12 @@ impl RevisionLog {
         }
         let seg = Arc::clone(&w.active);
         let off = w.write_off;
+        // Seeded bug: publishes the revision before its bytes are written.
+        #[cfg(feature = "bug-publish-before-write")]
+        if inner.opts.fsync == FsyncPolicy::Never {
+            seg.publish(off + len, rev);
+            self.publish_committed(rev);
+        }
         if let Err(e) = seg.file.write_at(off, bytes) {
             return Err(self.poison(format!("write to {} at offset {off}: {e}", seg.name)));
         }

@@ -159,6 +159,16 @@ pub struct WatchHub {
 impl WatchHub {
     /// Starts the watch engine on `store`.
     pub fn new(store: Store, opts: WatchOptions) -> WatchHub {
+        let (mut hub, notifier) = Self::without_thread(store, opts);
+        let thread = std::thread::Builder::new()
+            .name("argus-notifier".into())
+            .spawn(move || notifier.run())
+            .expect("spawn the notifier thread");
+        hub.thread = Some(thread);
+        hub
+    }
+
+    fn without_thread(store: Store, opts: WatchOptions) -> (WatchHub, super::notify::Notifier) {
         let shared = Arc::new(HubShared {
             index: WatcherIndex::new(opts.index_shards),
             store: store.clone(),
@@ -178,11 +188,15 @@ impl WatchHub {
             }
         }));
         let notifier = super::notify::Notifier::new(Arc::clone(&shared));
-        let thread = std::thread::Builder::new()
-            .name("argus-notifier".into())
-            .spawn(move || notifier.run())
-            .expect("spawn the notifier thread");
-        WatchHub { shared, thread: Some(thread) }
+        (WatchHub { shared, thread: None }, notifier)
+    }
+
+    /// A hub whose notifier runs only when the caller steps it (loom models drive
+    /// the real notifier code this way, on a loom thread).
+    #[cfg(loom)]
+    pub fn manual(store: Store, opts: WatchOptions) -> (WatchHub, ManualNotifier) {
+        let (hub, notifier) = Self::without_thread(store, opts);
+        (hub, ManualNotifier(notifier))
     }
 
     /// Opens a new stream.
@@ -222,6 +236,27 @@ impl WatchHub {
     /// The options in force.
     pub fn options(&self) -> &WatchOptions {
         &self.shared.opts
+    }
+}
+
+/// The notifier of a [`WatchHub::manual`] hub.
+#[cfg(loom)]
+pub struct ManualNotifier(super::notify::Notifier);
+
+#[cfg(loom)]
+impl ManualNotifier {
+    /// One turn of the notifier loop; returns whether it did anything.
+    pub fn step(&mut self) -> bool {
+        self.0.step()
+    }
+
+    /// Steps until a turn does nothing (at most `limit` turns).
+    pub fn settle(&mut self, limit: usize) {
+        for _ in 0..limit {
+            if !self.0.step() {
+                return;
+            }
+        }
     }
 }
 

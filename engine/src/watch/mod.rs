@@ -17,6 +17,8 @@ mod catchup;
 mod hub;
 mod index;
 mod interval;
+#[cfg(loom)]
+pub mod loom_api;
 mod notify;
 mod stream;
 mod types;
@@ -24,6 +26,8 @@ mod victims;
 mod watcher;
 
 pub use hub::{MetricsSnapshot, WatchHub, WatchMetrics, WatchOptions};
+#[cfg(loom)]
+pub use hub::ManualNotifier;
 pub use stream::{WatchController, WatchError, WatchReceiver, WatchStream};
 pub use types::*;
 

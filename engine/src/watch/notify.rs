@@ -113,7 +113,10 @@ impl Notifier {
     pub(crate) fn new(hub: Arc<HubShared>) -> Self {
         let notified = hub.store.current_revision();
         hub.metrics.notified_revision.store(notified, Ordering::Relaxed);
+        #[cfg(not(loom))]
         let max_jobs = rayon::current_num_threads().max(1);
+        #[cfg(loom)]
+        let max_jobs = 1;
         let next_tick = Instant::now() + hub.opts.progress_interval;
         Notifier {
             hub,
@@ -129,17 +132,26 @@ impl Notifier {
 
     pub(crate) fn run(mut self) {
         while !self.hub.stop.load(Ordering::Acquire) {
-            // Revisions first, so that a progress request answers as late as possible.
-            let mut busy = self.notify_committed();
-            busy |= self.take_controls();
-            busy |= self.take_retries();
-            busy |= self.dispatch_catchup();
-            self.tick_progress();
-            if !busy {
+            if !self.step() {
                 let wait = self.next_tick.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
                 self.hub.doorbell.wait(wait);
             }
         }
+        self.shutdown();
+    }
+
+    /// One turn of the loop, without waiting. Returns whether it did anything.
+    pub(crate) fn step(&mut self) -> bool {
+        // Revisions first, so that a progress request answers as late as possible.
+        let mut busy = self.notify_committed();
+        busy |= self.take_controls();
+        busy |= self.take_retries();
+        busy |= self.dispatch_catchup();
+        self.tick_progress();
+        busy
+    }
+
+    fn shutdown(&mut self) {
         lock(&self.hub.controls).clear();
         for (_, s) in self.streams.drain() {
             s.shared.send_closed();
@@ -263,7 +275,12 @@ impl Notifier {
     fn progress(&mut self, stream: u64, id: Option<WatchId>) {
         let Some(entry) = self.streams.get(&stream) else { return };
         let shared = Arc::clone(&entry.shared);
+        #[cfg(not(feature = "bug-progress-ahead"))]
         let rev = self.notified;
+        // Seeded bug: bookmarks the store's revision, which the notifier may not have
+        // delivered yet.
+        #[cfg(feature = "bug-progress-ahead")]
+        let rev = self.hub.store.current_revision();
         match id {
             None => {
                 let uids: Vec<u64> = entry.watchers.values().copied().collect();
@@ -512,7 +529,13 @@ impl Notifier {
                             if let Some(w) = self.watchers.get_mut(&uid) {
                                 w.next = next;
                             }
-                            if next == self.notified + 1 {
+                            #[cfg(not(feature = "bug-early-handoff"))]
+                            let caught_up = next == self.notified + 1;
+                            // Seeded bug: joins the synced index one revision early,
+                            // so the revision in between is never delivered to it.
+                            #[cfg(feature = "bug-early-handoff")]
+                            let caught_up = next + 1 >= self.notified + 1;
+                            if caught_up {
                                 self.set_status(uid, Status::Synced);
                                 self.flush_pending_progress(uid);
                             } else {
@@ -558,6 +581,16 @@ fn compacted_response(id: WatchId, rev: u64, compact: u64) -> WatchResponse {
     r
 }
 
+/// Whether an index hit may receive an event of `kind` at `rev`: the index only
+/// says who *may*; the watcher's own state decides.
+pub(crate) fn deliverable(w: &WatcherCore, rev: u64, kind: EventKind) -> bool {
+    #[cfg(feature = "bug-ignore-synced-flag")]
+    let synced = true; // seeded bug: trusts the (possibly stale) index snapshot
+    #[cfg(not(feature = "bug-ignore-synced-flag"))]
+    let synced = w.is_synced();
+    synced && rev >= w.min_rev && w.filters.pass(kind)
+}
+
 /// Matches one revision against one shard, grouping watchers by stream and by the
 /// events they select.
 fn match_shard(hub: &HubShared, shard: usize, batch: &Arc<RevisionBatch>) -> Vec<Delivery> {
@@ -565,7 +598,7 @@ fn match_shard(hub: &HubShared, shard: usize, batch: &Arc<RevisionBatch>) -> Vec
     let mut hits: HashMap<u64, (Arc<WatcherCore>, Vec<u32>)> = HashMap::new();
     for (i, e) in batch.events.iter().enumerate() {
         hub.index.for_each_match(shard, &e.kv.key, |w| {
-            if !w.is_synced() || rev < w.min_rev || !w.filters.pass(e.kind) {
+            if !deliverable(w, rev, e.kind) {
                 return;
             }
             hits.entry(w.uid).or_insert_with(|| (Arc::clone(w), Vec::new())).1.push(i as u32);

@@ -123,20 +123,34 @@ impl StreamShared {
         let _ = self.tx.send(Queued { item: StreamItem::Response(resp), counted_bytes: 0, counted: false, events: 0 });
     }
 
+    /// Reads the counters with read-modify-writes, not loads: see `retry_if_drained`.
     fn has_room_for_retry(&self) -> bool {
-        self.msgs.load(Ordering::SeqCst) <= self.cap_msgs / 2 && self.bytes.load(Ordering::SeqCst) <= self.cap_bytes / 2
+        self.msgs.fetch_add(0, Ordering::AcqRel) <= self.cap_msgs / 2
+            && self.bytes.fetch_add(0, Ordering::AcqRel) <= self.cap_bytes / 2
     }
 
     /// Called by the notifier after it made victims of this stream's watchers.
     pub(crate) fn mark_victims(self: &Arc<Self>) {
-        self.has_victims.store(true, Ordering::SeqCst);
+        self.has_victims.swap(true, Ordering::AcqRel);
+        // Seeded bug: without this re-check, a consumer that drained the stream just
+        // before the flag was set never retries it, and the victims starve.
+        #[cfg(not(feature = "bug-lost-victim-retry"))]
         self.retry_if_drained();
     }
 
+    /// The two sides of the victim hand-off each write one location and then read the
+    /// other's (notifier: flag, then counters; consumer: counters, then flag): the
+    /// store-buffering shape. With acquire/release loads both sides may read stale
+    /// values and the wake-up is lost (loom found exactly that in its model of this
+    /// code); SeqCst loads would forbid it, but loom models SeqCst as AcqRel and so
+    /// cannot check it. Every access here is a read-modify-write instead: whichever
+    /// side comes second in a location's modification order reads the other's write
+    /// and synchronizes with it, so at least one side sees both the flag and the room,
+    /// under AcqRel already, and loom can prove it.
     fn retry_if_drained(self: &Arc<Self>) {
-        if self.has_victims.load(Ordering::SeqCst)
+        if self.has_victims.fetch_or(false, Ordering::AcqRel)
             && self.has_room_for_retry()
-            && self.has_victims.swap(false, Ordering::SeqCst)
+            && self.has_victims.swap(false, Ordering::AcqRel)
         {
             if let Some(h) = &self.hub {
                 h.retry.push(Arc::clone(self));

@@ -1,0 +1,286 @@
+//! Loom models of the engine's concurrent hand-offs, on the engine's own code.
+//!
+//! Run with `scripts/loom.sh` (`RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2
+//! cargo test -p argus-loom-tests --release`). Every model has a twin: built with the
+//! cargo feature named in its `cfg_attr`, the engine carries one realistic seeded bug
+//! and the same model must fail (`should_panic`). `scripts/loom.sh` runs each model
+//! plain and each twin with its feature.
+#![cfg(loom)]
+
+use std::sync::Arc;
+
+use argus_engine::log::record::RecordKind;
+use argus_engine::log::{Event, FsyncPolicy, LogOptions, MemStorage, RevisionLog};
+use argus_engine::store::{Store, StoreOptions};
+use argus_engine::watch::loom_api::IndexModel;
+use argus_engine::watch::{ManualNotifier, WatchHub, WatchOptions, WatchReceiver, WatchRequest, WatchResponse};
+use loom::sync::atomic::{AtomicBool, Ordering};
+use loom::thread;
+
+/// Runs `f` under loom (preemption bound 2 unless `LOOM_MAX_PREEMPTIONS` says
+/// otherwise) and prints how many interleavings it explored.
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    let runs = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&runs);
+    let mut b = loom::model::Builder::new();
+    if b.preemption_bound.is_none() {
+        b.preemption_bound = Some(2);
+    }
+    b.check(move || {
+        counter.fetch_add(1, Relaxed);
+        f();
+    });
+    println!("explored {} interleavings", runs.load(Relaxed));
+}
+
+fn store() -> Store {
+    let mut opts = StoreOptions::default();
+    opts.log.fsync = FsyncPolicy::Never;
+    opts.log.segment_size = 64 * 1024;
+    opts.max_request_bytes = 1024;
+    opts.max_key_bytes = 64;
+    opts.max_value_bytes = 512;
+    opts.max_txn_ops = 4;
+    Store::open_storage(Arc::new(MemStorage::new()), opts).unwrap()
+}
+
+fn hub(store: &Store, capacity: usize) -> (WatchHub, ManualNotifier) {
+    let mut o = WatchOptions::default();
+    o.stream_capacity = capacity;
+    o.index_shards = 2;
+    WatchHub::manual(store.clone(), o)
+}
+
+/// Drains `rx` while stepping the notifier until nothing moves; returns all
+/// responses received.
+fn drain(rx: &mut WatchReceiver, n: &mut ManualNotifier) -> Vec<WatchResponse> {
+    let mut out = Vec::new();
+    for _ in 0..12 {
+        let mut moved = n.step();
+        while let Some(r) = rx.try_recv() {
+            out.push(r);
+            moved = true;
+        }
+        if !moved {
+            break;
+        }
+    }
+    out
+}
+
+fn event_revs(rs: &[WatchResponse]) -> Vec<u64> {
+    rs.iter().flat_map(|r| r.events().map(|e| e.kv.mod_revision).collect::<Vec<_>>()).collect()
+}
+
+/// Model 1: the writer appends and publishes `committed_rev` while a reader reads
+/// everything up to the committed revision: the reader never sees a committed
+/// revision whose records are missing or incomplete.
+#[test]
+#[cfg_attr(feature = "bug-publish-before-write", should_panic(expected = "committed"))]
+fn log_append_and_publish_race_a_reader() {
+    model(|| {
+        let opts = LogOptions { fsync: FsyncPolicy::Never, segment_size: 4096, ..LogOptions::default() };
+        let (log, _) = RevisionLog::open(Arc::new(MemStorage::new()), opts).unwrap();
+        let writer = log.clone();
+        let t = thread::spawn(move || {
+            for rev in 2..=3u64 {
+                let v = rev.to_le_bytes();
+                let ev = [Event { kind: RecordKind::Put, key: b"k", value: &v, create_revision: 2, version: rev - 1 }];
+                let (ticket, _) = writer.append(rev, &ev).unwrap();
+                writer.wait_durable(ticket).unwrap();
+            }
+        });
+        let mut last = 1;
+        for _ in 0..2 {
+            let r = log.reader();
+            let c = r.committed_rev();
+            assert!(c >= last, "committed_rev went back");
+            last = c;
+            let got: Vec<(u64, u64)> = r
+                .records(2, c)
+                .map(|x| {
+                    let (_, rec) = x.expect("a committed record decodes");
+                    assert!(rec.last, "each revision here has one record");
+                    (rec.main, u64::from_le_bytes(rec.value.try_into().unwrap()))
+                })
+                .collect();
+            let want: Vec<(u64, u64)> = (2..=c).map(|r| (r, r)).collect();
+            assert_eq!(got, want, "every committed revision is readable, whole");
+        }
+        t.join().unwrap();
+    });
+}
+
+/// Model 2a: a delivery finds the stream full (the watcher becomes a victim) while
+/// the consumer drains it: the victim is retried and gets every revision exactly
+/// once, in order.
+#[test]
+#[cfg_attr(feature = "bug-lost-victim-retry", should_panic(expected = "none lost"))]
+fn victim_retry_races_the_consumer_draining() {
+    model(|| {
+        let store = store();
+        let (hub, mut n) = hub(&store, 1);
+        let (ctl, mut rx) = hub.stream().split();
+        let id = ctl.watch(WatchRequest::key("k")).unwrap();
+        n.settle(8);
+        assert!(rx.try_recv().unwrap().created);
+        store.put(b"k", b"2").unwrap();
+        store.put(b"k", b"3").unwrap();
+        let consumer = thread::spawn(move || {
+            let mut got = Vec::new();
+            for _ in 0..2 {
+                if let Some(r) = rx.try_recv() {
+                    got.push(r);
+                }
+                thread::yield_now();
+            }
+            (rx, got)
+        });
+        n.step(); // delivers 2 (filling the stream); 3 finds it full: a victim
+        let (mut rx, mut got) = consumer.join().unwrap();
+        got.extend(drain(&mut rx, &mut n));
+        assert!(got.iter().all(|r| r.watch_id == id));
+        assert_eq!(event_revs(&got), vec![2, 3], "each revision once, in order, none lost: {:?}", hub.metrics());
+        drop(ctl);
+    });
+}
+
+/// Model 2b: a victim's retry races a cancel: no event is delivered after the
+/// canceled response, and what was delivered has no gap or duplicate.
+#[test]
+fn victim_retry_races_cancel() {
+    model(|| {
+        let store = store();
+        let (hub, mut n) = hub(&store, 1);
+        let (ctl, mut rx) = hub.stream().split();
+        let id = ctl.watch(WatchRequest::key("k")).unwrap();
+        n.settle(8);
+        assert!(rx.try_recv().unwrap().created);
+        store.put(b"k", b"2").unwrap();
+        store.put(b"k", b"3").unwrap();
+        n.step(); // 2 queued, the watcher is a victim at 3
+        let canceller = thread::spawn(move || {
+            ctl.cancel(id).unwrap();
+            ctl
+        });
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            n.step();
+            if let Some(r) = rx.try_recv() {
+                got.push(r);
+            }
+        }
+        let ctl = canceller.join().unwrap();
+        got.extend(drain(&mut rx, &mut n));
+        let cancel_at = got.iter().position(|r| r.canceled).expect("the cancel is answered");
+        assert!(got[cancel_at + 1..].iter().all(|r| r.events.is_empty()), "no event after the cancel: {got:?}");
+        let revs = event_revs(&got);
+        assert!(revs == [2] || revs == [2, 3], "a prefix of the history, no gap: {revs:?}");
+        drop(ctl);
+    });
+}
+
+/// Model 3: a watcher started in the past is caught up while a writer commits and
+/// the notifier moves on: it joins the synced index exactly at the notifier's
+/// position, so it gets every revision once.
+#[test]
+#[cfg_attr(feature = "bug-early-handoff", should_panic(expected = "no revision skipped"))]
+fn unsynced_to_synced_handoff_races_the_notifier() {
+    model(|| {
+        let store = store();
+        store.put(b"k", b"2").unwrap();
+        let (hub, mut n) = hub(&store, 8);
+        let (ctl, mut rx) = hub.stream().split();
+        ctl.watch(WatchRequest::key("k").from_revision(2)).unwrap();
+        let writer = {
+            let store = store.clone();
+            thread::spawn(move || {
+                store.put(b"k", b"3").unwrap();
+            })
+        };
+        for _ in 0..3 {
+            n.step();
+        }
+        writer.join().unwrap();
+        let got = drain(&mut rx, &mut n);
+        assert!(got[0].created);
+        assert_eq!(event_revs(&got), vec![2, 3], "no revision skipped or repeated at the hand-off");
+        drop(ctl);
+    });
+}
+
+/// Model 4: the owner publishes a new index snapshot while a matcher reads the old
+/// one and a watcher is canceled: a match that starts after the cancel never
+/// delivers to the canceled watcher, and the new watcher is found once published.
+#[test]
+#[cfg_attr(feature = "bug-ignore-synced-flag", should_panic(expected = "delivered to a canceled watcher"))]
+fn index_snapshot_swap_races_matchers_and_cancel() {
+    model(|| {
+        let idx = Arc::new(IndexModel::new(2));
+        idx.add(1, b"k", None);
+        idx.apply();
+        let canceled = Arc::new(AtomicBool::new(false));
+        let (i1, c1) = (Arc::clone(&idx), Arc::clone(&canceled));
+        let canceller = thread::spawn(move || {
+            i1.cancel(1);
+            c1.store(true, Ordering::SeqCst);
+        });
+        let (i2, c2) = (Arc::clone(&idx), Arc::clone(&canceled));
+        let matcher = thread::spawn(move || {
+            let after_cancel = c2.load(Ordering::SeqCst);
+            let d = i2.deliverable(b"k");
+            if after_cancel {
+                assert!(!d.contains(&1), "delivered to a canceled watcher: {d:?}");
+            }
+        });
+        idx.add(2, b"a", Some(b"z")); // the owner swaps in a snapshot with a range watcher
+        idx.apply();
+        assert!(idx.deliverable(b"k").contains(&2), "a published watcher is matched");
+        canceller.join().unwrap();
+        matcher.join().unwrap();
+        idx.apply();
+        assert_eq!(idx.deliverable(b"k"), vec![2]);
+    });
+}
+
+/// Model 5: a progress request races a write being notified: a bookmark at `R` is
+/// never queued before an event at or below `R`.
+#[test]
+#[cfg_attr(feature = "bug-progress-ahead", should_panic(expected = "bookmark at"))]
+fn progress_request_races_events() {
+    model(|| {
+        let store = store();
+        let (hub, mut n) = hub(&store, 8);
+        let (ctl, mut rx) = hub.stream().split();
+        ctl.watch(WatchRequest::key("k")).unwrap();
+        n.settle(8);
+        let writer = {
+            let store = store.clone();
+            thread::spawn(move || {
+                store.put(b"k", b"2").unwrap();
+            })
+        };
+        let requester = thread::spawn(move || {
+            ctl.request_progress_all();
+            ctl
+        });
+        for _ in 0..2 {
+            n.step();
+        }
+        writer.join().unwrap();
+        let ctl = requester.join().unwrap();
+        let got = drain(&mut rx, &mut n);
+        let mut delivered = 0;
+        for r in &got {
+            if r.is_progress() {
+                assert!(r.revision <= delivered.max(1), "bookmark at {} before its events were delivered", r.revision);
+            }
+            for e in r.events() {
+                delivered = e.kv.mod_revision;
+            }
+        }
+        assert_eq!(event_revs(&got), vec![2]);
+        drop(ctl);
+    });
+}

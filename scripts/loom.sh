@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs the loom models of loom-tests/ on the engine's own code, then each model's
+# seeded-bug twin, which must fail (its test is `should_panic` under the feature).
+# Usage: scripts/loom.sh [test-name-filter]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export RUSTFLAGS="--cfg loom ${RUSTFLAGS:-}"
+export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}"
+export LOOM_MAX_BRANCHES="${LOOM_MAX_BRANCHES:-100000}"
+export CARGO_TARGET_DIR="${LOOM_TARGET_DIR:-target/loom}"
+filter="${1:-}"
+start=$(date +%s)
+
+echo "== loom models (LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS)"
+cargo test -p argus-loom-tests --release --test models -- --test-threads=1 --nocapture $filter
+
+# model test name : the feature that seeds its bug
+twins=(
+  "log_append_and_publish_race_a_reader:bug-publish-before-write"
+  "victim_retry_races_the_consumer_draining:bug-lost-victim-retry"
+  "unsynced_to_synced_handoff_races_the_notifier:bug-early-handoff"
+  "index_snapshot_swap_races_matchers_and_cancel:bug-ignore-synced-flag"
+  "progress_request_races_events:bug-progress-ahead"
+)
+for t in "${twins[@]}"; do
+  name="${t%%:*}"; feature="${t##*:}"
+  if [ -n "$filter" ] && [[ "$name" != *"$filter"* ]]; then continue; fi
+  echo "== twin: $name with $feature (loom must find the seeded bug)"
+  cargo test -p argus-loom-tests --release --test models --features "$feature" -- --exact "$name"
+done
+if [ -z "$filter" ]; then
+  echo "== loom models again, deeper (LOOM_MAX_PREEMPTIONS=4; they are small enough)"
+  LOOM_MAX_PREEMPTIONS=4 cargo test -p argus-loom-tests --release --test models -- --test-threads=1 --nocapture
+fi
+echo "== loom done in $(( $(date +%s) - start )) s"
