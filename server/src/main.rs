@@ -1,16 +1,22 @@
-//! `argus`: the Argus server. This build serves the store from the command line; the
-//! etcd v3 gRPC API comes with issue #5 (see the README's roadmap).
+//! `argus`: the Argus server. Speaks etcd's v3 gRPC API, so `etcdctl` and the etcd
+//! client libraries work against it unchanged.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use argus_engine::log::FsyncPolicy;
-use argus_engine::store::{prefix_end, RangeOptions, Store, StoreOptions};
+use argus_server::{serve, ServerConfig};
 use clap::{Parser, Subcommand};
 
 /// Argus: a watch engine with etcd v3 semantics.
+///
+/// Run `argus serve` (the default), then use any etcd v3 client against it, for
+/// example `etcdctl --endpoints=127.0.0.1:2379 watch --prefix /` in one terminal and
+/// `etcdctl put /a 1` in another.
 #[derive(Parser, Debug)]
-#[command(name = "argus", version, about, long_about = None)]
+#[command(name = "argus", version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -18,94 +24,70 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Open (or create) a data directory, recover it and report its state.
-    /// Serving the etcd v3 API over gRPC lands with the server issue.
-    Serve {
-        /// Address to listen on (loopback by default).
-        #[arg(long, default_value = "127.0.0.1:2379")]
-        listen: String,
-        /// Directory holding the revision log and snapshots.
-        #[arg(long, default_value = "./argus-data")]
-        data_dir: PathBuf,
-        /// When writes are fsynced: always, batch (group commit) or never.
-        #[arg(long, default_value = "always")]
-        fsync: FsyncPolicy,
-    },
-    /// Put a key into a data directory (for trying the store by hand).
-    Put {
-        /// Data directory.
-        #[arg(long, default_value = "./argus-data")]
-        data_dir: PathBuf,
-        /// Key.
-        key: String,
-        /// Value.
-        value: String,
-    },
-    /// Read a key, or every key under a prefix, from a data directory.
-    Get {
-        /// Data directory.
-        #[arg(long, default_value = "./argus-data")]
-        data_dir: PathBuf,
-        /// Key (or prefix with --prefix).
-        key: String,
-        /// Treat the key as a prefix.
-        #[arg(long)]
-        prefix: bool,
-        /// Revision to read at (0: current).
-        #[arg(long, default_value_t = 0)]
-        rev: u64,
-    },
+    /// Serve etcd's v3 gRPC API (KV, Watch, Maintenance.Status) from a data directory.
+    Serve(ServeArgs),
 }
 
-fn open(data_dir: &PathBuf, fsync: FsyncPolicy) -> Result<Store, String> {
-    let mut opts = StoreOptions::default();
-    opts.log.fsync = fsync;
-    Store::open(data_dir, opts).map_err(|e| format!("cannot open {}: {e}", data_dir.display()))
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address of the gRPC listener.
+    #[arg(long, default_value = "127.0.0.1:2379")]
+    listen: SocketAddr,
+    /// Directory of the revision log and snapshots; created if missing.
+    #[arg(long, default_value = "./argus-data")]
+    data_dir: PathBuf,
+    /// When a write is made durable before it is acknowledged: `always` (fsync,
+    /// shared by concurrent writers, as etcd), `batch` (fsync after up to 2 ms of
+    /// gathering), or `never` (page cache only; a crash may lose recent writes).
+    #[arg(long, default_value = "always")]
+    fsync: FsyncPolicy,
+    /// Interval of progress notifications for watchers that asked for them
+    /// (`progress_notify`), e.g. `10m`, `30s`, `500ms`.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    progress_interval: Duration,
+    /// Address of a Prometheus `/metrics` endpoint (off unless given).
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// Largest request in bytes (etcd's --max-request-bytes).
+    #[arg(long, default_value_t = 1536 * 1024)]
+    max_request_bytes: usize,
+    /// Most watchers on one Watch stream.
+    #[arg(long, default_value_t = 100_000)]
+    max_watchers_per_stream: usize,
+    /// Most concurrent gRPC streams on one connection.
+    #[arg(long, default_value_t = 10_000)]
+    max_streams_per_connection: u32,
 }
 
-fn run(cli: Cli) -> Result<(), String> {
-    match cli.command.unwrap_or(Command::Serve {
-        listen: "127.0.0.1:2379".into(),
-        data_dir: "./argus-data".into(),
-        fsync: FsyncPolicy::Always,
-    }) {
-        Command::Serve { listen, data_dir, fsync } => {
-            let store = open(&data_dir, fsync)?;
-            tracing::info!(
-                data_dir = %data_dir.display(),
-                %listen,
-                %fsync,
-                revision = store.current_revision(),
-                compact_revision = store.compact_revision(),
-                "store recovered"
-            );
-            println!(
-                "argus: data directory {} recovered at revision {} (compacted at {}); \
-                 the etcd v3 gRPC listener on {listen} is not built yet",
-                data_dir.display(),
-                store.current_revision(),
-                store.compact_revision()
-            );
-            Ok(())
+impl Default for ServeArgs {
+    fn default() -> Self {
+        let d = ServerConfig::default();
+        ServeArgs {
+            listen: d.listen,
+            data_dir: d.data_dir,
+            fsync: d.fsync,
+            progress_interval: d.progress_interval,
+            metrics_listen: None,
+            max_request_bytes: d.max_request_bytes,
+            max_watchers_per_stream: d.max_watchers_per_stream,
+            max_streams_per_connection: d.max_streams_per_connection,
         }
-        Command::Put { data_dir, key, value } => {
-            let store = open(&data_dir, FsyncPolicy::Always)?;
-            let r = store.put(key.as_bytes(), value.as_bytes()).map_err(|e| e.to_string())?;
-            println!("OK (revision {})", r.revision);
-            Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
         }
-        Command::Get { data_dir, key, prefix, rev } => {
-            let store = open(&data_dir, FsyncPolicy::Always)?;
-            let end = if prefix { prefix_end(key.as_bytes()) } else { Vec::new() };
-            let r = store
-                .range(key.as_bytes(), &end, RangeOptions { revision: rev, ..Default::default() })
-                .map_err(|e| e.to_string())?;
-            for kv in r.kvs {
-                println!("{}", String::from_utf8_lossy(&kv.key));
-                println!("{}", String::from_utf8_lossy(&kv.value));
-            }
-            Ok(())
-        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
     }
 }
 
@@ -114,7 +96,33 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let Command::Serve(args) = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
+    let cfg = ServerConfig {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        fsync: args.fsync,
+        progress_interval: args.progress_interval,
+        metrics_listen: args.metrics_listen,
+        max_request_bytes: args.max_request_bytes,
+        max_recv_bytes: args.max_request_bytes + 512 * 1024,
+        max_watchers_per_stream: args.max_watchers_per_stream,
+        max_streams_per_connection: args.max_streams_per_connection,
+        ..ServerConfig::default()
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("argus: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(serve(cfg, shutdown_signal(), |r| {
+        eprintln!("argus: serving etcd v3 API on {} (revision {})", r.addr, r.store.current_revision());
+        if let Some(m) = r.metrics_addr {
+            eprintln!("argus: metrics on http://{m}/metrics");
+        }
+    })) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("argus: {e}");

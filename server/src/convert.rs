@@ -1,0 +1,60 @@
+//! Conversions between the engine's types and etcd's protobuf messages, and the
+//! mapping of engine errors to the gRPC statuses and messages etcd clients expect
+//! (etcd's `rpctypes`).
+
+use argus_engine::store::KeyValue;
+use argus_engine::watch::{Event, EventKind};
+use argus_engine::Error;
+use tonic::{Code, Status};
+
+use crate::proto::mvccpb;
+
+/// An engine key-value as etcd's `mvccpb.KeyValue`.
+pub fn kv(kv: &KeyValue) -> mvccpb::KeyValue {
+    mvccpb::KeyValue {
+        key: kv.key.clone(),
+        create_revision: kv.create_revision as i64,
+        mod_revision: kv.mod_revision as i64,
+        version: kv.version as i64,
+        value: kv.value.clone(),
+        lease: 0,
+    }
+}
+
+/// An engine event as etcd's `mvccpb.Event`, with `prev_kv` only when asked for.
+pub fn event(e: &Event, prev_kv: bool) -> mvccpb::Event {
+    mvccpb::Event {
+        r#type: match e.kind {
+            EventKind::Put => mvccpb::event::EventType::Put as i32,
+            EventKind::Delete => mvccpb::event::EventType::Delete as i32,
+        },
+        kv: Some(kv(&e.kv)),
+        prev_kv: if prev_kv { e.prev_kv.as_ref().map(kv) } else { None },
+    }
+}
+
+/// The gRPC status etcd answers for an engine error, with etcd's message.
+pub fn status(e: Error) -> Status {
+    let (code, msg) = match &e {
+        Error::EmptyKey => (Code::InvalidArgument, "etcdserver: key is not provided".to_string()),
+        Error::KeyNotFound => (Code::InvalidArgument, "etcdserver: key not found".to_string()),
+        Error::KeyTooLarge { .. } | Error::ValueTooLarge { .. } | Error::RequestTooLarge { .. } => {
+            (Code::InvalidArgument, format!("etcdserver: request is too large ({e})"))
+        }
+        Error::TooManyOps { .. } => {
+            (Code::InvalidArgument, "etcdserver: too many operations in txn request".to_string())
+        }
+        Error::DuplicateKey => (Code::InvalidArgument, "etcdserver: duplicate key given in txn request".to_string()),
+        Error::InvalidRange => (Code::InvalidArgument, format!("etcdserver: {e}")),
+        Error::Compacted { .. } => {
+            (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted".to_string())
+        }
+        Error::FutureRevision { .. } => {
+            (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision".to_string())
+        }
+        Error::Poisoned(_) | Error::Io { .. } | Error::Locked(_) => (Code::Unavailable, format!("argus: {e}")),
+        Error::Corrupt { .. } => (Code::DataLoss, format!("argus: {e}")),
+        _ => (Code::Internal, format!("argus: {e}")),
+    };
+    Status::new(code, msg)
+}

@@ -1,0 +1,260 @@
+//! etcd's KV service (Range, Put, DeleteRange, Txn, Compact) on the store.
+//!
+//! Store calls may wait for an fsync, so each runs on tokio's blocking pool; the
+//! store itself lets concurrent writers share one fsync (group commit).
+
+use argus_engine::store::{
+    Compare, CompareOp, CompareTarget, RangeOptions, RangeResult, Store, TxnOp, TxnOpResult, TxnResult,
+};
+use tonic::{Request, Response, Status};
+
+use crate::convert;
+use crate::proto::etcdserverpb as pb;
+use crate::proto::etcdserverpb::kv_server::Kv;
+use crate::Header;
+
+/// The KV service.
+pub struct KvService {
+    store: Store,
+    header: Header,
+}
+
+impl KvService {
+    /// A KV service on `store`.
+    pub fn new(store: Store, header: Header) -> Self {
+        KvService { store, header }
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Status> + Send + 'static) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Status::internal(format!("argus: task failed: {e}")))?
+}
+
+/// Whether a non-empty range end lies at or below the key (etcd answers such a range
+/// with nothing rather than an error).
+fn empty_range(key: &[u8], end: &[u8]) -> bool {
+    !end.is_empty() && end != [0] && end <= key
+}
+
+fn range_options(r: &pb::RangeRequest) -> RangeOptions {
+    RangeOptions {
+        revision: r.revision.max(0) as u64,
+        limit: r.limit.max(0) as usize,
+        keys_only: r.keys_only,
+        count_only: r.count_only,
+    }
+}
+
+fn needs_post_processing(r: &pb::RangeRequest) -> bool {
+    let sorted_by_key = r.sort_order() == pb::range_request::SortOrder::None
+        || (r.sort_target() == pb::range_request::SortTarget::Key
+            && r.sort_order() == pb::range_request::SortOrder::Ascend);
+    !sorted_by_key
+        || r.min_mod_revision > 0
+        || r.max_mod_revision > 0
+        || r.min_create_revision > 0
+        || r.max_create_revision > 0
+}
+
+/// Applies sort and the revision filters of a range request, then its limit.
+fn post_process(r: &pb::RangeRequest, mut res: RangeResult) -> RangeResult {
+    use pb::range_request::{SortOrder, SortTarget};
+    res.kvs.retain(|kv| {
+        (r.min_mod_revision <= 0 || kv.mod_revision as i64 >= r.min_mod_revision)
+            && (r.max_mod_revision <= 0 || kv.mod_revision as i64 <= r.max_mod_revision)
+            && (r.min_create_revision <= 0 || kv.create_revision as i64 >= r.min_create_revision)
+            && (r.max_create_revision <= 0 || kv.create_revision as i64 <= r.max_create_revision)
+    });
+    if r.sort_order() != SortOrder::None {
+        match r.sort_target() {
+            SortTarget::Key => res.kvs.sort_by(|a, b| a.key.cmp(&b.key)),
+            SortTarget::Version => res.kvs.sort_by_key(|kv| kv.version),
+            SortTarget::Create => res.kvs.sort_by_key(|kv| kv.create_revision),
+            SortTarget::Mod => res.kvs.sort_by_key(|kv| kv.mod_revision),
+            SortTarget::Value => res.kvs.sort_by(|a, b| a.value.cmp(&b.value)),
+        }
+        if r.sort_order() == SortOrder::Descend {
+            res.kvs.reverse();
+        }
+    }
+    if r.limit > 0 && res.kvs.len() > r.limit as usize {
+        res.kvs.truncate(r.limit as usize);
+        res.more = true;
+    }
+    res
+}
+
+fn do_range(store: &Store, r: &pb::RangeRequest) -> Result<RangeResult, Status> {
+    if empty_range(&r.key, &r.range_end) {
+        if r.key.is_empty() {
+            return Err(convert::status(argus_engine::Error::EmptyKey));
+        }
+        return Ok(RangeResult { revision: store.current_revision(), ..Default::default() });
+    }
+    if !needs_post_processing(r) {
+        return store.range(&r.key, &r.range_end, range_options(r)).map_err(convert::status);
+    }
+    let mut opts = range_options(r);
+    opts.limit = 0;
+    let res = store.range(&r.key, &r.range_end, opts).map_err(convert::status)?;
+    Ok(post_process(r, res))
+}
+
+fn range_response(h: &Header, res: RangeResult) -> pb::RangeResponse {
+    pb::RangeResponse {
+        header: Some(h.at(res.revision)),
+        kvs: res.kvs.iter().map(convert::kv).collect(),
+        more: res.more,
+        count: res.count as i64,
+    }
+}
+
+fn put_op(p: &pb::PutRequest) -> Result<TxnOp, Status> {
+    if p.lease != 0 {
+        return Err(Status::not_found("etcdserver: requested lease not found"));
+    }
+    if p.ignore_lease {
+        // No key has a lease here, so there is none to keep: etcd's answer for a key
+        // without one.
+        return Err(Status::invalid_argument("etcdserver: lease is provided"));
+    }
+    if p.ignore_value {
+        if !p.value.is_empty() {
+            return Err(Status::invalid_argument("etcdserver: value is provided"));
+        }
+        return Ok(TxnOp::PutKeepValue { key: p.key.clone(), value: Vec::new(), prev_kv: p.prev_kv });
+    }
+    Ok(TxnOp::Put { key: p.key.clone(), value: p.value.clone(), prev_kv: p.prev_kv })
+}
+
+fn ops(list: &[pb::RequestOp]) -> Result<Vec<TxnOp>, Status> {
+    use pb::request_op::Request as R;
+    list.iter()
+        .map(|op| match &op.request {
+            Some(R::RequestRange(r)) => Ok(TxnOp::Range {
+                key: r.key.clone(),
+                range_end: if empty_range(&r.key, &r.range_end) { Vec::new() } else { r.range_end.clone() },
+                options: range_options(r),
+            }),
+            Some(R::RequestPut(p)) => put_op(p),
+            Some(R::RequestDeleteRange(d)) => {
+                Ok(TxnOp::DeleteRange { key: d.key.clone(), range_end: d.range_end.clone(), prev_kv: d.prev_kv })
+            }
+            Some(R::RequestTxn(_)) => Err(Status::unimplemented("argus does not implement nested txn requests")),
+            None => Err(Status::invalid_argument("etcdserver: empty request op")),
+        })
+        .collect()
+}
+
+fn compare(c: &pb::Compare) -> Result<Compare, Status> {
+    use pb::compare::{CompareResult as R, CompareTarget as T, TargetUnion as U};
+    let target = match (c.target(), &c.target_union) {
+        (T::Version, Some(U::Version(v))) => CompareTarget::Version((*v).max(0) as u64),
+        (T::Version, None) => CompareTarget::Version(0),
+        (T::Create, Some(U::CreateRevision(v))) => CompareTarget::CreateRevision((*v).max(0) as u64),
+        (T::Create, None) => CompareTarget::CreateRevision(0),
+        (T::Mod, Some(U::ModRevision(v))) => CompareTarget::ModRevision((*v).max(0) as u64),
+        (T::Mod, None) => CompareTarget::ModRevision(0),
+        (T::Value, Some(U::Value(v))) => CompareTarget::Value(v.clone()),
+        (T::Value, None) => CompareTarget::Value(Vec::new()),
+        (T::Lease, _) => return Err(Status::unimplemented("argus does not implement leases (compare on LEASE)")),
+        _ => return Err(Status::invalid_argument("etcdserver: compare target does not match its value")),
+    };
+    let op = match c.result() {
+        R::Equal => CompareOp::Equal,
+        R::Greater => CompareOp::Greater,
+        R::Less => CompareOp::Less,
+        R::NotEqual => CompareOp::NotEqual,
+    };
+    Ok(Compare { key: c.key.clone(), range_end: c.range_end.clone(), target, op })
+}
+
+fn txn_response(h: &Header, t: TxnResult) -> pb::TxnResponse {
+    use pb::response_op::Response as R;
+    let responses = t
+        .responses
+        .into_iter()
+        .map(|r| pb::ResponseOp {
+            response: Some(match r {
+                TxnOpResult::Range(rr) => R::ResponseRange(range_response(h, rr)),
+                TxnOpResult::Put(p) => R::ResponsePut(pb::PutResponse {
+                    header: Some(h.at(p.revision)),
+                    prev_kv: p.prev_kv.as_ref().map(convert::kv),
+                }),
+                TxnOpResult::DeleteRange(d) => R::ResponseDeleteRange(pb::DeleteRangeResponse {
+                    header: Some(h.at(d.revision)),
+                    deleted: d.deleted as i64,
+                    prev_kvs: d.prev_kvs.iter().map(convert::kv).collect(),
+                }),
+            }),
+        })
+        .collect();
+    pb::TxnResponse { header: Some(h.at(t.revision)), succeeded: t.succeeded, responses }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(&self, req: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
+        let (store, h, r) = (self.store.clone(), self.header, req.into_inner());
+        blocking(move || Ok(Response::new(range_response(&h, do_range(&store, &r)?)))).await
+    }
+
+    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let (store, h, p) = (self.store.clone(), self.header, req.into_inner());
+        blocking(move || {
+            let op = put_op(&p)?;
+            let t = store.txn(&[], &[op], &[]).map_err(convert::status)?;
+            let Some(TxnOpResult::Put(r)) = t.responses.into_iter().next() else {
+                return Err(Status::internal("argus: a put answered without a put result"));
+            };
+            Ok(Response::new(pb::PutResponse {
+                header: Some(h.at(r.revision)),
+                prev_kv: r.prev_kv.as_ref().map(convert::kv),
+            }))
+        })
+        .await
+    }
+
+    async fn delete_range(
+        &self,
+        req: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let (store, h, d) = (self.store.clone(), self.header, req.into_inner());
+        blocking(move || {
+            if empty_range(&d.key, &d.range_end) && !d.key.is_empty() {
+                return Ok(Response::new(pb::DeleteRangeResponse {
+                    header: Some(h.at(store.current_revision())),
+                    ..Default::default()
+                }));
+            }
+            let r = store.delete_range(&d.key, &d.range_end, d.prev_kv).map_err(convert::status)?;
+            Ok(Response::new(pb::DeleteRangeResponse {
+                header: Some(h.at(r.revision)),
+                deleted: r.deleted as i64,
+                prev_kvs: r.prev_kvs.iter().map(convert::kv).collect(),
+            }))
+        })
+        .await
+    }
+
+    async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        let (store, h, t) = (self.store.clone(), self.header, req.into_inner());
+        blocking(move || {
+            let compares = t.compare.iter().map(compare).collect::<Result<Vec<_>, _>>()?;
+            let success = ops(&t.success)?;
+            let failure = ops(&t.failure)?;
+            let r = store.txn(&compares, &success, &failure).map_err(convert::status)?;
+            Ok(Response::new(txn_response(&h, r)))
+        })
+        .await
+    }
+
+    async fn compact(&self, req: Request<pb::CompactionRequest>) -> Result<Response<pb::CompactionResponse>, Status> {
+        let (store, h, c) = (self.store.clone(), self.header, req.into_inner());
+        blocking(move || {
+            store.compact(c.revision.max(0) as u64).map_err(convert::status)?;
+            Ok(Response::new(pb::CompactionResponse { header: Some(h.at(store.current_revision())) }))
+        })
+        .await
+    }
+}

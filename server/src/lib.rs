@@ -1,0 +1,229 @@
+//! # argus-server
+//!
+//! etcd's v3 gRPC API (KV, Watch, Maintenance.Status) on the Argus engine, so that
+//! `etcdctl` and the etcd client libraries work against it unchanged. The binary
+//! `argus` (`src/main.rs`) is a thin CLI over [`serve`].
+
+#![deny(missing_docs)]
+
+pub mod codec;
+pub mod convert;
+pub mod kv;
+pub mod metrics;
+pub mod other;
+pub mod watch;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use argus_engine::log::FsyncPolicy;
+use argus_engine::store::{Store, StoreOptions};
+use argus_engine::watch::{WatchHub, WatchOptions};
+
+/// Generated etcd v3 API types and services.
+#[allow(missing_docs, clippy::all)]
+pub mod proto {
+    /// `mvccpb`: KeyValue and Event.
+    pub mod mvccpb {
+        tonic::include_proto!("mvccpb");
+    }
+    /// `etcdserverpb`: every message, the KV / Lease / Cluster / Maintenance / Auth
+    /// services and their clients.
+    pub mod etcdserverpb {
+        tonic::include_proto!("etcdserverpb");
+    }
+    /// The Watch server, generated with Argus's own codec.
+    pub mod watch {
+        include!(concat!(env!("OUT_DIR"), "/watch/etcdserverpb.rs"));
+    }
+}
+
+/// The etcd API version Argus reports in `Maintenance.Status` (the 3.4 API it
+/// serves), with Argus's own version as build metadata.
+pub const ETCD_VERSION: &str = concat!("3.4.0+argus.", env!("CARGO_PKG_VERSION"));
+
+/// The fixed identity put in every response header (a single-member "cluster").
+#[derive(Clone, Copy, Debug)]
+pub struct Header {
+    /// Cluster id.
+    pub cluster_id: u64,
+    /// Member id (also reported as the leader).
+    pub member_id: u64,
+    /// Raft term (constant: there is no raft).
+    pub raft_term: u64,
+}
+
+impl Default for Header {
+    fn default() -> Self {
+        Header { cluster_id: 0xa5a5_0a9d_5e70_0001, member_id: 0x8e9e_05c5_2164_694d, raft_term: 2 }
+    }
+}
+
+impl Header {
+    /// The response header at `revision`.
+    pub fn at(&self, revision: u64) -> proto::etcdserverpb::ResponseHeader {
+        proto::etcdserverpb::ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision: revision as i64,
+            raft_term: self.raft_term,
+        }
+    }
+}
+
+/// Settings of a server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// gRPC address (loopback by default).
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// fsync policy of the log.
+    pub fsync: FsyncPolicy,
+    /// Interval of progress notifications for `progress_notify` watchers.
+    pub progress_interval: Duration,
+    /// Prometheus `/metrics` address, if any.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Largest request (etcd's `--max-request-bytes`).
+    pub max_request_bytes: usize,
+    /// Largest gRPC message the server decodes (etcd: max request bytes + 512 KiB).
+    pub max_recv_bytes: usize,
+    /// Most watchers on one Watch stream.
+    pub max_watchers_per_stream: usize,
+    /// Most concurrent gRPC streams on one connection (HTTP/2 setting).
+    pub max_streams_per_connection: u32,
+    /// Event deliveries one Watch stream may hold before its watchers become victims.
+    pub watch_stream_capacity: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:2379".parse().expect("a literal address"),
+            data_dir: PathBuf::from("./argus-data"),
+            fsync: FsyncPolicy::Always,
+            progress_interval: Duration::from_secs(600),
+            metrics_listen: None,
+            max_request_bytes: 1536 * 1024,
+            max_recv_bytes: 1536 * 1024 + 512 * 1024,
+            max_watchers_per_stream: 100_000,
+            max_streams_per_connection: 10_000,
+            watch_stream_capacity: 128,
+        }
+    }
+}
+
+/// A running server's handles (for the CLI and tests).
+pub struct Running {
+    /// The store served.
+    pub store: Store,
+    /// The watch engine.
+    pub hub: Arc<WatchHub>,
+    /// The address the gRPC listener is bound to.
+    pub addr: SocketAddr,
+    /// The address of `/metrics`, if enabled.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Opens the store, binds the listeners and serves until `shutdown` completes; then
+/// stops accepting, lets the listeners drain and flushes the log.
+///
+/// `on_ready` is called once the listeners are bound.
+///
+/// # Errors
+///
+/// A sentence saying what failed (opening the data directory, binding an address).
+pub async fn serve(
+    cfg: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(&Running),
+) -> Result<(), String> {
+    let mut opts = StoreOptions::default();
+    opts.log.fsync = cfg.fsync;
+    opts.max_request_bytes = cfg.max_request_bytes;
+    opts.max_key_bytes = cfg.max_request_bytes;
+    opts.max_value_bytes = cfg.max_request_bytes;
+    let data_dir = cfg.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, opts))
+        .await
+        .map_err(|e| format!("open task failed: {e}"))?
+        .map_err(|e| format!("cannot open data directory {}: {e}", cfg.data_dir.display()))?;
+    let mut wopts = WatchOptions::default();
+    wopts.progress_interval = cfg.progress_interval;
+    wopts.max_watchers_per_stream = cfg.max_watchers_per_stream;
+    wopts.stream_capacity = cfg.watch_stream_capacity;
+    let hub = Arc::new(WatchHub::new(store.clone(), wopts));
+    let header = Header::default();
+
+    let listener =
+        tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let metrics_listener = match cfg.metrics_listen {
+        Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| format!("cannot listen on {a}: {e}"))?),
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let running = Running { store: store.clone(), hub: Arc::clone(&hub), addr, metrics_addr };
+    on_ready(&running);
+    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), fsync = %cfg.fsync,
+        revision = store.current_revision(), compact_revision = store.compact_revision(), "argus serving etcd v3 API");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let metrics_task = metrics_listener.map(|l| {
+        let app = metrics::router(store.clone(), Arc::clone(&hub), cfg.data_dir.clone());
+        let stop = wait_stop(stop_rx.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, app).with_graceful_shutdown(stop).await {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        })
+    });
+
+    use proto::etcdserverpb::{auth_server, cluster_server, kv_server, lease_server, maintenance_server};
+    let max = cfg.max_recv_bytes;
+    let kv = kv_server::KvServer::new(kv::KvService::new(store.clone(), header)).max_decoding_message_size(max);
+    let watch = proto::watch::watch_server::WatchServer::new(watch::WatchService::new(
+        Arc::clone(&hub),
+        header,
+        cfg.max_request_bytes + 512 * 1024,
+    ))
+    .max_decoding_message_size(max);
+    let maintenance = maintenance_server::MaintenanceServer::new(other::MaintenanceService::new(
+        store.clone(),
+        header,
+        cfg.data_dir.clone(),
+    ));
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let result = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(cfg.max_streams_per_connection))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(kv)
+        .add_service(watch)
+        .add_service(maintenance)
+        .add_service(lease_server::LeaseServer::new(other::Unimplemented))
+        .add_service(cluster_server::ClusterServer::new(other::Unimplemented))
+        .add_service(auth_server::AuthServer::new(other::Unimplemented))
+        .serve_with_incoming_shutdown(incoming, wait_stop(stop_rx))
+        .await;
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
+    let flushed = tokio::task::spawn_blocking(move || store.flush()).await;
+    match flushed {
+        Ok(Ok(())) => tracing::info!("log flushed; argus stopped"),
+        Ok(Err(e)) => tracing::error!(error = %e, "flushing the log at shutdown failed"),
+        Err(e) => tracing::error!(error = %e, "flush task failed"),
+    }
+    result.map_err(|e| format!("gRPC server failed: {e}"))
+}
