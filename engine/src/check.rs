@@ -878,12 +878,7 @@ mod tests {
                 if g.batch.revision != rev {
                     continue;
                 }
-                let mut b = RevisionBatch {
-                    revision: g.batch.revision,
-                    events: g.batch.events.clone(),
-                    has_prev_kv: g.batch.has_prev_kv,
-                    size: g.batch.size,
-                };
+                let mut b = RevisionBatch::new(g.batch.revision, g.batch.events.clone(), g.batch.has_prev_kv);
                 if let Some(e) = b.events.iter_mut().find(|e| e.kv.key == key.as_bytes()) {
                     f(e);
                     g.batch = Arc::new(b);

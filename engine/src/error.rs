@@ -86,6 +86,9 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// A put that keeps the current value found no key.
+    #[error("key not found")]
+    KeyNotFound,
     /// A transaction writes the same key twice.
     #[error("duplicate key given in txn request")]
     DuplicateKey,

@@ -87,7 +87,7 @@ fn log_append_and_publish_race_a_reader() {
             for rev in 2..=3u64 {
                 let v = rev.to_le_bytes();
                 let ev = [Event { kind: RecordKind::Put, key: b"k", value: &v, create_revision: 2, version: rev - 1 }];
-                let (ticket, _) = writer.append(rev, &ev).unwrap();
+                let ticket = writer.append(rev, &ev, |_| {}).unwrap();
                 writer.wait_durable(ticket).unwrap();
             }
         });

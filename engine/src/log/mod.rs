@@ -181,7 +181,15 @@ impl SnapshotFile {
 /// The files a reader may look at; replaced as a whole (copy on write).
 pub(crate) struct FileSet {
     segments: Vec<Arc<Segment>>,
-    snapshot: Option<Arc<SnapshotFile>>,
+    /// Base snapshots, oldest first: during a compaction the previous one stays until
+    /// every index entry has moved to the new one (`drop_before`).
+    snapshots: Vec<Arc<SnapshotFile>>,
+}
+
+impl FileSet {
+    fn snapshot_for(&self, file_no: u32) -> Option<&Arc<SnapshotFile>> {
+        self.snapshots.iter().find(|s| s.file_no == file_no)
+    }
 }
 
 struct Pending {
@@ -220,6 +228,21 @@ struct Inner {
     commit_mx: Mutex<()>,
     /// Called after every publish of `committed_rev` (the watch notifier's doorbell).
     listeners: Mutex<Vec<CommitListener>>,
+    /// Revisions readers still need (see [`RetentionHold`]).
+    holds: Mutex<Vec<std::sync::Weak<AtomicU64>>>,
+}
+
+/// Keeps the log from deleting segments at or after a revision, whatever the
+/// compaction revision: the watch notifier holds one at its next revision, so a
+/// compaction that runs ahead of it cannot delete events it has yet to deliver.
+/// Segments it held back go at a later compaction (or reopen).
+pub struct RetentionHold(Arc<AtomicU64>);
+
+impl RetentionHold {
+    /// Moves the hold to `rev`.
+    pub fn set(&self, rev: u64) {
+        self.0.store(rev, Ordering::Release);
+    }
 }
 
 /// A callback run after `committed_rev` advances; it must be quick and not block.
@@ -234,8 +257,8 @@ pub type CommitListener = Arc<dyn Fn() + Send + Sync>;
 /// use std::sync::Arc;
 ///
 /// let (log, _recovered) = RevisionLog::open(Arc::new(MemStorage::new()), LogOptions::default()).unwrap();
-/// let (ticket, _locs) = log.append(2, &[Event { kind: RecordKind::Put, key: b"a", value: b"1",
-///     create_revision: 2, version: 1 }]).unwrap();
+/// let ticket = log.append(2, &[Event { kind: RecordKind::Put, key: b"a", value: b"1",
+///     create_revision: 2, version: 1 }], |_locs| {}).unwrap();
 /// log.wait_durable(ticket).unwrap();
 /// assert_eq!(log.committed_rev(), 2);
 /// let snap = log.reader();
@@ -419,6 +442,17 @@ impl RevisionLog {
             segments.push(Arc::new(seg));
         }
 
+        if !segments.is_empty() && expect_rev.is_some_and(|e| e <= rec.compact_rev) {
+            // The log ends before the snapshot's revision: under `fsync=never` a crash
+            // lost records the snapshot already holds. Every revision left in these
+            // segments is at or below the snapshot, so they go, and the log goes on
+            // from the snapshot's revision.
+            tracing::warn!(compact_rev = rec.compact_rev, "log ends before the base snapshot; restarting it there");
+            for seg in segments.drain(..) {
+                storage.remove(&seg.name).map_err(|e| Error::io(format!("remove {}", seg.name), e))?;
+                rec.removed_files.push(seg.name.clone());
+            }
+        }
         let inner_storage = Arc::clone(&storage);
         let (active, write_off) = match segments.last() {
             Some(s) => (Arc::clone(s), end_off),
@@ -434,7 +468,7 @@ impl RevisionLog {
         let inner = Inner {
             storage: inner_storage,
             opts,
-            files: SwapCell::new(Arc::new(FileSet { segments, snapshot })),
+            files: SwapCell::new(Arc::new(FileSet { segments, snapshots: snapshot.into_iter().collect() })),
             committed_rev: AtomicU64::new(last_rev),
             writer: Mutex::new(WriterState { active, write_off, last_rev, next_file_no, buf: Vec::new() }),
             sync: Mutex::new(SyncState {
@@ -449,6 +483,7 @@ impl RevisionLog {
             commit_cv: Condvar::new(),
             commit_mx: Mutex::new(()),
             listeners: Mutex::new(Vec::new()),
+            holds: Mutex::new(Vec::new()),
         };
         Ok((RevisionLog { inner: Arc::new(inner) }, rec))
     }
@@ -505,7 +540,9 @@ impl RevisionLog {
 
     /// Appends revision `rev` with `events` (in sub-revision order). `rev` must be the
     /// previous appended revision + 1 and `events` non-empty: the store guarantees both
-    /// and calls this with its write lock held.
+    /// and calls this with its write lock held. `before_commit` runs with the
+    /// records' locations after they are written and before the revision can be
+    /// published: whatever readers must find at that revision goes in there.
     ///
     /// # Errors
     ///
@@ -514,7 +551,7 @@ impl RevisionLog {
     /// # Panics
     ///
     /// If `rev` does not follow the last appended revision or `events` is empty.
-    pub fn append(&self, rev: u64, events: &[Event<'_>]) -> Result<(Ticket, Vec<Loc>)> {
+    pub fn append(&self, rev: u64, events: &[Event<'_>], before_commit: impl FnOnce(&[Loc])) -> Result<Ticket> {
         assert!(!events.is_empty(), "a revision has at least one event");
         if self.is_poisoned() {
             return Err(self.poisoned_error());
@@ -542,10 +579,16 @@ impl RevisionLog {
                 &mut buf,
             );
         }
-        let result = self.write_locked(&mut w, rev, &buf);
+        let len = buf.len() as u64;
+        let written = self.write_locked(&mut w, rev, &buf);
         w.buf = buf;
-        let (ticket, file_no, start) = result?;
-        Ok((ticket, offsets.into_iter().map(|o| Loc::new(file_no, start + o)).collect()))
+        let (seg, start) = written?;
+        let locs: Vec<Loc> = offsets.into_iter().map(|o| Loc::new(seg.file_no, start + o)).collect();
+        // Whatever must be in place when readers can see the revision (the store's
+        // index entries) is done before it can be published.
+        before_commit(&locs);
+        self.queue_commit(rev, seg, start + len, len);
+        Ok(Ticket { rev })
     }
 
     /// The record at `loc`, copied, whether or not it is committed yet: for the
@@ -554,10 +597,8 @@ impl RevisionLog {
         let w = lock(&self.inner.writer);
         let files = self.inner.files.load();
         let no = loc.file_no();
-        if let Some(s) = &files.snapshot {
-            if s.file_no == no {
-                return s.record_at(loc.offset()).map(OwnedRecord::from);
-            }
+        if let Some(s) = files.snapshot_for(no) {
+            return s.record_at(loc.offset()).map(OwnedRecord::from);
         }
         let i = files.segments.binary_search_by_key(&no, |s| s.file_no).ok()?;
         let seg = &files.segments[i];
@@ -569,8 +610,9 @@ impl RevisionLog {
         record::decode(bytes).ok().map(|(r, _)| OwnedRecord::from(r))
     }
 
-    fn write_locked(&self, w: &mut WriterState, rev: u64, bytes: &[u8]) -> Result<(Ticket, u32, u64)> {
-        let inner = &*self.inner;
+    /// Writes one revision's bytes after the last record; returns the segment and
+    /// the offset they start at. Nothing is published yet.
+    fn write_locked(&self, w: &mut WriterState, rev: u64, bytes: &[u8]) -> Result<(Arc<Segment>, u64)> {
         let len = bytes.len() as u64;
         if w.write_off + len > w.active.capacity() {
             self.roll(w, rev, len)?;
@@ -579,7 +621,7 @@ impl RevisionLog {
         let off = w.write_off;
         // Seeded bug: publishes the revision before its bytes are written.
         #[cfg(feature = "bug-publish-before-write")]
-        if inner.opts.fsync == FsyncPolicy::Never {
+        if self.inner.opts.fsync == FsyncPolicy::Never {
             seg.publish(off + len, rev);
             self.publish_committed(rev);
         }
@@ -589,22 +631,26 @@ impl RevisionLog {
         seg.note_revision_start(rev, off);
         w.write_off = off + len;
         w.last_rev = rev;
-        let end = off + len;
+        Ok((seg, off))
+    }
+
+    /// Publishes a written revision (`Never`) or queues it for the group fsync.
+    fn queue_commit(&self, rev: u64, seg: Arc<Segment>, end: u64, len: u64) {
+        let inner = &*self.inner;
         if inner.opts.fsync == FsyncPolicy::Never {
             seg.publish(end, rev);
             self.publish_committed(rev);
-        } else {
-            let mut s = lock(&inner.sync);
-            if s.pending.is_empty() {
-                s.first_pending_at = Some(Instant::now());
-            }
-            s.pending.push_back(Pending { rev, segment: Arc::clone(&seg), end });
-            s.pending_bytes += len;
-            if inner.opts.fsync == FsyncPolicy::Batch && s.pending_bytes >= inner.opts.batch_bytes {
-                inner.synced_cv.notify_all();
-            }
+            return;
         }
-        Ok((Ticket { rev }, seg.file_no, off))
+        let mut s = lock(&inner.sync);
+        if s.pending.is_empty() {
+            s.first_pending_at = Some(Instant::now());
+        }
+        s.pending.push_back(Pending { rev, segment: seg, end });
+        s.pending_bytes += len;
+        if inner.opts.fsync == FsyncPolicy::Batch && s.pending_bytes >= inner.opts.batch_bytes {
+            inner.synced_cv.notify_all();
+        }
     }
 
     fn publish_committed(&self, rev: u64) {
@@ -616,6 +662,15 @@ impl RevisionLog {
         for l in lock(&self.inner.listeners).iter() {
             l();
         }
+    }
+
+    /// A hold on every revision from `rev` on (see [`RetentionHold`]).
+    pub fn hold_from(&self, rev: u64) -> RetentionHold {
+        let h = Arc::new(AtomicU64::new(rev));
+        let mut holds = lock(&self.inner.holds);
+        holds.retain(|w| w.strong_count() > 0);
+        holds.push(Arc::downgrade(&h));
+        RetentionHold(h)
     }
 
     /// Registers `f` to run after every advance of `committed_rev`.
@@ -638,7 +693,7 @@ impl RevisionLog {
         let old = inner.files.load();
         let mut segments = old.segments.clone();
         segments.push(Arc::clone(&seg));
-        inner.files.store(Arc::new(FileSet { segments, snapshot: old.snapshot.clone() }));
+        inner.files.store(Arc::new(FileSet { segments, snapshots: old.snapshots.clone() }));
         w.active = seg;
         w.write_off = FILE_HEADER as u64;
         Ok(())
@@ -786,14 +841,17 @@ impl RevisionLog {
         drop(file);
         storage.rename(&tmp, &name).map_err(|e| io("rename", e))?;
         storage.sync_dir().map_err(|e| io("sync directory after", e))?;
-        let file_no = {
-            let mut w = lock(&inner.writer);
-            w.next_file_no += 1;
-            w.next_file_no - 1
-        };
+        // The file set is replaced under the writer lock, like every change of it,
+        // so a segment roll racing this publish cannot lose either update.
+        let mut w = lock(&inner.writer);
+        let file_no = w.next_file_no;
+        w.next_file_no += 1;
         let snap = Arc::new(open_snapshot(storage, &name, rev, file_no)?);
         let old = inner.files.load();
-        inner.files.store(Arc::new(FileSet { segments: old.segments.clone(), snapshot: Some(snap) }));
+        let mut snapshots = old.snapshots.clone();
+        snapshots.push(snap);
+        inner.files.store(Arc::new(FileSet { segments: old.segments.clone(), snapshots }));
+        drop(w);
         Ok(offsets.into_iter().map(|o| Loc::new(file_no, o)).collect())
     }
 
@@ -802,18 +860,21 @@ impl RevisionLog {
     pub(crate) fn drop_before(&self, rev: u64) -> Result<()> {
         let inner = &*self.inner;
         let _w = lock(&inner.writer); // excludes a concurrent roll
+        let held = lock(&inner.holds).iter().filter_map(|w| w.upgrade()).map(|h| h.load(Ordering::Acquire)).min();
+        let seg_floor = held.map_or(rev, |h| h.min(rev));
         let old = inner.files.load();
         let mut keep = Vec::new();
         let mut drop = Vec::new();
         for (i, s) in old.segments.iter().enumerate() {
             let next_first = old.segments.get(i + 1).map(|n| n.first_rev);
-            if next_first.is_some_and(|nf| nf - 1 < rev) {
+            if next_first.is_some_and(|nf| nf - 1 < seg_floor) {
                 drop.push(s.name.clone());
             } else {
                 keep.push(Arc::clone(s));
             }
         }
-        inner.files.store(Arc::new(FileSet { segments: keep, snapshot: old.snapshot.clone() }));
+        let snapshots = old.snapshots.iter().filter(|s| s.rev >= rev).cloned().collect();
+        inner.files.store(Arc::new(FileSet { segments: keep, snapshots }));
         let storage = &*inner.storage;
         let names = storage.list().map_err(|e| Error::io("list data directory", e))?;
         for n in names {
@@ -951,12 +1012,15 @@ fn scan_segment(storage: &dyn Storage, seg: &Segment, is_last: bool) -> Result<S
     }
     // Torn tail or corruption in the middle: look for any later valid record of a
     // revision after the last complete one.
-    let mut probe = (bad_off + 8).next_multiple_of(8);
+    // Records of the torn revision itself (main = last complete + 1) may lie after
+    // the first bad byte, since one revision is one write: only a valid record of a
+    // later revision proves that good data follows bad, i.e. corruption.
+    let mut probe = off.max(bad_off + 8).next_multiple_of(8);
     while probe + record::RECORD_HEADER <= bytes.len() {
         if let Some(l) = record::peek_len(&bytes[probe..]) {
             if l >= record::RECORD_HEADER && l.is_multiple_of(8) && probe + l <= bytes.len() {
                 if let Ok((r, _)) = record::decode(&bytes[probe..]) {
-                    if r.main > last_complete && r.kind != RecordKind::End {
+                    if r.main > last_complete + 1 && r.kind != RecordKind::End {
                         return Err(corrupt(
                             storage,
                             &seg.name,
@@ -994,10 +1058,8 @@ impl LogReader {
     /// The record at `loc`, if this view holds it.
     pub fn get(&self, loc: Loc) -> Option<RecordRef<'_>> {
         let no = loc.file_no();
-        if let Some(s) = &self.files.snapshot {
-            if s.file_no == no {
-                return s.record_at(loc.offset());
-            }
+        if let Some(s) = self.files.snapshot_for(no) {
+            return s.record_at(loc.offset());
         }
         let i = self.files.segments.binary_search_by_key(&no, |s| s.file_no).ok()?;
         self.files.segments[i].record_at(loc.offset())
@@ -1068,7 +1130,7 @@ impl<'a> Iterator for Records<'a> {
 impl LogReader {
     /// Records of the base snapshot with their locations, in key order.
     pub fn snapshot_records(&self) -> Vec<(Loc, RecordRef<'_>)> {
-        let Some(s) = &self.files.snapshot else { return Vec::new() };
+        let Some(s) = self.files.snapshots.last() else { return Vec::new() };
         let mut out = Vec::new();
         let mut off = FILE_HEADER as u64;
         while let Some(r) = s.record_at(off) {
@@ -1083,6 +1145,6 @@ impl LogReader {
 
     /// The compaction revision of the base snapshot (0: none).
     pub fn snapshot_rev(&self) -> u64 {
-        self.files.snapshot.as_ref().map_or(0, |s| s.rev)
+        self.files.snapshots.last().map_or(0, |s| s.rev)
     }
 }

@@ -85,6 +85,28 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+/// A txn's chosen branch, planned: events for the log and answers for the caller.
+struct Plan<'a> {
+    succeeded: bool,
+    /// kind, key, create revision, version.
+    events: Vec<(RecordKind, Vec<u8>, u64, u64)>,
+    values: Vec<std::borrow::Cow<'a, [u8]>>,
+    responses: Vec<TxnOpResult>,
+}
+
+impl Plan<'_> {
+    /// Sets the revision of every answer of a txn that wrote nothing.
+    fn set_revision(&mut self, rev: u64) {
+        for r in &mut self.responses {
+            match r {
+                TxnOpResult::Put(p) => p.revision = rev,
+                TxnOpResult::DeleteRange(d) => d.revision = rev,
+                TxnOpResult::Range(rr) => rr.revision = rev,
+            }
+        }
+    }
+}
+
 /// The normalized form of a (key, range_end) pair.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum KeySpan<'a> {
@@ -429,9 +451,10 @@ impl Store {
             return Err(Error::TooManyOps { count: ops.len(), max: self.inner.opts.max_txn_ops });
         }
         let mut writes: Vec<KeySpan<'_>> = Vec::new();
+        let mut puts: Vec<KeySpan<'_>> = Vec::new();
         for op in ops {
             match op {
-                TxnOp::Put { key, value, .. } => {
+                TxnOp::Put { key, value, .. } | TxnOp::PutKeepValue { key, value, .. } => {
                     self.check_key(key)?;
                     self.check_value(value)?;
                     *size += key.len() + value.len();
@@ -439,13 +462,15 @@ impl Store {
                     if writes.iter().any(|w| w.overlaps(&s)) {
                         return Err(Error::DuplicateKey);
                     }
-                    writes.push(s);
+                    writes.push(s.clone());
+                    puts.push(s);
                 }
                 TxnOp::DeleteRange { key, range_end, .. } => {
                     self.check_key(key)?;
                     let s = KeySpan::new(key, range_end)?;
                     *size += key.len() + range_end.len();
-                    if writes.iter().any(|w| w.overlaps(&s)) {
+                    // As etcd: deletes may overlap each other, not a put.
+                    if puts.iter().any(|w| w.overlaps(&s)) {
                         return Err(Error::DuplicateKey);
                     }
                     writes.push(s);
@@ -486,32 +511,98 @@ impl Store {
         self.check_size(size)?;
 
         let inner = &*self.inner;
+        let writes = |ops: &[TxnOp]| ops.iter().any(|o| !matches!(o, TxnOp::Range { .. }));
+        if !writes(success) && !writes(failure) {
+            // A read-only txn takes no lock and reads at the committed revision, so it
+            // never sees a write that is not yet durable.
+            let base = self.current_revision();
+            let mut plan = self.plan(compares, success, failure, base)?;
+            plan.set_revision(base);
+            return Ok(TxnResult { succeeded: plan.succeeded, responses: plan.responses, revision: base });
+        }
         let mut last = lock(&inner.write);
         let base = *last;
+        let mut plan = self.plan(compares, success, failure, base)?;
+        let rev = base + 1;
+        if plan.events.is_empty() {
+            // The branch that ran wrote nothing: no new revision. Its answers come from
+            // the state at `base`, which may not be durable yet: wait until it is.
+            drop(last);
+            inner.log.wait_durable(crate::log::Ticket { rev: base })?;
+            plan.set_revision(base);
+            return Ok(TxnResult { succeeded: plan.succeeded, responses: plan.responses, revision: base });
+        }
+        let log_events: Vec<Event<'_>> = plan
+            .events
+            .iter()
+            .zip(&plan.values)
+            .map(|((kind, key, create, version), value)| Event {
+                kind: *kind,
+                key,
+                value: value.as_ref(),
+                create_revision: *create,
+                version: *version,
+            })
+            .collect();
+        let events = &plan.events;
+        let ticket = inner.log.append(rev, &log_events, |locs| {
+            // Index entries go in before the revision can be published: a reader at
+            // the committed revision sees every event of it, or none.
+            for (i, ((kind, key, create, version), loc)) in events.iter().zip(locs).enumerate() {
+                let tomb = *kind == RecordKind::Delete;
+                inner.index.insert(key.clone(), rev, i as u32, IndexEntry::new(*loc, *create, *version, tomb));
+            }
+        })?;
+        *last = rev;
+        drop(last);
+        inner.log.wait_durable(ticket)?;
+        for r in &mut plan.responses {
+            if let TxnOpResult::Range(rr) = r {
+                rr.revision = rev;
+            }
+        }
+        Ok(TxnResult { succeeded: plan.succeeded, responses: plan.responses, revision: rev })
+    }
+
+    /// Evaluates the compares against the state at `base`, then plans the chosen
+    /// branch: its events (to be revision `base + 1`) and its answers, ranges seeing
+    /// the branch's earlier writes.
+    fn plan<'a>(
+        &self,
+        compares: &[Compare],
+        success: &'a [TxnOp],
+        failure: &'a [TxnOp],
+        base: u64,
+    ) -> Result<Plan<'a>> {
+        let inner = &*self.inner;
         let succeeded = compares.iter().try_fold(true, |ok, c| Ok::<_, Error>(ok && self.compare(c, base)?))?;
         let ops = if succeeded { success } else { failure };
         let rev = base + 1;
-
         // Plan the events and the answers against the state at `base` plus the
         // branch's own earlier writes.
         let mut overlay: Vec<(Vec<u8>, Option<KeyValue>)> = Vec::new();
         let mut events: Vec<(RecordKind, Vec<u8>, u64, u64)> = Vec::new(); // kind, key, create, version
-        let mut values: Vec<&[u8]> = Vec::new();
+        let mut values: Vec<std::borrow::Cow<'_, [u8]>> = Vec::new();
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             match op {
-                TxnOp::Put { key, value, prev_kv } => {
+                TxnOp::Put { key, value, prev_kv } | TxnOp::PutKeepValue { key, prev_kv, value } => {
+                    let keep = matches!(op, TxnOp::PutKeepValue { .. });
                     let prev = inner.index.get(key, base);
                     let (create, version) = match &prev {
                         Some(p) => (p.create_revision, p.version + 1),
+                        None if keep => return Err(Error::KeyNotFound),
                         None => (rev, 1),
                     };
-                    let prev_kv = match (prev_kv, prev) {
+                    let prev_value = match (keep || *prev_kv, prev) {
                         (true, Some(p)) => Some(self.materialize_written(p)?),
                         _ => None,
                     };
+                    let value: Vec<u8> = match (&prev_value, keep) {
+                        (Some(p), true) => p.value.clone(),
+                        _ => value.clone(),
+                    };
                     events.push((RecordKind::Put, key.clone(), create, version));
-                    values.push(value);
                     overlay.push((
                         key.clone(),
                         Some(KeyValue {
@@ -522,19 +613,24 @@ impl Store {
                             version,
                         }),
                     ));
+                    values.push(std::borrow::Cow::Owned(value));
+                    let prev_kv = if *prev_kv { prev_value } else { None };
                     responses.push(TxnOpResult::Put(PutResult { revision: rev, prev_kv }));
                 }
                 TxnOp::DeleteRange { key, range_end, prev_kv } => {
                     let span = KeySpan::new(key, range_end)?;
                     let mut doomed = Vec::new();
                     self.scan(&span, base, |f| {
-                        doomed.push(f);
+                        // A key an earlier delete of this txn removed is gone already.
+                        if !overlay.iter().any(|(k, v)| v.is_none() && *k == f.key) {
+                            doomed.push(f);
+                        }
                         true
                     });
                     let mut prev_kvs = Vec::new();
                     for f in &doomed {
                         events.push((RecordKind::Delete, f.key.clone(), 0, 0));
-                        values.push(&[]);
+                        values.push(std::borrow::Cow::Borrowed(&[]));
                         overlay.push((f.key.clone(), None));
                     }
                     if *prev_kv {
@@ -554,43 +650,7 @@ impl Store {
             }
         }
 
-        if events.is_empty() {
-            // Nothing written: no new revision; answers carry the current revision.
-            drop(last);
-            for r in &mut responses {
-                match r {
-                    TxnOpResult::Put(_) => unreachable!("a put always writes"),
-                    TxnOpResult::DeleteRange(d) => d.revision = base,
-                    TxnOpResult::Range(rr) => rr.revision = base,
-                }
-            }
-            return Ok(TxnResult { succeeded, responses, revision: base });
-        }
-        let log_events: Vec<Event<'_>> = events
-            .iter()
-            .zip(&values)
-            .map(|((kind, key, create, version), value)| Event {
-                kind: *kind,
-                key,
-                value,
-                create_revision: *create,
-                version: *version,
-            })
-            .collect();
-        let (ticket, locs) = inner.log.append(rev, &log_events)?;
-        for (i, ((kind, key, create, version), loc)) in events.into_iter().zip(locs).enumerate() {
-            let tomb = kind == RecordKind::Delete;
-            inner.index.insert(key, rev, i as u32, IndexEntry::new(loc, create, version, tomb));
-        }
-        *last = rev;
-        drop(last);
-        inner.log.wait_durable(ticket)?;
-        for r in &mut responses {
-            if let TxnOpResult::Range(rr) = r {
-                rr.revision = rev;
-            }
-        }
-        Ok(TxnResult { succeeded, responses, revision: rev })
+        Ok(Plan { succeeded, events, values, responses })
     }
 
     fn range_in_txn(
@@ -709,7 +769,11 @@ impl Store {
         if revision > current {
             return Err(Error::FutureRevision { requested: revision, current });
         }
-        inner.compact_rev.store(revision, Ordering::Release);
+        // Every record up to `revision` must be durable before the snapshot that
+        // stands for them is: committed ones are, except under `fsync=never`.
+        if inner.opts.log.fsync == crate::log::FsyncPolicy::Never {
+            inner.log.flush()?;
+        }
 
         let mut reader = inner.log.reader();
         let mut live: Vec<Found> = Vec::new();
@@ -734,6 +798,10 @@ impl Store {
             value: &kv.value,
         });
         let locs: Vec<Loc> = inner.log.write_snapshot(revision, records)?;
+        // The snapshot is durable: the compaction has happened (a restart would find
+        // it), so reads below `revision` fail from here on. A failure before this
+        // point changes nothing.
+        inner.compact_rev.store(revision, Ordering::Release);
         for (f, loc) in live.iter().zip(locs) {
             inner.index.set_loc(&f.key, f.main, f.sub, loc);
         }

@@ -135,6 +135,16 @@ pub enum TxnOp {
         /// Return the previous state.
         prev_kv: bool,
     },
+    /// Put `key` again with its current value (etcd's `ignore_value`): a new
+    /// revision and version; [`crate::Error::KeyNotFound`] if the key does not exist.
+    PutKeepValue {
+        /// Key.
+        key: Vec<u8>,
+        /// Unused; must be empty (keeps the shape of `Put` for matching).
+        value: Vec<u8>,
+        /// Return the previous state.
+        prev_kv: bool,
+    },
     /// Delete `[key, range_end)`.
     DeleteRange {
         /// Key or range start.

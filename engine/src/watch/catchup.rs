@@ -52,14 +52,18 @@ struct Building {
 pub(crate) fn run(store: &Store, job: CatchupJob) -> CatchupResult {
     let reader = store.log().reader();
     let target = job.target.min(reader.committed_rev());
-    let first_available = reader.first_rev().max(store.compact_revision());
+    // Revisions below the compaction revision are gone; every later one is in the
+    // log (compaction keeps the segment holding it). The log itself may start after
+    // an uncompacted revision only when that revision has no events (a fresh store's
+    // revision 1), so reading from `reader.first_rev()` skips nothing.
+    let first_available = store.compact_revision();
     let from = job.watchers.iter().map(|(_, n)| *n).min().unwrap_or(target + 1);
     let with_prev = job.watchers.iter().any(|(w, _)| w.prev_kv);
     let mut state: Vec<Building> =
         job.watchers.iter().map(|_| Building { responses: Vec::new(), current: None, revs: 0, bytes: 0 }).collect();
     let compacted: Vec<bool> = job.watchers.iter().map(|(_, n)| *n < first_available).collect();
 
-    let read_from = from.max(first_available);
+    let read_from = from.max(first_available).max(reader.first_rev());
     // Events own their bytes (one copy per revision, shared by every watcher of the
     // batch); prev_kv lookups use a second view so the scan can keep borrowing `reader`.
     let mut prev_reader = store.log().reader();
@@ -93,14 +97,15 @@ pub(crate) fn run(store: &Store, job: CatchupJob) -> CatchupResult {
         .into_iter()
         .zip(state)
         .zip(compacted)
-        .map(|(((w, _), mut b), compacted)| {
+        .map(|(((w, next), mut b), compacted)| {
             if compacted {
                 return (w, Outcome::Compacted);
             }
             if let Some(c) = b.current.take() {
                 b.responses.push(c);
             }
-            (w, Outcome::Caught { responses: b.responses, next: target + 1 })
+            // A member whose cursor is past the target got nothing and keeps it.
+            (w, Outcome::Caught { responses: b.responses, next: next.max(target + 1) })
         })
         .collect();
     CatchupResult { outcomes }

@@ -25,9 +25,9 @@ mod types;
 mod victims;
 mod watcher;
 
-pub use hub::{MetricsSnapshot, WatchHub, WatchMetrics, WatchOptions};
 #[cfg(loom)]
 pub use hub::ManualNotifier;
+pub use hub::{MetricsSnapshot, WatchHub, WatchMetrics, WatchOptions};
 pub use stream::{WatchController, WatchError, WatchReceiver, WatchStream};
 pub use types::*;
 

@@ -66,6 +66,8 @@ pub(crate) struct Notifier {
     jobs_in_flight: usize,
     max_jobs: usize,
     next_tick: Instant,
+    /// Keeps a compaction from deleting revisions not yet fanned out.
+    hold: crate::log::RetentionHold,
 }
 
 /// Builds the shared batch of one revision from its records (all of one main
@@ -118,7 +120,9 @@ impl Notifier {
         #[cfg(loom)]
         let max_jobs = 1;
         let next_tick = Instant::now() + hub.opts.progress_interval;
+        let hold = hub.store.log().hold_from(notified + 1);
         Notifier {
+            hold,
             hub,
             notified,
             watchers: HashMap::new(),
@@ -213,8 +217,7 @@ impl Notifier {
         let compact = self.hub.store.compact_revision();
         if core.min_rev < compact {
             // Created, then canceled: its start is gone (etcd: compact_revision set).
-            lock(&core.stream.ids).remove(&core.id);
-            entry.shared.send_control(compacted_response(core.id, self.notified, compact));
+            Self::finish(&core, compacted_response(core.id, self.notified, compact));
             return;
         }
         entry.watchers.insert(core.id, core.uid);
@@ -242,25 +245,37 @@ impl Notifier {
         m.unsynced.fetch_sub(u64::from(matches!(w.status, Status::Unsynced | Status::CatchingUp)), Ordering::Relaxed);
         m.victims.fetch_sub(u64::from(w.status == Status::Victim), Ordering::Relaxed);
         m.watchers.fetch_sub(1, Ordering::Relaxed);
-        lock(&w.core.stream.ids).remove(&w.core.id);
         Some(w)
+    }
+
+    /// Queues a watcher's last response and frees its id, atomically with respect to
+    /// `watch()` (which takes the same lock to claim an id and queue `created`): a
+    /// client that has seen `canceled` can reuse the id at once, and a new watcher
+    /// with that id is `created` only after the old one's `canceled`.
+    fn finish(core: &WatcherCore, last: WatchResponse) {
+        let mut ids = lock(&core.stream.ids);
+        core.stream.send_control(last);
+        ids.remove(&core.id);
     }
 
     fn cancel(&mut self, stream: u64, id: WatchId) {
         let Some(entry) = self.streams.get_mut(&stream) else { return };
         let Some(uid) = entry.watchers.remove(&id) else { return };
         let shared = Arc::clone(&entry.shared);
-        if self.remove_watcher(uid).is_some() {
+        let _ = shared;
+        if let Some(w) = self.remove_watcher(uid) {
             let mut r = WatchResponse::control(id, self.notified);
             r.canceled = true;
-            shared.send_control(r);
+            Self::finish(&w.core, r);
         }
     }
 
     fn close_stream(&mut self, stream: u64) {
         let Some(entry) = self.streams.remove(&stream) else { return };
         for (_, uid) in entry.watchers {
-            self.remove_watcher(uid);
+            if let Some(w) = self.remove_watcher(uid) {
+                lock(&w.core.stream.ids).remove(&w.core.id);
+            }
         }
         self.hub.metrics.streams.fetch_sub(1, Ordering::Relaxed);
         entry.shared.send_closed();
@@ -375,6 +390,7 @@ impl Notifier {
         // Revisions without records cannot exist after the first, but keep
         // `notified` at what was committed even so.
         self.notified = self.notified.max(upto);
+        self.hold.set(self.notified + 1);
         self.hub.metrics.notified_revision.store(self.notified, Ordering::Relaxed);
         true
     }
@@ -489,8 +505,10 @@ impl Notifier {
         if let Some(e) = self.streams.get_mut(&sid) {
             e.watchers.remove(&id);
         }
-        self.remove_watcher(uid);
-        shared.send_control(compacted_response(id, self.notified, compact));
+        let _ = shared;
+        if let Some(w) = self.remove_watcher(uid) {
+            Self::finish(&w.core, compacted_response(id, self.notified, compact));
+        }
     }
 
     fn catchup_done(&mut self, result: CatchupResult) {

@@ -251,32 +251,33 @@ impl WatchController {
         if req.start_revision < 0 {
             return Err(WatchError::NegativeRevision(req.start_revision));
         }
-        let id = {
-            let mut ids = lock(&self.shared.ids);
-            if ids.len() >= self.hub.opts.max_watchers_per_stream {
-                return Err(WatchError::TooManyWatchers(self.hub.opts.max_watchers_per_stream));
+        // Claiming the id and queuing `created` happen under the ids lock, which the
+        // notifier also holds while it queues a watcher's last response and frees its
+        // id: `created` of a reused id always follows the old watcher's `canceled`.
+        let mut ids = lock(&self.shared.ids);
+        if ids.len() >= self.hub.opts.max_watchers_per_stream {
+            return Err(WatchError::TooManyWatchers(self.hub.opts.max_watchers_per_stream));
+        }
+        let id = if req.watch_id != 0 {
+            if ids.contains(&req.watch_id) {
+                return Err(WatchError::DuplicateId(req.watch_id));
             }
-            let id = if req.watch_id != 0 {
-                if ids.contains(&req.watch_id) {
-                    return Err(WatchError::DuplicateId(req.watch_id));
+            req.watch_id
+        } else {
+            loop {
+                let cand = self.shared.next_id.fetch_add(1, Ordering::Relaxed) as WatchId + 1;
+                if !ids.contains(&cand) {
+                    break cand;
                 }
-                req.watch_id
-            } else {
-                loop {
-                    let cand = self.shared.next_id.fetch_add(1, Ordering::Relaxed) as WatchId + 1;
-                    if !ids.contains(&cand) {
-                        break cand;
-                    }
-                }
-            };
-            ids.insert(id);
-            id
+            }
         };
+        ids.insert(id);
         let current = self.hub.store.current_revision();
         let min_rev = if req.start_revision == 0 { current + 1 } else { req.start_revision as u64 };
         let mut created = WatchResponse::control(id, current);
         created.created = true;
         self.shared.send_control(created);
+        drop(ids);
         let uid = self.hub.next_uid.fetch_add(1, Ordering::Relaxed);
         let core = super::watcher::WatcherCore::new(
             uid,

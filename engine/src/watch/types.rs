@@ -43,10 +43,15 @@ pub struct RevisionBatch {
     pub has_prev_kv: bool,
     /// Approximate encoded size in bytes (keys, values, prev values, overhead).
     pub size: usize,
+    /// Memo of a consumer's serialized form of all the events, without (`[0]`) and
+    /// with (`[1]`) prev_kv: the gRPC server encodes a revision's events once here and
+    /// reuses the bytes for every watcher that receives all of them.
+    pub encoded: [std::sync::OnceLock<Vec<u8>>; 2],
 }
 
 impl RevisionBatch {
-    pub(crate) fn new(revision: u64, events: Vec<Event>, has_prev_kv: bool) -> Self {
+    /// A batch of `events` (all of main revision `revision`, in sub order).
+    pub fn new(revision: u64, events: Vec<Event>, has_prev_kv: bool) -> Self {
         let size = events
             .iter()
             .map(|e| {
@@ -55,7 +60,7 @@ impl RevisionBatch {
                     + e.prev_kv.as_ref().map_or(0, |p| 32 + p.key.len() + p.value.len())
             })
             .sum();
-        RevisionBatch { revision, events, has_prev_kv, size }
+        RevisionBatch { revision, events, has_prev_kv, size, encoded: Default::default() }
     }
 }
 
