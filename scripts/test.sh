@@ -11,6 +11,22 @@ log "toolchain"
 cargo --version
 rustc --version
 
+# etcd (server and etcdctl 3.4, for the conformance tests that run both side by
+# side) and protoc (the etcd-client crate's build script runs it), from the
+# distribution's packages; skipped when already there.
+need=()
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v etcdctl >/dev/null || need+=(etcd-client)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+if [ "${#need[@]}" -gt 0 ]; then
+    log "installing ${need[*]}"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+fi
+etcd --version | head -1
+etcdctl version | head -1
+
 log "format"
 cargo fmt --all -- --check
 

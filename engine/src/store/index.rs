@@ -132,6 +132,12 @@ impl KeyIndex {
         }
     }
 
+    /// The current location of the entry `(key, main, sub)`, if it is retained.
+    pub(crate) fn loc_of(&self, key: &[u8], main: u64, sub: u32) -> Option<Loc> {
+        let k = IndexKey { key: key.to_vec(), main, sub };
+        self.map.get(&k).map(|e| e.value().loc())
+    }
+
     /// Sets the location of the entry `(key, main, sub)`.
     pub(crate) fn set_loc(&self, key: &[u8], main: u64, sub: u32, loc: Loc) {
         let k = IndexKey { key: key.to_vec(), main, sub };

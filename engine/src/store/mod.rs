@@ -203,11 +203,25 @@ impl Store {
                 IndexEntry::new(loc, r.create_revision, r.version, false),
             );
         }
-        for item in reader.records(compact_rev + 1, reader.committed_rev()) {
-            let (loc, r) = item?;
-            let tomb = r.kind == RecordKind::Delete;
-            index.insert(r.key.to_vec(), r.main, r.sub, IndexEntry::new(loc, r.create_revision, r.version, tomb));
-        }
+        // Rebuild the index from the log in revision ranges, in parallel: entries
+        // are keyed by (key, revision), so the order of insertion does not matter.
+        let (from, to) = (compact_rev + 1, reader.committed_rev());
+        let chunks: Vec<(u64, u64)> = if to < from {
+            Vec::new()
+        } else {
+            let n = 16u64;
+            let step = (to - from + 1).div_ceil(n).max(1);
+            (0..n).map(|i| (from + i * step, (from + (i + 1) * step - 1).min(to))).filter(|(a, b)| a <= b).collect()
+        };
+        let results = crate::sync::par_map(&chunks, true, |&(a, b)| -> Result<()> {
+            for item in reader.records(a, b) {
+                let (loc, r) = item?;
+                let tomb = r.kind == RecordKind::Delete;
+                index.insert(r.key.to_vec(), r.main, r.sub, IndexEntry::new(loc, r.create_revision, r.version, tomb));
+            }
+            Ok(())
+        });
+        results.into_iter().collect::<Result<()>>()?;
         let last = log.committed_rev();
         drop(reader);
         let inner = Inner {
@@ -348,6 +362,11 @@ impl Store {
     }
 
     /// Reads the value of an index entry from a committed view of the log.
+    ///
+    /// A compaction may move the entry to a new snapshot and delete the file its old
+    /// location points into between the index lookup and this read: then the entry
+    /// is looked up again (compaction re-points it before deleting anything) and read
+    /// through a fresh view.
     fn materialize(&self, reader: &mut LogReader, f: Found, keys_only: bool) -> Result<KeyValue> {
         let mut kv = KeyValue {
             key: f.key,
@@ -359,24 +378,18 @@ impl Store {
         if keys_only {
             return Ok(kv);
         }
-        if reader.get(f.loc).is_none() {
-            // The entry moved into a snapshot newer than this view: take a fresh view.
-            *reader = self.inner.log.reader();
-        }
-        match reader.get(f.loc) {
-            Some(r) if r.key == kv.key.as_slice() => {
+        let mut loc = f.loc;
+        for attempt in 0..3 {
+            if let Some(r) = reader.get(loc).filter(|r| r.key == kv.key.as_slice()) {
                 kv.value = r.value.to_vec();
-                Ok(kv)
+                return Ok(kv);
             }
-            _ => Err(Error::Corrupt {
-                file: format!("record {:?}", f.loc).into(),
-                offset: f.loc.offset(),
-                reason: format!(
-                    "index entry of key {:?} does not resolve to its record",
-                    String::from_utf8_lossy(&kv.key)
-                ),
-            }),
+            if attempt < 2 {
+                *reader = self.inner.log.reader();
+                loc = self.inner.index.loc_of(&kv.key, f.main, f.sub).unwrap_or(loc);
+            }
         }
+        Err(unresolved(&kv.key, loc))
     }
 
     /// The key's state just before revision `rev` (for an event's `prev_kv`), or
@@ -392,20 +405,25 @@ impl Store {
         (at >= self.compact_revision()).then_some(kv)
     }
 
-    /// Reads a value for the writer, which may need records not yet committed.
+    /// Reads a value for the writer, which may need records not yet committed; like
+    /// [`Store::materialize`], it looks the entry up again if a compaction moved it.
     fn materialize_written(&self, f: Found) -> Result<KeyValue> {
-        let rec = self.inner.log.read_written(f.loc).filter(|r| r.key == f.key).ok_or_else(|| Error::Corrupt {
-            file: format!("record {:?}", f.loc).into(),
-            offset: f.loc.offset(),
-            reason: "index entry does not resolve to its record".into(),
-        })?;
-        Ok(KeyValue {
-            key: f.key,
-            value: rec.value,
-            create_revision: f.create_revision,
-            mod_revision: f.main,
-            version: f.version,
-        })
+        let mut loc = f.loc;
+        for attempt in 0..3 {
+            if let Some(rec) = self.inner.log.read_written(loc).filter(|r| r.key == f.key) {
+                return Ok(KeyValue {
+                    key: f.key,
+                    value: rec.value,
+                    create_revision: f.create_revision,
+                    mod_revision: f.main,
+                    version: f.version,
+                });
+            }
+            if attempt < 2 {
+                loc = self.inner.index.loc_of(&f.key, f.main, f.sub).unwrap_or(loc);
+            }
+        }
+        Err(unresolved(&f.key, loc))
     }
 
     /// Sets `key` to `value` (etcd's Put). Returns once durable per the fsync policy.
@@ -808,6 +826,14 @@ impl Store {
         inner.index.compact(revision);
         inner.log.drop_before(revision)?;
         Ok(())
+    }
+}
+
+fn unresolved(key: &[u8], loc: Loc) -> Error {
+    Error::Corrupt {
+        file: format!("record {loc:?}").into(),
+        offset: loc.offset(),
+        reason: format!("index entry of key {:?} does not resolve to its record", String::from_utf8_lossy(key)),
     }
 }
 

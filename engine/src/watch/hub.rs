@@ -115,11 +115,20 @@ impl WatchMetrics {
 
 /// A request to the notifier.
 pub(crate) enum Control {
-    Register(Arc<WatcherCore>),
-    Cancel { stream: u64, id: WatchId },
-    Progress { stream: u64, id: Option<WatchId> },
+    /// A new watcher and the revision its `created` response carries.
+    Register(Arc<WatcherCore>, u64),
+    Cancel {
+        stream: u64,
+        id: WatchId,
+    },
+    Progress {
+        stream: u64,
+        id: Option<WatchId>,
+    },
     OpenStream(Arc<StreamShared>),
-    CloseStream { stream: u64 },
+    CloseStream {
+        stream: u64,
+    },
     CatchupDone(super::catchup::CatchupResult),
 }
 
@@ -139,10 +148,21 @@ pub(crate) struct HubShared {
 
 impl HubShared {
     pub(crate) fn control(&self, c: Control) {
+        let mut controls = lock(&self.controls);
+        // `stop` is read under the lock the notifier's last drain takes, so a request
+        // is either drained by it or seen here as too late, never lost in between.
         if self.stop.load(Ordering::Acquire) {
-            return; // the notifier is gone; nothing would take it
+            drop(controls);
+            if let Control::Register(core, created_rev) = c {
+                // Too late to register, but an accepted watch still gets `created`.
+                let mut created = super::types::WatchResponse::control(core.id, created_rev);
+                created.created = true;
+                core.stream.send_control(created);
+            }
+            return;
         }
-        lock(&self.controls).push(c);
+        controls.push(c);
+        drop(controls);
         self.doorbell.ring();
     }
 }

@@ -156,7 +156,15 @@ impl Notifier {
     }
 
     fn shutdown(&mut self) {
-        lock(&self.hub.controls).clear();
+        // Watchers accepted by `watch()` but not yet registered still get their
+        // `created` response before the stream ends.
+        for c in std::mem::take(&mut *lock(&self.hub.controls)) {
+            if let Control::Register(core, created_rev) = c {
+                let mut created = WatchResponse::control(core.id, created_rev);
+                created.created = true;
+                core.stream.send_control(created);
+            }
+        }
         for (_, s) in self.streams.drain() {
             s.shared.send_closed();
         }
@@ -171,7 +179,7 @@ impl Notifier {
                     self.hub.metrics.streams.fetch_add(1, Ordering::Relaxed);
                     self.streams.insert(s.id, StreamEntry { shared: s, watchers: HashMap::new() });
                 }
-                Control::Register(core) => self.register(core),
+                Control::Register(core, created_rev) => self.register(core, created_rev),
                 Control::Cancel { stream, id } => self.cancel(stream, id),
                 Control::Progress { stream, id } => self.progress(stream, id),
                 Control::CloseStream { stream } => self.close_stream(stream),
@@ -212,8 +220,11 @@ impl Notifier {
         }
     }
 
-    fn register(&mut self, core: Arc<WatcherCore>) {
+    fn register(&mut self, core: Arc<WatcherCore>, created_rev: u64) {
         let Some(entry) = self.streams.get_mut(&core.stream.id) else { return };
+        let mut created = WatchResponse::control(core.id, created_rev);
+        created.created = true;
+        entry.shared.send_control(created);
         let compact = self.hub.store.compact_revision();
         if core.min_rev < compact {
             // Created, then canceled: its start is gone (etcd: compact_revision set).

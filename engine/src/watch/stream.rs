@@ -227,7 +227,8 @@ impl Drop for CloseGuard {
 }
 
 impl WatchController {
-    /// Creates a watcher; its `created` response is queued before any of its events.
+    /// Creates a watcher; its `created` response (header revision: the store's
+    /// revision at this call) is queued before any of its events.
     ///
     /// # Errors
     ///
@@ -236,7 +237,7 @@ impl WatchController {
     /// compaction revision is not an error here: the watcher is created and then
     /// canceled with `compact_revision` set, as etcd does.
     pub fn watch(&self, req: WatchRequest) -> Result<WatchId, WatchError> {
-        if self.shared.closed.load(Ordering::Acquire) {
+        if self.shared.closed.load(Ordering::Acquire) || self.hub.stop.load(Ordering::Acquire) {
             return Err(WatchError::Closed);
         }
         if req.key.is_empty() {
@@ -251,7 +252,7 @@ impl WatchController {
         if req.start_revision < 0 {
             return Err(WatchError::NegativeRevision(req.start_revision));
         }
-        // Claiming the id and queuing `created` happen under the ids lock, which the
+        // The id is claimed, and the registration queued, under the ids lock, which the
         // notifier also holds while it queues a watcher's last response and frees its
         // id: `created` of a reused id always follows the old watcher's `canceled`.
         let mut ids = lock(&self.shared.ids);
@@ -274,10 +275,6 @@ impl WatchController {
         ids.insert(id);
         let current = self.hub.store.current_revision();
         let min_rev = if req.start_revision == 0 { current + 1 } else { req.start_revision as u64 };
-        let mut created = WatchResponse::control(id, current);
-        created.created = true;
-        self.shared.send_control(created);
-        drop(ids);
         let uid = self.hub.next_uid.fetch_add(1, Ordering::Relaxed);
         let core = super::watcher::WatcherCore::new(
             uid,
@@ -290,7 +287,11 @@ impl WatchController {
             req.progress_notify,
             min_rev,
         );
-        self.hub.control(Control::Register(Arc::new(core)));
+        // The notifier queues `created` when it registers the watcher, so that every
+        // response it queued before (a stream-wide progress, say) comes first and
+        // cannot be taken to cover this watcher.
+        self.hub.control(Control::Register(Arc::new(core), current));
+        drop(ids);
         Ok(id)
     }
 
