@@ -105,20 +105,34 @@ impl Encoder for FrameEncoder {
     }
 }
 
-/// Decoder of `WatchRequest`s (prost).
-#[derive(Default)]
-pub struct RequestDecoder;
+/// Decoder of `WatchRequest`s (prost), refusing messages above the receive limit
+/// with etcd's status.
+pub struct RequestDecoder {
+    max_bytes: usize,
+}
 
 impl Decoder for RequestDecoder {
     type Item = WatchRequest;
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<WatchRequest>, Status> {
+        use bytes::Buf;
+        if src.remaining() > self.max_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "grpc: received message larger than max ({} vs. {})",
+                src.remaining(),
+                self.max_bytes
+            )));
+        }
         WatchRequest::decode(src)
             .map(Some)
             .map_err(|e| Status::invalid_argument(format!("malformed WatchRequest: {e}")))
     }
 }
+
+/// Receive limit of Watch requests: etcd's default (1.5 MiB + 512 KiB). A Watch
+/// request is small (a key range and flags), so the default serves every server.
+pub const WATCH_REQUEST_MAX_BYTES: usize = 1536 * 1024 + 512 * 1024;
 
 /// The Watch method's codec (named in `build.rs`).
 #[derive(Default)]
@@ -135,7 +149,7 @@ impl Codec for WatchCodec {
     }
 
     fn decoder(&mut self) -> RequestDecoder {
-        RequestDecoder
+        RequestDecoder { max_bytes: WATCH_REQUEST_MAX_BYTES }
     }
 }
 

@@ -38,8 +38,9 @@ pub fn status(e: Error) -> Status {
     let (code, msg) = match &e {
         Error::EmptyKey => (Code::InvalidArgument, "etcdserver: key is not provided".to_string()),
         Error::KeyNotFound => (Code::InvalidArgument, "etcdserver: key not found".to_string()),
+        // etcd's exact message: its Go client recognizes server errors by it.
         Error::KeyTooLarge { .. } | Error::ValueTooLarge { .. } | Error::RequestTooLarge { .. } => {
-            (Code::InvalidArgument, format!("etcdserver: request is too large ({e})"))
+            (Code::InvalidArgument, "etcdserver: request is too large".to_string())
         }
         Error::TooManyOps { .. } => {
             (Code::InvalidArgument, "etcdserver: too many operations in txn request".to_string())

@@ -17,12 +17,27 @@ use crate::Header;
 pub struct KvService {
     store: Store,
     header: Header,
+    max_recv_bytes: usize,
 }
 
 impl KvService {
-    /// A KV service on `store`.
-    pub fn new(store: Store, header: Header) -> Self {
-        KvService { store, header }
+    /// A KV service on `store` taking requests of at most `max_recv_bytes`.
+    pub fn new(store: Store, header: Header, max_recv_bytes: usize) -> Self {
+        KvService { store, header, max_recv_bytes }
+    }
+
+    /// etcd (grpc-go) refuses a message above its receive limit with
+    /// ResourceExhausted; tonic's own limit answers OutOfRange, so the transport
+    /// limit is set higher and this check gives etcd's answer.
+    fn check_size(&self, m: &impl prost::Message) -> Result<(), Status> {
+        let len = m.encoded_len();
+        if len > self.max_recv_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "grpc: received message larger than max ({len} vs. {})",
+                self.max_recv_bytes
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -66,16 +81,19 @@ fn post_process(r: &pb::RangeRequest, mut res: RangeResult) -> RangeResult {
             && (r.max_create_revision <= 0 || kv.create_revision as i64 <= r.max_create_revision)
     });
     if r.sort_order() != SortOrder::None {
-        match r.sort_target() {
-            SortTarget::Key => res.kvs.sort_by(|a, b| a.key.cmp(&b.key)),
-            SortTarget::Version => res.kvs.sort_by_key(|kv| kv.version),
-            SortTarget::Create => res.kvs.sort_by_key(|kv| kv.create_revision),
-            SortTarget::Mod => res.kvs.sort_by_key(|kv| kv.mod_revision),
-            SortTarget::Value => res.kvs.sort_by(|a, b| a.value.cmp(&b.value)),
-        }
-        if r.sort_order() == SortOrder::Descend {
-            res.kvs.reverse();
-        }
+        let desc = r.sort_order() == SortOrder::Descend;
+        let target = r.sort_target();
+        // Ties keep key order either way, as etcd's output does.
+        res.kvs.sort_by(|a, b| {
+            let ord = match target {
+                SortTarget::Key => a.key.cmp(&b.key),
+                SortTarget::Version => a.version.cmp(&b.version),
+                SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+                SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+                SortTarget::Value => a.value.cmp(&b.value),
+            };
+            (if desc { ord.reverse() } else { ord }).then_with(|| a.key.cmp(&b.key))
+        });
     }
     if r.limit > 0 && res.kvs.len() > r.limit as usize {
         res.kvs.truncate(r.limit as usize);
@@ -101,8 +119,17 @@ fn do_range(store: &Store, r: &pb::RangeRequest) -> Result<RangeResult, Status> 
 }
 
 fn range_response(h: &Header, res: RangeResult) -> pb::RangeResponse {
+    range_response_with(Some(h.at(res.revision)), res)
+}
+
+/// The header of a response inside a txn: etcd fills in only the revision.
+fn sub_header(revision: u64) -> Option<pb::ResponseHeader> {
+    Some(pb::ResponseHeader { revision: revision as i64, ..Default::default() })
+}
+
+fn range_response_with(header: Option<pb::ResponseHeader>, res: RangeResult) -> pb::RangeResponse {
     pb::RangeResponse {
-        header: Some(h.at(res.revision)),
+        header,
         kvs: res.kvs.iter().map(convert::kv).collect(),
         more: res.more,
         count: res.count as i64,
@@ -176,13 +203,13 @@ fn txn_response(h: &Header, t: TxnResult) -> pb::TxnResponse {
         .into_iter()
         .map(|r| pb::ResponseOp {
             response: Some(match r {
-                TxnOpResult::Range(rr) => R::ResponseRange(range_response(h, rr)),
+                TxnOpResult::Range(rr) => R::ResponseRange(range_response_with(sub_header(rr.revision), rr)),
                 TxnOpResult::Put(p) => R::ResponsePut(pb::PutResponse {
-                    header: Some(h.at(p.revision)),
+                    header: sub_header(p.revision),
                     prev_kv: p.prev_kv.as_ref().map(convert::kv),
                 }),
                 TxnOpResult::DeleteRange(d) => R::ResponseDeleteRange(pb::DeleteRangeResponse {
-                    header: Some(h.at(d.revision)),
+                    header: sub_header(d.revision),
                     deleted: d.deleted as i64,
                     prev_kvs: d.prev_kvs.iter().map(convert::kv).collect(),
                 }),
@@ -195,11 +222,13 @@ fn txn_response(h: &Header, t: TxnResult) -> pb::TxnResponse {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, req: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
+        self.check_size(req.get_ref())?;
         let (store, h, r) = (self.store.clone(), self.header, req.into_inner());
         blocking(move || Ok(Response::new(range_response(&h, do_range(&store, &r)?)))).await
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        self.check_size(req.get_ref())?;
         let (store, h, p) = (self.store.clone(), self.header, req.into_inner());
         blocking(move || {
             let op = put_op(&p)?;
@@ -219,6 +248,7 @@ impl Kv for KvService {
         &self,
         req: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        self.check_size(req.get_ref())?;
         let (store, h, d) = (self.store.clone(), self.header, req.into_inner());
         blocking(move || {
             if empty_range(&d.key, &d.range_end) && !d.key.is_empty() {
@@ -238,6 +268,7 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        self.check_size(req.get_ref())?;
         let (store, h, t) = (self.store.clone(), self.header, req.into_inner());
         blocking(move || {
             let compares = t.compare.iter().map(compare).collect::<Result<Vec<_>, _>>()?;

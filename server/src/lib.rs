@@ -191,14 +191,18 @@ pub async fn serve(
     });
 
     use proto::etcdserverpb::{auth_server, cluster_server, kv_server, lease_server, maintenance_server};
+    // The transport takes up to 4x the receive limit; the services refuse what is
+    // above the limit itself with etcd's status (see `KvService::check_size`).
     let max = cfg.max_recv_bytes;
-    let kv = kv_server::KvServer::new(kv::KvService::new(store.clone(), header)).max_decoding_message_size(max);
+    let transport_max = max.saturating_mul(4);
+    let kv = kv_server::KvServer::new(kv::KvService::new(store.clone(), header, max))
+        .max_decoding_message_size(transport_max);
     let watch = proto::watch::watch_server::WatchServer::new(watch::WatchService::new(
         Arc::clone(&hub),
         header,
         cfg.max_request_bytes + 512 * 1024,
     ))
-    .max_decoding_message_size(max);
+    .max_decoding_message_size(transport_max);
     let maintenance = maintenance_server::MaintenanceServer::new(other::MaintenanceService::new(
         store.clone(),
         header,

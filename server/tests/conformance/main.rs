@@ -1,0 +1,14 @@
+//! Conformance of the Argus server with etcd's v3 API as real clients use it:
+//! `etcdctl` 3.4 outputs compared with real etcd 3.4's ([`etcdctl`]), the Rust
+//! `etcd-client` crate's watches checked with the engine's guarantee checker and
+//! compared with etcd ([`client`]), `kill -9` under load and resume ([`restart`]),
+//! and limits, errors, metrics and slow clients ([`limits`]).
+//!
+//! Needs `/usr/bin/etcd` and `/usr/bin/etcdctl` 3.4 (`scripts/test.sh` installs
+//! them from the distribution's packages).
+
+mod client;
+mod common;
+mod etcdctl;
+mod limits;
+mod restart;
