@@ -27,19 +27,87 @@ type Set = Arc<[Arc<WatcherCore>]>;
 
 #[derive(Default)]
 struct ShardSnapshot {
-    exact: HashMap<Vec<u8>, Set>,
+    /// Keys are shared (`Arc`) so that publishing a new snapshot copies pointers,
+    /// not key bytes.
+    exact: HashMap<Arc<[u8]>, Set>,
     tree: Arc<IntervalTree<Set>>,
     watchers: usize,
 }
 
 #[derive(Default)]
 struct ShardMaster {
-    exact: HashMap<Vec<u8>, BTreeMap<u64, Arc<WatcherCore>>>,
-    ranges: BTreeMap<(Vec<u8>, RangeEnd), BTreeMap<u64, Arc<WatcherCore>>>,
+    exact: HashMap<Vec<u8>, Members>,
+    ranges: BTreeMap<(Vec<u8>, RangeEnd), Members>,
     /// Exact keys whose set changed since the last publish.
     dirty_keys: Vec<Vec<u8>>,
     ranges_dirty: bool,
     watchers: usize,
+}
+
+/// The watchers of one exact key or range: inline while there is one (the common
+/// case of watchers on distinct keys costs no map), a map beyond.
+#[derive(Default)]
+enum Members {
+    #[default]
+    Empty,
+    One(Arc<WatcherCore>),
+    Many(BTreeMap<u64, Arc<WatcherCore>>),
+}
+
+impl Members {
+    /// Adds `w`; returns whether it was new.
+    fn insert(&mut self, w: Arc<WatcherCore>) -> bool {
+        match std::mem::take(self) {
+            Members::Empty => {
+                *self = Members::One(w);
+                true
+            }
+            Members::One(o) if o.uid == w.uid => {
+                *self = Members::One(w);
+                false
+            }
+            Members::One(o) => {
+                *self = Members::Many(BTreeMap::from([(o.uid, o), (w.uid, w)]));
+                true
+            }
+            Members::Many(mut m) => {
+                let new = m.insert(w.uid, w).is_none();
+                *self = Members::Many(m);
+                new
+            }
+        }
+    }
+
+    /// Removes `uid`; returns whether it was there.
+    fn remove(&mut self, uid: u64) -> bool {
+        match self {
+            Members::Empty => false,
+            Members::One(o) if o.uid == uid => {
+                *self = Members::Empty;
+                true
+            }
+            Members::One(_) => false,
+            Members::Many(m) => {
+                let r = m.remove(&uid).is_some();
+                if m.is_empty() {
+                    *self = Members::Empty;
+                }
+                r
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Members::Empty)
+    }
+
+    fn to_set(&self) -> Set {
+        match self {
+            Members::Empty => Arc::from(Vec::new()),
+            Members::One(o) => Arc::from(vec![Arc::clone(o)]),
+            Members::Many(m) => m.values().cloned().collect(),
+        }
+    }
 }
 
 /// A queued change of the index.
@@ -101,15 +169,11 @@ impl WatcherIndex {
                         let inserted = match &w.end {
                             None => {
                                 m.dirty_keys.push(w.key.clone());
-                                m.exact.entry(w.key.clone()).or_default().insert(w.uid, Arc::clone(&w)).is_none()
+                                m.exact.entry(w.key.clone()).or_default().insert(Arc::clone(&w))
                             }
                             Some(end) => {
                                 m.ranges_dirty = true;
-                                m.ranges
-                                    .entry((w.key.clone(), end.clone()))
-                                    .or_default()
-                                    .insert(w.uid, Arc::clone(&w))
-                                    .is_none()
+                                m.ranges.entry((w.key.clone(), end.clone())).or_default().insert(Arc::clone(&w))
                             }
                         };
                         m.watchers += usize::from(inserted);
@@ -118,26 +182,18 @@ impl WatcherIndex {
                         let removed = match &w.end {
                             None => {
                                 m.dirty_keys.push(w.key.clone());
-                                let set = m.exact.get_mut(&w.key);
-                                let r = set.as_ref().is_some_and(|s| s.contains_key(&w.uid));
-                                if let Some(s) = set {
-                                    s.remove(&w.uid);
-                                    if s.is_empty() {
-                                        m.exact.remove(&w.key);
-                                    }
+                                let r = m.exact.get_mut(&w.key).is_some_and(|s| s.remove(w.uid));
+                                if m.exact.get(&w.key).is_some_and(Members::is_empty) {
+                                    m.exact.remove(&w.key);
                                 }
                                 r
                             }
                             Some(end) => {
                                 m.ranges_dirty = true;
                                 let k = (w.key.clone(), end.clone());
-                                let set = m.ranges.get_mut(&k);
-                                let r = set.as_ref().is_some_and(|s| s.contains_key(&w.uid));
-                                if let Some(s) = set {
-                                    s.remove(&w.uid);
-                                    if s.is_empty() {
-                                        m.ranges.remove(&k);
-                                    }
+                                let r = m.ranges.get_mut(&k).is_some_and(|s| s.remove(w.uid));
+                                if m.ranges.get(&k).is_some_and(Members::is_empty) {
+                                    m.ranges.remove(&k);
                                 }
                                 r
                             }
@@ -152,18 +208,16 @@ impl WatcherIndex {
             for k in dirty {
                 match m.exact.get(&k) {
                     Some(set) => {
-                        exact.insert(k, set.values().cloned().collect());
+                        exact.insert(Arc::from(k), set.to_set());
                     }
                     None => {
-                        exact.remove(&k);
+                        exact.remove(k.as_slice());
                     }
                 }
             }
             let tree = if m.ranges_dirty {
                 m.ranges_dirty = false;
-                Arc::new(IntervalTree::from_sorted(
-                    m.ranges.iter().map(|(k, set)| (k.clone(), set.values().cloned().collect())),
-                ))
+                Arc::new(IntervalTree::from_sorted(m.ranges.iter().map(|(k, set)| (k.clone(), set.to_set()))))
             } else {
                 Arc::clone(&old.tree)
             };

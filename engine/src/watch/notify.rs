@@ -21,7 +21,7 @@
 //!   skips and repeats nothing; a delivery that finds the stream full leaves the
 //!   watcher a `Victim` with `next` = the first revision it did not get.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::catchup::{self, CatchupJob, CatchupResult, Outcome};
@@ -61,6 +61,13 @@ pub(crate) struct Notifier {
     hub: Arc<HubShared>,
     notified: u64,
     watchers: HashMap<u64, WatcherState>,
+    /// Watchers in `Unsynced` (waiting for a catch-up job): the notifier's turns
+    /// visit only these, never every watcher.
+    unsynced: HashSet<u64>,
+    /// Watchers that asked for periodic progress.
+    progress_notify: HashSet<u64>,
+    /// Watchers owed a deferred progress response.
+    owed_progress: HashSet<u64>,
     streams: HashMap<u64, StreamEntry>,
     prev_kv_synced: usize,
     jobs_in_flight: usize,
@@ -126,6 +133,9 @@ impl Notifier {
             hub,
             notified,
             watchers: HashMap::new(),
+            unsynced: HashSet::new(),
+            progress_notify: HashSet::new(),
+            owed_progress: HashSet::new(),
             streams: HashMap::new(),
             prev_kv_synced: 0,
             jobs_in_flight: 0,
@@ -204,6 +214,12 @@ impl Notifier {
         counter(old).fetch_sub(1, Ordering::Relaxed);
         counter(status).fetch_add(1, Ordering::Relaxed);
         w.status = status;
+        if old == Status::Unsynced {
+            self.unsynced.remove(&uid);
+        }
+        if status == Status::Unsynced {
+            self.unsynced.insert(uid);
+        }
         if old == Status::Synced {
             w.core.set_synced(false);
             if w.core.prev_kv {
@@ -238,7 +254,11 @@ impl Notifier {
         let next = core.min_rev;
         // Counted as unsynced first; set_status moves the counter.
         m.unsynced.fetch_add(1, Ordering::Relaxed);
+        if core.progress_notify {
+            self.progress_notify.insert(uid);
+        }
         self.watchers.insert(uid, WatcherState { core, status: Status::Unsynced, next, progress_pending: false });
+        self.unsynced.insert(uid);
         if next > self.notified {
             // From now or the future: synced at once; matchers skip revisions below
             // its start.
@@ -252,6 +272,9 @@ impl Notifier {
             self.set_status(uid, Status::Unsynced);
         }
         let w = self.watchers.remove(&uid)?;
+        self.unsynced.remove(&uid);
+        self.progress_notify.remove(&uid);
+        self.owed_progress.remove(&uid);
         let m = &self.hub.metrics;
         m.unsynced.fetch_sub(u64::from(matches!(w.status, Status::Unsynced | Status::CatchingUp)), Ordering::Relaxed);
         m.victims.fetch_sub(u64::from(w.status == Status::Victim), Ordering::Relaxed);
@@ -321,6 +344,7 @@ impl Notifier {
                             shared.send_control(WatchResponse::control(w.core.id, rev));
                         } else {
                             w.progress_pending = true;
+                            self.owed_progress.insert(uid);
                         }
                     }
                 }
@@ -333,6 +357,7 @@ impl Notifier {
                         shared.send_control(WatchResponse::control(id, rev));
                     } else {
                         w.progress_pending = true;
+                        self.owed_progress.insert(uid);
                     }
                 }
             }
@@ -345,6 +370,7 @@ impl Notifier {
         if let Some(w) = self.watchers.get_mut(&uid) {
             if eligible && w.progress_pending {
                 w.progress_pending = false;
+                self.owed_progress.remove(&uid);
                 w.core.stream.send_control(WatchResponse::control(w.core.id, self.notified));
             }
         }
@@ -458,10 +484,8 @@ impl Notifier {
         let mut ready: Vec<(u64, u64)> = Vec::new(); // (next, uid)
         let mut doomed: Vec<u64> = Vec::new();
         let mut hand_off: Vec<u64> = Vec::new();
-        for (uid, w) in &self.watchers {
-            if w.status != Status::Unsynced {
-                continue;
-            }
+        for uid in &self.unsynced {
+            let Some(w) = self.watchers.get(uid) else { continue };
             if w.next < compact {
                 doomed.push(*uid);
             } else if w.next > self.notified {
@@ -584,8 +608,9 @@ impl Notifier {
         }
         self.next_tick = now + self.hub.opts.progress_interval;
         let rev = self.notified;
-        for w in self.watchers.values() {
-            if !w.core.progress_notify || !self.eligible(w) {
+        for uid in &self.progress_notify {
+            let Some(w) = self.watchers.get(uid) else { continue };
+            if !self.eligible(w) {
                 continue;
             }
             if w.core.sent_since_tick.swap(false, Ordering::Relaxed) {
@@ -595,7 +620,7 @@ impl Notifier {
             let _ = w.core.stream.try_send(StreamItem::Response(r), 64, 0);
         }
         // Watchers whose future start is now reached may owe a deferred bookmark.
-        let owed: Vec<u64> = self.watchers.iter().filter(|(_, w)| w.progress_pending).map(|(u, _)| *u).collect();
+        let owed: Vec<u64> = self.owed_progress.iter().copied().collect();
         for uid in owed {
             self.flush_pending_progress(uid);
         }
