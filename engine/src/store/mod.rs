@@ -338,14 +338,15 @@ impl Store {
             }
             true
         });
-        if let Some(e) = failed {
-            return Err(e);
-        }
         // A compaction that began during the scan may have removed entries this read
-        // needed: report it rather than a partial answer.
+        // needed (an entry it dropped no longer resolves): report it rather than a
+        // partial answer.
         let compact_revision = self.compact_revision();
         if rev < compact_revision {
             return Err(Error::Compacted { requested: rev, compact_revision });
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         Ok(RangeResult { more: count > kvs.len() && !opts.count_only, kvs, count, revision: header })
     }
