@@ -208,7 +208,20 @@ pub async fn serve(
         header,
         cfg.data_dir.clone(),
     ));
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // TCP_NODELAY on every accepted connection: tonic does not apply its own nodelay
+    // setting to a caller-supplied stream, and with Nagle's algorithm on, a small
+    // response waits for the client's delayed ACK (40 ms) whenever earlier bytes are
+    // unacknowledged, which on a connection carrying a watch stream is always.
+    let incoming = {
+        use tokio_stream::StreamExt;
+        tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+            conn.inspect(|s| {
+                if let Err(e) = s.set_nodelay(true) {
+                    tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+                }
+            })
+        })
+    };
     let result = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(cfg.max_streams_per_connection))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

@@ -37,8 +37,9 @@ use crate::sync::{lock, Arc, Condvar, Mutex, SwapCell};
 pub enum FsyncPolicy {
     /// fsync before acknowledging; writers waiting at the same time share one fsync.
     Always,
-    /// Like `Always`, but the fsync waits up to `LogOptions::batch_delay` (or until
-    /// `batch_bytes` are pending) so that more writers share it.
+    /// Like `Always`, but the fsync waits for more writers to share it: in slices of
+    /// an eighth of `LogOptions::batch_delay`, until a slice brings nobody new, the
+    /// delay has passed, or `batch_bytes` are pending.
     Batch,
     /// Acknowledge once written to the page cache; only segment seals and snapshots
     /// are fsynced. A crash may lose acknowledged writes, never corrupt older ones.
@@ -211,6 +212,8 @@ struct SyncState {
     pending_bytes: u64,
     first_pending_at: Option<Instant>,
     syncing: bool,
+    /// `Batch`: a wait for company brought no new writer; sync now.
+    batch_settled: bool,
 }
 
 struct Inner {
@@ -476,6 +479,7 @@ impl RevisionLog {
                 pending_bytes: 0,
                 first_pending_at: None,
                 syncing: false,
+                batch_settled: false,
             }),
             synced_cv: Condvar::new(),
             poisoned: AtomicBool::new(false),
@@ -725,18 +729,27 @@ impl RevisionLog {
                 };
                 continue;
             }
-            if inner.opts.fsync == FsyncPolicy::Batch && s.pending_bytes < inner.opts.batch_bytes {
+            if inner.opts.fsync == FsyncPolicy::Batch && s.pending_bytes < inner.opts.batch_bytes && !s.batch_settled {
+                // Wait for company in slices of an eighth of the delay: stop as soon as
+                // a slice brings no new writer (everyone who will come is here), and
+                // in any case once `batch_delay` has passed since the first write.
                 let since = s.first_pending_at.map_or(Duration::ZERO, |t| t.elapsed());
                 if since < inner.opts.batch_delay {
-                    s = match inner.synced_cv.wait_timeout(s, inner.opts.batch_delay - since) {
+                    let before = s.pending.len();
+                    let slice = (inner.opts.batch_delay / 8).max(Duration::from_micros(50));
+                    s = match inner.synced_cv.wait_timeout(s, slice.min(inner.opts.batch_delay - since)) {
                         Ok((g, _)) => g,
                         Err(p) => p.into_inner().0,
                     };
+                    if s.pending.len() == before {
+                        s.batch_settled = true;
+                    }
                     continue;
                 }
             }
             // Become the syncer for everything queued so far.
             s.syncing = true;
+            s.batch_settled = false;
             let batch: Vec<Pending> = s.pending.drain(..).collect();
             s.pending_bytes = 0;
             s.first_pending_at = None;

@@ -64,6 +64,14 @@ pub(crate) fn run(store: &Store, job: CatchupJob) -> CatchupResult {
     let compacted: Vec<bool> = job.watchers.iter().map(|(_, n)| *n < first_available).collect();
 
     let read_from = from.max(first_available).max(reader.first_rev());
+    let mut by_selection: std::collections::HashMap<
+        (&[u8], &Option<super::interval::RangeEnd>, bool, bool),
+        Vec<usize>,
+    > = std::collections::HashMap::new();
+    for (i, (w, _)) in job.watchers.iter().enumerate() {
+        by_selection.entry((&w.key, &w.end, w.filters.no_put, w.filters.no_delete)).or_default().push(i);
+    }
+    let groups: Vec<Vec<usize>> = by_selection.into_values().collect();
     // Events own their bytes (one copy per revision, shared by every watcher of the
     // batch); prev_kv lookups use a second view so the scan can keep borrowing `reader`.
     let mut prev_reader = store.log().reader();
@@ -73,12 +81,18 @@ pub(crate) fn run(store: &Store, job: CatchupJob) -> CatchupResult {
             return;
         }
         let batch = Arc::new(batch_from_records(store, &mut prev_reader, pending.drain(..), with_prev));
-        for (i, (w, next)) in job.watchers.iter().enumerate() {
-            if compacted[i] || batch.revision < *next || batch.revision < w.min_rev {
-                continue;
-            }
-            if let Some(ev) = select(&batch, w) {
-                push(&mut state[i], ev, w, job.max_revs, job.max_bytes);
+        // Watchers with the same range and filters select the same events: match
+        // once per group (a hundred watchers on one prefix cost one match).
+        for members in &groups {
+            let mut selected: Option<Option<RevisionEvents>> = None;
+            for &i in members {
+                let (w, next) = &job.watchers[i];
+                if compacted[i] || batch.revision < *next || batch.revision < w.min_rev {
+                    continue;
+                }
+                if let Some(ev) = selected.get_or_insert_with(|| select(&batch, w)) {
+                    push(&mut state[i], ev.clone(), w, job.max_revs, job.max_bytes);
+                }
             }
         }
     };
@@ -113,19 +127,24 @@ pub(crate) fn run(store: &Store, job: CatchupJob) -> CatchupResult {
 
 /// The events of `batch` that watcher `w` receives, if any.
 pub(crate) fn select(batch: &Arc<RevisionBatch>, w: &WatcherCore) -> Option<RevisionEvents> {
-    let mut all = true;
-    let mut picked: Vec<u32> = Vec::new();
+    // `picked` is allocated only once an event does not match: the common case
+    // (every event of the revision matches) allocates nothing.
+    let mut picked: Option<Vec<u32>> = None;
+    let mut any = false;
     for (i, e) in batch.events.iter().enumerate() {
-        if w.contains(&e.kv.key) && w.filters.pass(e.kind) {
-            picked.push(i as u32);
-        } else {
-            all = false;
+        let hit = w.contains(&e.kv.key) && w.filters.pass(e.kind);
+        match (&mut picked, hit) {
+            (Some(p), true) => p.push(i as u32),
+            (Some(_), false) => {}
+            (None, true) => {}
+            (None, false) => picked = Some((0..i as u32).collect()),
         }
+        any |= hit;
     }
-    if picked.is_empty() {
+    if !any {
         return None;
     }
-    Some(RevisionEvents { batch: Arc::clone(batch), selection: if all { None } else { Some(picked.into()) } })
+    Some(RevisionEvents { batch: Arc::clone(batch), selection: picked.map(Into::into) })
 }
 
 fn push(b: &mut Building, ev: RevisionEvents, w: &WatcherCore, max_revs: usize, max_bytes: usize) {
