@@ -22,6 +22,9 @@ use super::watcher::WatcherCore;
 use crate::store::Store;
 use crate::sync::Arc;
 
+/// What decides which events a watcher selects: key, range end, filters.
+type SelectionKey<'a> = (&'a [u8], &'a Option<super::interval::RangeEnd>, bool, bool);
+
 pub(crate) struct CatchupJob {
     /// Watchers with their next revision, in next-revision order.
     pub(crate) watchers: Vec<(Arc<WatcherCore>, u64)>,
@@ -64,10 +67,7 @@ pub(crate) fn run(store: &Store, job: CatchupJob) -> CatchupResult {
     let compacted: Vec<bool> = job.watchers.iter().map(|(_, n)| *n < first_available).collect();
 
     let read_from = from.max(first_available).max(reader.first_rev());
-    let mut by_selection: std::collections::HashMap<
-        (&[u8], &Option<super::interval::RangeEnd>, bool, bool),
-        Vec<usize>,
-    > = std::collections::HashMap::new();
+    let mut by_selection: std::collections::HashMap<SelectionKey<'_>, Vec<usize>> = std::collections::HashMap::new();
     for (i, (w, _)) in job.watchers.iter().enumerate() {
         by_selection.entry((&w.key, &w.end, w.filters.no_put, w.filters.no_delete)).or_default().push(i);
     }

@@ -1,0 +1,313 @@
+//! `argus-bench`: one load generator for any etcd v3 endpoint (Argus or etcd), the
+//! same client code for both, printing one JSON record per run; and `report`, which
+//! turns the records of `scripts/compare-etcd.sh` into `results/compare-etcd.*`.
+//!
+//! ```text
+//! argus-bench fanout       --endpoint 127.0.0.1:2379 [--watchers 1000 --streams 1 --puts 5000 --rate 0 ...]
+//! argus-bench catchup      --endpoint 127.0.0.1:2379 [--history 100000 --watchers 100 ...]
+//! argus-bench put          --endpoint 127.0.0.1:2379 [--clients 16 --puts 20000 --watchers 0 ...]
+//! argus-bench watch-create --endpoint 127.0.0.1:2379 [--watchers 10000 --streams 100 ...]
+//! argus-bench report       --runs DIR --out-dir results [...]
+//! ```
+//!
+//! Only loopback endpoints are accepted. Every run is bounded by `--timeout`. Pass
+//! `--server-pid` to record the server's CPU seconds and memory from `/proc`.
+
+#[path = "../loadgen/mod.rs"]
+mod loadgen;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use loadgen::scenario::{self, Catchup, Common, Mode, RunRecord, WriteWatch};
+
+/// Load generator for etcd v3 endpoints (Argus or etcd), and the side-by-side report.
+#[derive(Parser, Debug)]
+#[command(name = "argus-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+struct CommonArgs {
+    /// gRPC address of the server (loopback only).
+    #[arg(long, default_value = "127.0.0.1:2379")]
+    endpoint: SocketAddr,
+    /// Pid of the server process, to read its CPU time and memory from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Name of the system under test, recorded in the output (e.g. etcd, argus-always).
+    #[arg(long, default_value = "server")]
+    system: String,
+    /// Name of the scenario, recorded in the output (default: the subcommand).
+    #[arg(long)]
+    scenario: Option<String>,
+    /// Repetition number, recorded in the output.
+    #[arg(long, default_value_t = 1)]
+    rep: u32,
+    /// Bound of the whole run (e.g. 300s, 5m).
+    #[arg(long, default_value = "300s", value_parser = humantime_secs)]
+    timeout: Duration,
+    /// HTTP/2 connections to the server.
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Bytes per value (at least 8: the send time, nanoseconds, little endian).
+    #[arg(long, default_value_t = 32)]
+    value_size: usize,
+    /// Watchers whose responses are kept and judged by the engine's guarantee checker.
+    #[arg(long, default_value_t = 8)]
+    check_watchers: usize,
+    /// Also write the JSON record to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// W watchers (over S streams and C connections) and P puts at rate R: events/s,
+    /// event latency, put-ack latency, every watcher checked.
+    Fanout {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Watchers.
+        #[arg(long, default_value_t = 1000)]
+        watchers: usize,
+        /// Watch streams the watchers are spread over.
+        #[arg(long, default_value_t = 1)]
+        streams: usize,
+        /// `prefix`: all watchers on one prefix; `keys`: each on one key.
+        #[arg(long, value_enum, default_value_t = Mode::Prefix)]
+        mode: Mode,
+        /// Keys the puts cycle over (default: 100 with `prefix`, the watcher count with `keys`).
+        #[arg(long)]
+        keys: Option<usize>,
+        /// Puts.
+        #[arg(long, default_value_t = 5000)]
+        puts: u64,
+        /// Puts per second; 0 = as fast as the put clients go.
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Concurrent put clients.
+        #[arg(long, default_value_t = 16)]
+        put_clients: usize,
+        /// Start no put after this many seconds (0: no bound); watchers then expect what was written.
+        #[arg(long, default_value_t = 0.0)]
+        max_put_secs: f64,
+    },
+    /// Write H revisions, then W watchers from revision 1: time until all have everything.
+    Catchup {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Revisions written first (one put each).
+        #[arg(long, default_value_t = 100_000)]
+        history: u64,
+        /// Watchers from revision 1.
+        #[arg(long, default_value_t = 100)]
+        watchers: usize,
+        /// Watch streams.
+        #[arg(long, default_value_t = 1)]
+        streams: usize,
+        /// Concurrent clients writing the history.
+        #[arg(long, default_value_t = 64)]
+        write_clients: usize,
+        /// Keys the history cycles over.
+        #[arg(long, default_value_t = 1000)]
+        keys: usize,
+    },
+    /// Put throughput and latency with C concurrent clients, optionally with
+    /// watchers open on the written keys (one watcher per key).
+    Put {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Concurrent put clients.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Puts.
+        #[arg(long, default_value_t = 20_000)]
+        puts: u64,
+        /// Keys the puts cycle over.
+        #[arg(long, default_value_t = 10_000)]
+        keys: usize,
+        /// Watchers open during the puts, watcher i on key i.
+        #[arg(long, default_value_t = 0)]
+        watchers: usize,
+        /// Watch streams the watchers are spread over.
+        #[arg(long, default_value_t = 100)]
+        streams: usize,
+        /// Start no put after this many seconds (0: no bound).
+        #[arg(long, default_value_t = 0.0)]
+        max_put_secs: f64,
+    },
+    /// Open W idle watchers: watchers created per second and server memory per watcher.
+    WatchCreate {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Watchers.
+        #[arg(long, default_value_t = 10_000)]
+        watchers: usize,
+        /// Watch streams.
+        #[arg(long, default_value_t = 100)]
+        streams: usize,
+        /// `keys`: each watcher on its own key; `prefix`: all on one prefix.
+        #[arg(long, value_enum, default_value_t = Mode::Keys)]
+        mode: Mode,
+    },
+    /// Turn the run records of scripts/compare-etcd.sh into results/compare-etcd.{json,md} and SVG plots.
+    Report(loadgen::report::ReportArgs),
+}
+
+fn humantime_secs(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let v: f64 = num.parse().map_err(|e| format!("{s}: {e}"))?;
+    let secs = match unit {
+        "" | "s" => v,
+        "ms" => v / 1000.0,
+        "m" | "min" => v * 60.0,
+        _ => return Err(format!("{s}: unknown unit {unit} (use ms, s or m)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn common(a: &CommonArgs, kind: &str) -> Common {
+    Common {
+        endpoint: a.endpoint,
+        server_pid: a.server_pid,
+        system: a.system.clone(),
+        scenario: a.scenario.clone().unwrap_or_else(|| kind.to_string()),
+        rep: a.rep,
+        timeout: a.timeout,
+        connections: a.connections.max(1),
+        value_size: a.value_size.max(8),
+        check_watchers: a.check_watchers,
+        progress: !a.quiet,
+    }
+}
+
+fn emit(rec: &RunRecord, out: Option<&PathBuf>) -> ExitCode {
+    let text = match serde_json::to_string_pretty(rec) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("argus-bench: cannot encode the record: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(path) = out {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Err(e) = std::fs::write(path, &text) {
+            eprintln!("argus-bench: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    println!("{text}");
+    let summary = format!(
+        "{} {} rep {}: {} wall {:.2}s, events/s {}, event p50/p99 {} µs, puts/s {}, server CPU {} s, client CPU {} s",
+        rec.system,
+        rec.scenario,
+        rec.rep,
+        if rec.ok { "ok" } else { "FAILED" },
+        rec.wall_s,
+        rec.events_per_s.map_or("-".into(), |v| format!("{v:.0}")),
+        rec.event_latency.as_ref().map_or("-".into(), |l| format!("{:.0}/{:.0}", l.p50_us, l.p99_us)),
+        rec.puts_per_s.map_or("-".into(), |v| format!("{v:.0}")),
+        rec.server_cpu_s.map_or("-".into(), |v| format!("{v:.2}")),
+        rec.client_cpu_s.map_or("-".into(), |v| format!("{v:.2}")),
+    );
+    eprintln!("{summary}");
+    for e in &rec.errors {
+        eprintln!("  error: {e}");
+    }
+    for p in &rec.check.problems {
+        eprintln!("  check: {p}");
+    }
+    for v in &rec.check.violation_examples {
+        eprintln!("  violation: {v}");
+    }
+    if rec.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Report(args) = &cli.command {
+        return match loadgen::report::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("argus-bench report: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("argus-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (rec, out) = rt.block_on(async {
+        match &cli.command {
+            Command::Fanout { common: a, watchers, streams, mode, keys, puts, rate, put_clients, max_put_secs } => {
+                let c = common(a, "fanout");
+                let keys = keys.unwrap_or(match mode {
+                    Mode::Prefix => 100,
+                    Mode::Keys => (*watchers).max(1),
+                });
+                let p = WriteWatch {
+                    mode: *mode,
+                    watchers: *watchers,
+                    streams: *streams,
+                    keys,
+                    puts: *puts,
+                    rate: *rate,
+                    put_clients: *put_clients,
+                    max_put_secs: *max_put_secs,
+                };
+                (scenario::write_watch(&c, "fanout", &p).await, a.out.clone())
+            }
+            Command::Catchup { common: a, history, watchers, streams, write_clients, keys } => {
+                let c = common(a, "catchup");
+                let p = Catchup {
+                    history: *history,
+                    watchers: *watchers,
+                    streams: *streams,
+                    write_clients: *write_clients,
+                    keys: *keys,
+                };
+                (scenario::catchup(&c, &p).await, a.out.clone())
+            }
+            Command::Put { common: a, clients, puts, keys, watchers, streams, max_put_secs } => {
+                let c = common(a, "put");
+                let p = WriteWatch {
+                    mode: Mode::Keys,
+                    watchers: *watchers,
+                    streams: *streams,
+                    keys: (*keys).max(*watchers).max(1),
+                    puts: *puts,
+                    rate: 0.0,
+                    put_clients: *clients,
+                    max_put_secs: *max_put_secs,
+                };
+                (scenario::write_watch(&c, "put", &p).await, a.out.clone())
+            }
+            Command::WatchCreate { common: a, watchers, streams, mode } => {
+                let c = common(a, "watch-create");
+                (scenario::watch_create(&c, *mode, *watchers, *streams).await, a.out.clone())
+            }
+            Command::Report(_) => unreachable!("handled above"),
+        }
+    });
+    emit(&rec, out.as_ref())
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs the store benchmarks (bench-harness/benches/store.rs) and turns that one run
+# into results/store.json and results/store.md (bench-harness/src/bin/store-report.rs).
+# Never edit those two files by hand: rerun this script.
+#
+#   scripts/bench-store.sh            # whole suite, about 5 minutes on 2 cores
+#   BASELINE=name scripts/bench-store.sh
+#
+# Environment: CARGO_TARGET_DIR (default ./target-bench, kept apart from the other
+# engineers' target dirs), ARGUS_BENCH_DIR (where data directories are made;
+# default the temporary directory unless it is tmpfs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target-bench}"
+BASELINE="${BASELINE:-store-report}"
+export ARGUS_STORE_META="$CARGO_TARGET_DIR/criterion/argus-store-meta.json"
+LOG="$CARGO_TARGET_DIR/bench-store.log"
+mkdir -p "$CARGO_TARGET_DIR"
+
+DATE="$(date -u)"
+# What is measured: the commit, and a digest of uncommitted changes to the code
+# that is benchmarked (tracked diffs and untracked files), taken before building.
+HEAD_SHA="$(git rev-parse HEAD)"
+PATHS=(engine bench-harness Cargo.toml Cargo.lock)
+if git diff --quiet HEAD -- "${PATHS[@]}" && [ -z "$(git ls-files --others --exclude-standard -- "${PATHS[@]}")" ]; then
+    SOURCE="$HEAD_SHA"
+else
+    DIGEST="$( { git diff HEAD -- "${PATHS[@]}"; git ls-files -z --others --exclude-standard -- "${PATHS[@]}" | xargs -0 -r cat; } | sha256sum | cut -c1-16)"
+    SOURCE="$HEAD_SHA + uncommitted changes to ${PATHS[*]} (content sha256 $DIGEST)"
+fi
+
+BENCH_CMD=(cargo bench -p argus-bench --bench store -- --save-baseline "$BASELINE")
+echo "+ CARGO_TARGET_DIR=$CARGO_TARGET_DIR ${BENCH_CMD[*]}" >&2
+"${BENCH_CMD[@]}" 2>&1 | tee "$LOG"
+
+REPORT_CMD=(cargo run --release -q -p argus-bench --bin store-report --
+    --criterion-dir "$CARGO_TARGET_DIR/criterion" --baseline "$BASELINE"
+    --meta "$ARGUS_STORE_META" --out-dir results
+    --command "scripts/bench-store.sh, i.e. CARGO_TARGET_DIR=target-bench ${BENCH_CMD[*]}; then store-report --baseline $BASELINE"
+    --date "$DATE" --source "$SOURCE")
+echo "+ ${REPORT_CMD[*]:0:7} ..." >&2
+"${REPORT_CMD[@]}"

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Runs the watch-engine benchmarks and turns that one run into results/watch.json,
+# results/watch.md and the watch section of results/README.md
+# (bench-harness/src/bin/watch-report.rs). Never edit those by hand: rerun this.
+#
+#   scripts/bench-watch.sh        # everything, about 15 minutes on 2 cores
+#
+# Parts, in order:
+#   1. criterion suite bench-harness/benches/watch.rs: the floor, fan-out to 100k
+#      watchers paired with the floor, etcd mvcc equivalents, write isolation;
+#   2. watch-memory (own process, counting allocator): 1M watchers on distinct keys
+#      (with the notifier probes), 1M on distinct prefixes, 10M on distinct keys;
+#   3. watch-catchup (own process per run, RAYON_NUM_THREADS=1 and 2 alternating,
+#      CATCHUP_RUNS runs of each);
+#   4. watch-report.
+#
+# Environment: CARGO_TARGET_DIR (default ./target-wbench), ARGUS_BENCH_DIR (where
+# data directories are made; default the system temporary directory),
+# CATCHUP_RUNS (default 7), SKIP_10M=1 to leave out the 10M-watcher run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target-wbench}"
+export ARGUS_WATCH_OUT="$CARGO_TARGET_DIR/watch-results"
+BASELINE=watch-report
+CATCHUP_RUNS="${CATCHUP_RUNS:-7}"
+LOG="$CARGO_TARGET_DIR/bench-watch.log"
+rm -rf "$ARGUS_WATCH_OUT"
+mkdir -p "$ARGUS_WATCH_OUT"
+
+DATE="$(date -u)"
+# What is measured: the commit, and a digest of uncommitted changes to the code
+# that is benchmarked (tracked diffs and untracked files), taken before building.
+HEAD_SHA="$(git rev-parse HEAD)"
+PATHS=(engine bench-harness Cargo.toml Cargo.lock)
+if git diff --quiet HEAD -- "${PATHS[@]}" && [ -z "$(git ls-files --others --exclude-standard -- "${PATHS[@]}")" ]; then
+    SOURCE="$HEAD_SHA"
+else
+    DIGEST="$( { git diff HEAD -- "${PATHS[@]}"; git ls-files -z --others --exclude-standard -- "${PATHS[@]}" | xargs -0 -r cat; } | sha256sum | cut -c1-16)"
+    SOURCE="$HEAD_SHA + uncommitted changes to ${PATHS[*]} (content sha256 $DIGEST)"
+fi
+
+cargo build --release -q -p argus-bench --bin watch-memory --bin watch-catchup --bin watch-report
+BIN="$CARGO_TARGET_DIR/release"
+
+BENCH_CMD=(cargo bench -p argus-bench --bench watch -- --save-baseline "$BASELINE")
+echo "+ CARGO_TARGET_DIR=$CARGO_TARGET_DIR ${BENCH_CMD[*]}" >&2
+"${BENCH_CMD[@]}" 2>&1 | tee "$LOG"
+
+run() {
+    echo "+ $*" >&2
+    "$@" 2>&1 | tee -a "$LOG"
+}
+run "$BIN/watch-memory" --watchers 1000000 --kind key --probes
+run "$BIN/watch-memory" --watchers 1000000 --kind prefix
+if [ "${SKIP_10M:-0}" != 1 ]; then
+    run "$BIN/watch-memory" --watchers 10000000 --kind key
+fi
+
+for i in $(seq 1 "$CATCHUP_RUNS"); do
+    for t in 1 2; do
+        if ! run env RAYON_NUM_THREADS=$t timeout 300 "$BIN/watch-catchup" --name "catchup-$t-$i"; then
+            echo "watch-catchup with RAYON_NUM_THREADS=$t (run $i) failed or timed out" | tee -a "$LOG" >&2
+        fi
+    done
+done
+
+REPORT_CMD=("$BIN/watch-report"
+    --criterion-dir "$CARGO_TARGET_DIR/criterion" --baseline "$BASELINE"
+    --results "$ARGUS_WATCH_OUT" --out-dir results
+    --command "scripts/bench-watch.sh, i.e. CARGO_TARGET_DIR=target-wbench ${BENCH_CMD[*]}; watch-memory --watchers 1000000 --kind key --probes; watch-memory --watchers 1000000 --kind prefix; watch-memory --watchers 10000000; ${CATCHUP_RUNS}x RAYON_NUM_THREADS={1,2} watch-catchup; watch-report"
+    --date "$DATE" --source "$SOURCE")
+echo "+ watch-report ..." >&2
+"${REPORT_CMD[@]}"
