@@ -24,8 +24,8 @@ if [ "${#need[@]}" -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
 fi
-etcd --version | head -1
-etcdctl version | head -1
+etcd --version | sed -n 1p
+etcdctl version | sed -n 1p
 
 log "format"
 cargo fmt --all -- --check
