@@ -294,12 +294,14 @@ fn run() -> Result<(), String> {
             a.iter()
                 .take(6)
                 .map(|r| {
-                    format!(
-                        "{} B × {:.2} = {:.0} B",
-                        r["size"].as_str().unwrap_or("?"),
-                        r["allocations_per_watcher"].as_f64().unwrap_or(0.0),
-                        r["bytes_per_watcher"].as_f64().unwrap_or(0.0)
-                    )
+                    let size = r["size"].as_str().unwrap_or("?");
+                    let bytes = r["bytes_per_watcher"].as_f64().unwrap_or(0.0);
+                    if size.contains("KiB") {
+                        format!("allocations of {size} (hash tables, vectors): {bytes:.0} B")
+                    } else {
+                        let n = r["allocations_per_watcher"].as_f64().unwrap_or(0.0);
+                        format!("{n:.2} allocations of {size} B: {bytes:.0} B")
+                    }
                 })
                 .collect()
         })

@@ -204,7 +204,10 @@ impl WatcherIndex {
             }
             let old = shard.snapshot.load();
             let mut exact = old.exact.clone();
-            let dirty = std::mem::take(&mut m.dirty_keys);
+            let mut dirty = std::mem::take(&mut m.dirty_keys);
+            // One rebuild per changed key, however many changes it had.
+            dirty.sort_unstable();
+            dirty.dedup();
             for k in dirty {
                 match m.exact.get(&k) {
                     Some(set) => {

@@ -452,7 +452,7 @@ impl Notifier {
                 };
                 match d.stream.try_send(item, size, n * d.watchers.len()) {
                     Ok(()) => {
-                        for w in &d.watchers {
+                        for w in d.watchers.iter().filter(|w| w.progress_notify) {
                             w.sent_since_tick.store(true, Ordering::Relaxed);
                         }
                     }
@@ -649,6 +649,34 @@ pub(crate) fn deliverable(w: &WatcherCore, rev: u64, kind: EventKind) -> bool {
 /// events they select.
 fn match_shard(hub: &HubShared, shard: usize, batch: &Arc<RevisionBatch>) -> Vec<Delivery> {
     let rev = batch.revision;
+    if let [e] = batch.events.as_slice() {
+        // One event (the common revision): every hit selects all of it, so hits go
+        // straight to their stream's delivery; watchers of one stream tend to sit
+        // together in a set, so the last stream is checked before the map.
+        let mut out: Vec<Delivery> = Vec::new();
+        let mut by_stream: HashMap<u64, usize> = HashMap::new();
+        let mut last: Option<(u64, usize)> = None;
+        hub.index.for_each_match(shard, &e.kv.key, |w| {
+            if !deliverable(w, rev, e.kind) {
+                return;
+            }
+            let sid = w.stream.id;
+            let at = match last {
+                Some((s, at)) if s == sid => at,
+                _ => *by_stream.entry(sid).or_insert_with(|| {
+                    out.push(Delivery {
+                        stream: Arc::clone(&w.stream),
+                        events: super::types::RevisionEvents { batch: Arc::clone(batch), selection: None },
+                        watchers: Vec::new(),
+                    });
+                    out.len() - 1
+                }),
+            };
+            last = Some((sid, at));
+            out[at].watchers.push(Arc::clone(w));
+        });
+        return out;
+    }
     let mut hits: HashMap<u64, (Arc<WatcherCore>, Vec<u32>)> = HashMap::new();
     for (i, e) in batch.events.iter().enumerate() {
         hub.index.for_each_match(shard, &e.kv.key, |w| {
