@@ -203,9 +203,9 @@ impl Store {
                 IndexEntry::new(loc, r.create_revision, r.version, false),
             );
         }
-        // One pass over the log rebuilds the index. (Splitting it over rayon's threads
-        // measured slower on the shared 2-core machine: 1.6 s against 1.0 s for 1M
-        // revisions, the skip list's inserts contending; see results/store.md.)
+        // One pass over the log rebuilds the index. (A build split over rayon's
+        // threads was no faster on the shared 2-core machine: 1.6 s for 1M revisions
+        // in results/store.md, against 1.0 s for this pass in an earlier run.)
         for item in reader.records(compact_rev + 1, reader.committed_rev()) {
             let (loc, r) = item?;
             let tomb = r.kind == RecordKind::Delete;
