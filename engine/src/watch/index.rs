@@ -31,7 +31,11 @@ struct ShardSnapshot {
     /// not key bytes.
     exact: HashMap<Arc<[u8]>, Set>,
     tree: Arc<IntervalTree<Set>>,
+    /// Watchers in this shard (read by tests).
+    #[cfg_attr(not(test), allow(dead_code))]
     watchers: usize,
+    /// Watchers with a range (not an exact key) in this shard.
+    range_watchers: usize,
 }
 
 #[derive(Default)]
@@ -99,6 +103,14 @@ impl Members {
 
     fn is_empty(&self) -> bool {
         matches!(self, Members::Empty)
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Members::Empty => 0,
+            Members::One(_) => 1,
+            Members::Many(m) => m.len(),
+        }
     }
 
     fn to_set(&self) -> Set {
@@ -224,7 +236,8 @@ impl WatcherIndex {
             } else {
                 Arc::clone(&old.tree)
             };
-            shard.snapshot.store(Arc::new(ShardSnapshot { exact, tree, watchers: m.watchers }));
+            let range_watchers = m.ranges.values().map(Members::len).sum();
+            shard.snapshot.store(Arc::new(ShardSnapshot { exact, tree, watchers: m.watchers, range_watchers }));
         }
     }
 
@@ -237,7 +250,20 @@ impl WatcherIndex {
         snap.tree.stab(key, &mut |set: &Set| set.iter().for_each(&mut f));
     }
 
+    /// An upper bound on the watchers `key` can reach, cheap to compute: its exact
+    /// watchers plus every watcher with a range in a shard that has ranges.
+    pub(crate) fn candidates(&self, key: &[u8]) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let snap = s.snapshot.load();
+                snap.exact.get(key).map_or(0, |set| set.len()) + snap.range_watchers
+            })
+            .sum()
+    }
+
     /// Watchers in the published snapshots.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.snapshot.load().watchers).sum()
     }

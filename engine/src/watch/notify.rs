@@ -438,7 +438,10 @@ impl Notifier {
             Arc::new(batch_from_records(&self.hub.store, prev_reader, records.into_iter(), self.prev_kv_synced > 0));
         let rev = batch.revision;
         let shards: Vec<usize> = (0..self.hub.index.shard_count()).collect();
-        let parallel = self.hub.index.len() >= self.hub.opts.parallel_match_threshold;
+        // Parallel matching pays only when the revision reaches many watchers, not
+        // merely when many exist (rayon's wake-ups cost more than matching a hundred).
+        let candidates: usize = batch.events.iter().map(|e| self.hub.index.candidates(&e.kv.key)).sum();
+        let parallel = candidates >= self.hub.opts.parallel_match_threshold;
         let hub = &self.hub;
         let victims_per_shard = crate::sync::par_map(&shards, parallel, |&shard| {
             let deliveries = match_shard(hub, shard, &batch);
