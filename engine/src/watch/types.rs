@@ -31,6 +31,15 @@ pub struct Event {
     pub sub: u32,
 }
 
+impl Event {
+    /// Approximate bytes of the event on the wire (key, value, prev value, framing).
+    pub fn approx_size(&self) -> usize {
+        32 + self.kv.key.len()
+            + self.kv.value.len()
+            + self.prev_kv.as_ref().map_or(0, |p| 32 + p.key.len() + p.value.len())
+    }
+}
+
 /// Every event of one revision, built once and shared (`Arc`) by every watcher it
 /// reaches.
 #[derive(Debug, PartialEq, Eq)]
@@ -52,14 +61,7 @@ pub struct RevisionBatch {
 impl RevisionBatch {
     /// A batch of `events` (all of main revision `revision`, in sub order).
     pub fn new(revision: u64, events: Vec<Event>, has_prev_kv: bool) -> Self {
-        let size = events
-            .iter()
-            .map(|e| {
-                32 + e.kv.key.len()
-                    + e.kv.value.len()
-                    + e.prev_kv.as_ref().map_or(0, |p| 32 + p.key.len() + p.value.len())
-            })
-            .sum();
+        let size = events.iter().map(Event::approx_size).sum();
         RevisionBatch { revision, events, has_prev_kv, size, encoded: Default::default() }
     }
 }
@@ -99,14 +101,7 @@ impl RevisionEvents {
     pub fn size(&self) -> usize {
         match &self.selection {
             None => self.batch.size,
-            Some(_) => self
-                .iter()
-                .map(|e| {
-                    32 + e.kv.key.len()
-                        + e.kv.value.len()
-                        + e.prev_kv.as_ref().map_or(0, |p| 32 + p.key.len() + p.value.len())
-                })
-                .sum(),
+            Some(_) => self.iter().map(Event::approx_size).sum(),
         }
     }
 }
