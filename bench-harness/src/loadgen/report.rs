@@ -719,17 +719,15 @@ fn why(t: &TargetResult, g: &Grouped<'_>) -> String {
         "catchup-cpu" => {
             let _ = write!(
                 w,
-                "Server CPU per delivered event: Argus {}, etcd {}. A perf profile of this build during a \
-                 catch-up of 100 watchers from revision 1 puts the time in the engine's catch-up job \
-                 (`engine/src/watch/catchup.rs`): it matches every event against every watcher of the job \
-                 (`select`: `WatcherCore::contains` and its `memcmp`, about 10% of server CPU, although all 100 \
-                 watchers share one range), `select` allocates its `picked` vector for every (watcher, revision) \
-                 even when every event matches and the vector is dropped, and `push` grows each response's \
-                 `events` vector one revision at a time up to 1,000 (malloc/free together about 14%; the job's \
-                 own loop, mostly that `push`, 12%). What would close it: select once per distinct (range, \
-                 filters) of a job's watchers, allocate `picked` only at the first event that does not match, \
-                 reserve `events` for the response (`max_revs`), and in the server append a response's memo \
-                 slices without building a `Vec<EventsPart>` per response.",
+                "Server CPU per delivered event: Argus {}, etcd {}. A perf profile of an earlier build \
+                 (2bef85d) during a catch-up of 100 watchers from revision 1 put the time in the engine's \
+                 catch-up job (`engine/src/watch/catchup.rs`: matching every event against every watcher, an \
+                 allocation per (watcher, revision), responses grown one revision at a time) and in the \
+                 server's per-response frame building. Matching once per distinct (range, filters) and \
+                 allocating the selection only on a mismatch are in this build. What would close the rest: \
+                 deliver the responses of watchers with equal cursors as one shared fan-out item (one message \
+                 per stream, not per watcher), and append a response's memo slices without building a \
+                 `Vec<EventsPart>` per response.",
                 us(s, ARGUS, "server_cpu_per_event_us"),
                 us(s, ETCD, "server_cpu_per_event_us"),
             );
@@ -754,7 +752,7 @@ fn why(t: &TargetResult, g: &Grouped<'_>) -> String {
                  and {} (etcd). Since the puts outrun delivery, both p99s are queueing delays of the same order, \
                  and Argus's stream bound (128 deliveries) turns the watchers into victims that catch up from \
                  the log. Server CPU per delivered event is the figure the client does not set: Argus {}, etcd \
-                 {} — equal, not 1/5. A profile of this build shows Argus's cost in the per-watcher response \
+                 {} — equal, not 1/5. A profile of an earlier build showed Argus's cost in the per-watcher response \
                  path (one engine `WatchResponse` per watcher from `WatchReceiver::expand`, a `Vec<EventsPart>` \
                  and a head per watcher in `server/src/watch.rs` `frames`, one gRPC message and HTTP/2 frame per \
                  watcher; malloc/free alone about 18% of server CPU) and in victim catch-up (`catchup::run` \
@@ -1128,10 +1126,10 @@ pub fn run(a: &ReportArgs) -> Result<(), String> {
             let _ = writeln!(
                 md,
                 "\n`batch` is slower than `always` for 16 closed-loop put clients ({} against {}): under `batch` \
-                 the log's syncer waits until 2 ms have passed since the first pending write (or 1 MiB is \
-                 pending, `engine/src/log/mod.rs`, `wait_durable`) even when every writer is already waiting, so \
-                 each fsync cycle is 2 ms longer than under `always`, whose group commit already shares one fsync \
-                 among the writers that arrive during the previous one.",
+                 the log's syncer first waits for company (`engine/src/log/mod.rs`, `wait_durable`: slices of an \
+                 eighth of the 2 ms batch delay, until a slice brings no new writer), so each fsync cycle is at \
+                 least one slice longer than under `always`, whose group commit already shares one fsync among \
+                 the writers that arrive during the previous one.",
                 show(Some(b), Fmt::Rate),
                 show(Some(a), Fmt::Rate)
             );
