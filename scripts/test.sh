@@ -34,7 +34,9 @@ log "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "workspace tests"
-cargo test --workspace --locked
+test_log="$(mktemp)"
+trap 'rm -f "$test_log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$test_log"
 
 if [ -x scripts/loom.sh ]; then
     log "loom models"
@@ -47,3 +49,6 @@ if [ -x scripts/fuzz-build.sh ]; then
 fi
 
 log "all tests passed"
+# One summary line over every `cargo test` binary of the workspace run.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$test_log"
