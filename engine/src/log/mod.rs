@@ -226,9 +226,6 @@ struct Inner {
     synced_cv: Condvar,
     poisoned: AtomicBool,
     poison_reason: Mutex<String>,
-    /// Signalled after every publish of `committed_rev`.
-    commit_cv: Condvar,
-    commit_mx: Mutex<()>,
     /// Called after every publish of `committed_rev` (the watch notifier's doorbell).
     listeners: Mutex<Vec<CommitListener>>,
     /// Revisions readers still need (see [`RetentionHold`]).
@@ -434,7 +431,7 @@ impl RevisionLog {
                     .map_err(|e| Error::io(format!("truncate torn tail of {name}"), e))?;
                 rec.torn_bytes += scan.torn_bytes;
             }
-            seg.publish(scan.end, scan.last_rev);
+            seg.publish(scan.end);
             if scan.last_rev != 0 {
                 last_rev = last_rev.max(scan.last_rev);
                 expect_rev = Some(scan.last_rev + 1);
@@ -484,8 +481,6 @@ impl RevisionLog {
             synced_cv: Condvar::new(),
             poisoned: AtomicBool::new(false),
             poison_reason: Mutex::new(String::new()),
-            commit_cv: Condvar::new(),
-            commit_mx: Mutex::new(()),
             listeners: Mutex::new(Vec::new()),
             holds: Mutex::new(Vec::new()),
         };
@@ -500,27 +495,6 @@ impl RevisionLog {
     /// The last revision readers may see: complete and, under a durable policy, synced.
     pub fn committed_rev(&self) -> u64 {
         self.inner.committed_rev.load(Ordering::Acquire)
-    }
-
-    /// Waits until `committed_rev` exceeds `rev` or `timeout` passes; returns the
-    /// committed revision then.
-    pub fn wait_committed_after(&self, rev: u64, timeout: Duration) -> u64 {
-        let deadline = Instant::now() + timeout;
-        let mut g = lock(&self.inner.commit_mx);
-        loop {
-            let c = self.committed_rev();
-            if c > rev {
-                return c;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return c;
-            }
-            g = match self.inner.commit_cv.wait_timeout(g, deadline - now) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
-        }
     }
 
     /// Whether an earlier failure made the log refuse writes.
@@ -626,7 +600,7 @@ impl RevisionLog {
         // Seeded bug: publishes the revision before its bytes are written.
         #[cfg(feature = "bug-publish-before-write")]
         if self.inner.opts.fsync == FsyncPolicy::Never {
-            seg.publish(off + len, rev);
+            seg.publish(off + len);
             self.publish_committed(rev);
         }
         if let Err(e) = seg.file.write_at(off, bytes) {
@@ -642,7 +616,7 @@ impl RevisionLog {
     fn queue_commit(&self, rev: u64, seg: Arc<Segment>, end: u64, len: u64) {
         let inner = &*self.inner;
         if inner.opts.fsync == FsyncPolicy::Never {
-            seg.publish(end, rev);
+            seg.publish(end);
             self.publish_committed(rev);
             return;
         }
@@ -659,10 +633,6 @@ impl RevisionLog {
 
     fn publish_committed(&self, rev: u64) {
         self.inner.committed_rev.store(rev, Ordering::Release);
-        {
-            let _g = lock(&self.inner.commit_mx);
-            self.inner.commit_cv.notify_all();
-        }
         for l in lock(&self.inner.listeners).iter() {
             l();
         }
@@ -773,7 +743,7 @@ impl RevisionLog {
             match failed {
                 None => {
                     for p in &batch {
-                        p.segment.publish(p.end, p.rev);
+                        p.segment.publish(p.end);
                     }
                     if let Some(p) = batch.last() {
                         self.publish_committed(p.rev);

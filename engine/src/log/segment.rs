@@ -27,8 +27,6 @@ pub(crate) struct Segment {
     pub(crate) file: Arc<dyn StorageFile>,
     map: Mapping,
     committed_len: AtomicU64,
-    /// Last complete main revision committed in this segment (0: none yet).
-    last_rev: AtomicU64,
     sparse_rev: Box<[AtomicU64]>,
     sparse_off: Box<[AtomicU64]>,
     sparse_len: AtomicUsize,
@@ -46,7 +44,6 @@ impl Segment {
             file,
             map,
             committed_len: AtomicU64::new(record::FILE_HEADER as u64),
-            last_rev: AtomicU64::new(0),
             sparse_rev: (0..slots).map(|_| AtomicU64::new(0)).collect(),
             sparse_off: (0..slots).map(|_| AtomicU64::new(0)).collect(),
             sparse_len: AtomicUsize::new(0),
@@ -62,9 +59,8 @@ impl Segment {
         self.committed_len.load(Ordering::Acquire)
     }
 
-    /// Publishes bytes up to `len`, holding complete revisions up to `rev`.
-    pub(crate) fn publish(&self, len: u64, rev: u64) {
-        self.last_rev.store(rev, Ordering::Release);
+    /// Publishes bytes up to `len`: complete revisions, never written again.
+    pub(crate) fn publish(&self, len: u64) {
         self.committed_len.store(len, Ordering::Release);
     }
 
