@@ -803,20 +803,11 @@ mod tests {
     }
 
     fn control(rev: u64) -> WatchResponse {
-        WatchResponse {
-            watch_id: ID,
-            revision: rev,
-            created: false,
-            canceled: false,
-            compact_revision: 0,
-            cancel_reason: String::new(),
-            events: Vec::new(),
-            prev_kv: false,
-        }
+        WatchResponse::control(ID, rev)
     }
 
     fn created(rev: u64) -> WatchResponse {
-        WatchResponse { created: true, ..control(rev) }
+        WatchResponse::created(ID, rev)
     }
 
     fn progress(rev: u64) -> WatchResponse {

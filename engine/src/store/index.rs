@@ -66,6 +66,19 @@ pub(crate) struct Found {
     pub(crate) version: u64,
 }
 
+impl Found {
+    /// The key's state, without its value (which lives in the log).
+    pub(crate) fn without_value(&self) -> crate::store::KeyValue {
+        crate::store::KeyValue {
+            key: self.key.clone(),
+            value: Vec::new(),
+            create_revision: self.create_revision,
+            mod_revision: self.main,
+            version: self.version,
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct KeyIndex {
     map: SkipMap<IndexKey, IndexEntry>,
@@ -86,9 +99,14 @@ impl KeyIndex {
 
     /// State of `key` at revision `rev`, if it exists then.
     pub(crate) fn get(&self, key: &[u8], rev: u64) -> Option<Found> {
-        let probe = IndexKey { key: key.to_vec(), main: rev, sub: u32::MAX };
-        let e = self.map.upper_bound(Bound::Included(&probe))?;
-        if e.key().key != key || e.value().tombstone {
+        self.latest(&IndexKey { key: key.to_vec(), main: rev, sub: u32::MAX })
+    }
+
+    /// The state `probe` (a key at a revision, sub `MAX`) names: the key's newest
+    /// entry at or below the revision, unless it is missing or a tombstone.
+    fn latest(&self, probe: &IndexKey) -> Option<Found> {
+        let e = self.map.upper_bound(Bound::Included(probe))?;
+        if e.key().key != probe.key || e.value().tombstone {
             return None;
         }
         Some(Found {
@@ -111,21 +129,10 @@ impl KeyIndex {
             if end.is_some_and(|e| k.as_slice() >= e) {
                 return;
             }
-            let key = k.clone();
-            let probe = IndexKey { key, main: rev, sub: u32::MAX };
-            if let Some(e) = self.map.upper_bound(Bound::Included(&probe)) {
-                if e.key().key == probe.key && !e.value().tombstone {
-                    let found = Found {
-                        key: e.key().key.clone(),
-                        main: e.key().main,
-                        sub: e.key().sub,
-                        loc: e.value().loc(),
-                        create_revision: e.value().create_revision,
-                        version: e.value().version,
-                    };
-                    if !f(found) {
-                        return;
-                    }
+            let probe = IndexKey { key: k.clone(), main: rev, sub: u32::MAX };
+            if let Some(found) = self.latest(&probe) {
+                if !f(found) {
+                    return;
                 }
             }
             cursor = IndexKey { key: successor(&probe.key), main: 0, sub: 0 };

@@ -352,34 +352,33 @@ impl Store {
     }
 
     /// Reads the value of an index entry from a committed view of the log.
+    fn materialize(&self, reader: &mut LogReader, f: Found, keys_only: bool) -> Result<KeyValue> {
+        if keys_only {
+            return Ok(f.without_value());
+        }
+        self.resolve(f, |loc, key, retry| {
+            if retry {
+                *reader = self.inner.log.reader();
+            }
+            reader.get(loc).filter(|r| r.key == key).map(|r| r.value.to_vec())
+        })
+    }
+
+    /// Reads the value of `f`'s record with `read(loc, key, retry)`.
     ///
     /// A compaction may move the entry to a new snapshot and delete the file its old
-    /// location points into between the index lookup and this read: then the entry
-    /// is looked up again (compaction re-points it before deleting anything) and read
-    /// through a fresh view.
-    fn materialize(&self, reader: &mut LogReader, f: Found, keys_only: bool) -> Result<KeyValue> {
-        let mut kv = KeyValue {
-            key: f.key,
-            value: Vec::new(),
-            create_revision: f.create_revision,
-            mod_revision: f.main,
-            version: f.version,
-        };
-        if keys_only {
-            return Ok(kv);
-        }
+    /// location points into between the index lookup and the read: then the entry is
+    /// looked up again (compaction re-points it before deleting anything) and `read`
+    /// is called with `retry` set, to take a fresh view if it has one.
+    fn resolve(&self, f: Found, mut read: impl FnMut(Loc, &[u8], bool) -> Option<Vec<u8>>) -> Result<KeyValue> {
         let mut loc = f.loc;
         for attempt in 0..3 {
-            if let Some(r) = reader.get(loc).filter(|r| r.key == kv.key.as_slice()) {
-                kv.value = r.value.to_vec();
-                return Ok(kv);
+            if let Some(value) = read(loc, &f.key, attempt > 0) {
+                return Ok(KeyValue { value, ..f.without_value() });
             }
-            if attempt < 2 {
-                *reader = self.inner.log.reader();
-                loc = self.inner.index.loc_of(&kv.key, f.main, f.sub).unwrap_or(loc);
-            }
+            loc = self.inner.index.loc_of(&f.key, f.main, f.sub).unwrap_or(loc);
         }
-        Err(unresolved(&kv.key, loc))
+        Err(unresolved(&f.key, loc))
     }
 
     /// The key's state just before revision `rev` (for an event's `prev_kv`), or
@@ -395,25 +394,9 @@ impl Store {
         (at >= self.compact_revision()).then_some(kv)
     }
 
-    /// Reads a value for the writer, which may need records not yet committed; like
-    /// [`Store::materialize`], it looks the entry up again if a compaction moved it.
+    /// Reads a value for the writer, which may need records not yet committed.
     fn materialize_written(&self, f: Found) -> Result<KeyValue> {
-        let mut loc = f.loc;
-        for attempt in 0..3 {
-            if let Some(rec) = self.inner.log.read_written(loc).filter(|r| r.key == f.key) {
-                return Ok(KeyValue {
-                    key: f.key,
-                    value: rec.value,
-                    create_revision: f.create_revision,
-                    mod_revision: f.main,
-                    version: f.version,
-                });
-            }
-            if attempt < 2 {
-                loc = self.inner.index.loc_of(&f.key, f.main, f.sub).unwrap_or(loc);
-            }
-        }
-        Err(unresolved(&f.key, loc))
+        self.resolve(f, |loc, key, _| self.inner.log.read_written(loc).filter(|r| r.key == key).map(|r| r.value))
     }
 
     /// Sets `key` to `value` (etcd's Put). Returns once durable per the fsync policy.
@@ -688,17 +671,7 @@ impl Store {
         });
         let mut merged: std::collections::BTreeMap<Vec<u8>, Option<KeyValue>> = std::collections::BTreeMap::new();
         for (k, f) in found {
-            let kv = if opts.keys_only || opts.count_only {
-                KeyValue {
-                    key: f.key.clone(),
-                    value: Vec::new(),
-                    create_revision: f.create_revision,
-                    mod_revision: f.main,
-                    version: f.version,
-                }
-            } else {
-                self.materialize_written(f)?
-            };
+            let kv = if opts.keys_only || opts.count_only { f.without_value() } else { self.materialize_written(f)? };
             merged.insert(k, Some(kv));
         }
         if at == base {
@@ -743,13 +716,7 @@ impl Store {
             let kv = if matches!(c.target, CompareTarget::Value(_)) {
                 self.materialize_written(f)?
             } else {
-                KeyValue {
-                    key: f.key,
-                    value: Vec::new(),
-                    create_revision: f.create_revision,
-                    mod_revision: f.main,
-                    version: f.version,
-                }
+                f.without_value()
             };
             if !c.holds(&kv) {
                 return Ok(false);

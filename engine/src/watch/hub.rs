@@ -155,9 +155,7 @@ impl HubShared {
             drop(controls);
             if let Control::Register(core, created_rev) = c {
                 // Too late to register, but an accepted watch still gets `created`.
-                let mut created = super::types::WatchResponse::control(core.id, created_rev);
-                created.created = true;
-                core.stream.send_control(created);
+                core.stream.send_control(super::types::WatchResponse::created(core.id, created_rev));
             }
             return;
         }

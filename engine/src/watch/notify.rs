@@ -49,7 +49,6 @@ struct WatcherState {
     status: Status,
     /// Next revision to deliver (meaningful when not `Synced`).
     next: u64,
-    progress_pending: bool,
 }
 
 struct StreamEntry {
@@ -170,9 +169,7 @@ impl Notifier {
         // `created` response before the stream ends.
         for c in std::mem::take(&mut *lock(&self.hub.controls)) {
             if let Control::Register(core, created_rev) = c {
-                let mut created = WatchResponse::control(core.id, created_rev);
-                created.created = true;
-                core.stream.send_control(created);
+                core.stream.send_control(WatchResponse::created(core.id, created_rev));
             }
         }
         for (_, s) in self.streams.drain() {
@@ -238,9 +235,7 @@ impl Notifier {
 
     fn register(&mut self, core: Arc<WatcherCore>, created_rev: u64) {
         let Some(entry) = self.streams.get_mut(&core.stream.id) else { return };
-        let mut created = WatchResponse::control(core.id, created_rev);
-        created.created = true;
-        entry.shared.send_control(created);
+        entry.shared.send_control(WatchResponse::created(core.id, created_rev));
         let compact = self.hub.store.compact_revision();
         if core.min_rev < compact {
             // Created, then canceled: its start is gone (etcd: compact_revision set).
@@ -257,7 +252,7 @@ impl Notifier {
         if core.progress_notify {
             self.progress_notify.insert(uid);
         }
-        self.watchers.insert(uid, WatcherState { core, status: Status::Unsynced, next, progress_pending: false });
+        self.watchers.insert(uid, WatcherState { core, status: Status::Unsynced, next });
         self.unsynced.insert(uid);
         if next > self.notified {
             // From now or the future: synced at once; matchers skip revisions below
@@ -295,8 +290,6 @@ impl Notifier {
     fn cancel(&mut self, stream: u64, id: WatchId) {
         let Some(entry) = self.streams.get_mut(&stream) else { return };
         let Some(uid) = entry.watchers.remove(&id) else { return };
-        let shared = Arc::clone(&entry.shared);
-        let _ = shared;
         if let Some(w) = self.remove_watcher(uid) {
             let mut r = WatchResponse::control(id, self.notified);
             r.canceled = true;
@@ -338,41 +331,34 @@ impl Notifier {
                     return;
                 }
                 for uid in uids {
-                    let eligible = self.watchers.get(&uid).is_some_and(|w| self.eligible(w));
-                    if let Some(w) = self.watchers.get_mut(&uid) {
-                        if eligible {
-                            shared.send_control(WatchResponse::control(w.core.id, rev));
-                        } else {
-                            w.progress_pending = true;
-                            self.owed_progress.insert(uid);
-                        }
-                    }
+                    self.progress_for(uid, rev);
                 }
             }
             Some(id) => {
-                let Some(&uid) = entry.watchers.get(&id) else { return };
-                let eligible = self.watchers.get(&uid).is_some_and(|w| self.eligible(w));
-                if let Some(w) = self.watchers.get_mut(&uid) {
-                    if eligible {
-                        shared.send_control(WatchResponse::control(id, rev));
-                    } else {
-                        w.progress_pending = true;
-                        self.owed_progress.insert(uid);
-                    }
+                if let Some(&uid) = entry.watchers.get(&id) {
+                    self.progress_for(uid, rev);
                 }
             }
         }
     }
 
-    /// Sends deferred progress responses of watchers that became eligible.
+    /// Answers a progress request for one watcher at `rev`: at once if it is
+    /// eligible, else (at the then-notified revision) as soon as it becomes so.
+    fn progress_for(&mut self, uid: u64, rev: u64) {
+        let Some(w) = self.watchers.get(&uid) else { return };
+        if self.eligible(w) {
+            w.core.stream.send_control(WatchResponse::control(w.core.id, rev));
+        } else {
+            self.owed_progress.insert(uid);
+        }
+    }
+
+    /// Sends a deferred progress response if the watcher owes one and is eligible.
     fn flush_pending_progress(&mut self, uid: u64) {
-        let eligible = self.watchers.get(&uid).is_some_and(|w| self.eligible(w));
-        if let Some(w) = self.watchers.get_mut(&uid) {
-            if eligible && w.progress_pending {
-                w.progress_pending = false;
-                self.owed_progress.remove(&uid);
-                w.core.stream.send_control(WatchResponse::control(w.core.id, self.notified));
-            }
+        let Some(w) = self.watchers.get(&uid) else { return };
+        if self.owed_progress.contains(&uid) && self.eligible(w) {
+            w.core.stream.send_control(WatchResponse::control(w.core.id, self.notified));
+            self.owed_progress.remove(&uid);
         }
     }
 
@@ -539,11 +525,9 @@ impl Notifier {
     fn cancel_compacted(&mut self, uid: u64, compact: u64) {
         let Some(w) = self.watchers.get(&uid) else { return };
         let (sid, id) = (w.core.stream.id, w.core.id);
-        let shared = Arc::clone(&w.core.stream);
         if let Some(e) = self.streams.get_mut(&sid) {
             e.watchers.remove(&id);
         }
-        let _ = shared;
         if let Some(w) = self.remove_watcher(uid) {
             Self::finish(&w.core, compacted_response(id, self.notified, compact));
         }

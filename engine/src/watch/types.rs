@@ -143,6 +143,11 @@ impl WatchResponse {
         }
     }
 
+    /// A watcher's `created` response.
+    pub(crate) fn created(watch_id: WatchId, revision: u64) -> Self {
+        WatchResponse { created: true, ..Self::control(watch_id, revision) }
+    }
+
     /// Whether this is a progress notification (bookmark).
     pub fn is_progress(&self) -> bool {
         !self.created && !self.canceled && self.events.is_empty()
