@@ -13,7 +13,9 @@ use argus_engine::log::record::RecordKind;
 use argus_engine::log::{Event, FsyncPolicy, LogOptions, MemStorage, RevisionLog};
 use argus_engine::store::{Store, StoreOptions};
 use argus_engine::watch::loom_api::IndexModel;
-use argus_engine::watch::{ManualNotifier, WatchHub, WatchOptions, WatchReceiver, WatchRequest, WatchResponse};
+use argus_engine::watch::{
+    ManualNotifier, WatchController, WatchHub, WatchOptions, WatchReceiver, WatchRequest, WatchResponse,
+};
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::thread;
 
@@ -112,6 +114,20 @@ fn log_append_and_publish_race_a_reader() {
     });
 }
 
+/// A hub whose one stream holds one delivery, a watcher on `k` (its `created`
+/// received), and revisions 2 and 3 written but not yet fanned out.
+fn one_watcher_two_puts() -> (WatchHub, ManualNotifier, WatchController, WatchReceiver, i64) {
+    let store = store();
+    let (hub, mut n) = hub(&store, 1);
+    let (ctl, mut rx) = hub.stream().split();
+    let id = ctl.watch(WatchRequest::key("k")).unwrap();
+    n.settle(8);
+    assert!(rx.try_recv().unwrap().created);
+    store.put(b"k", b"2").unwrap();
+    store.put(b"k", b"3").unwrap();
+    (hub, n, ctl, rx, id)
+}
+
 /// Model 2a: a delivery finds the stream full (the watcher becomes a victim) while
 /// the consumer drains it: the victim is retried and gets every revision exactly
 /// once, in order.
@@ -119,14 +135,7 @@ fn log_append_and_publish_race_a_reader() {
 #[cfg_attr(feature = "bug-lost-victim-retry", should_panic(expected = "none lost"))]
 fn victim_retry_races_the_consumer_draining() {
     model(|| {
-        let store = store();
-        let (hub, mut n) = hub(&store, 1);
-        let (ctl, mut rx) = hub.stream().split();
-        let id = ctl.watch(WatchRequest::key("k")).unwrap();
-        n.settle(8);
-        assert!(rx.try_recv().unwrap().created);
-        store.put(b"k", b"2").unwrap();
-        store.put(b"k", b"3").unwrap();
+        let (hub, mut n, ctl, mut rx, id) = one_watcher_two_puts();
         let consumer = thread::spawn(move || {
             let mut got = Vec::new();
             for _ in 0..2 {
@@ -151,14 +160,7 @@ fn victim_retry_races_the_consumer_draining() {
 #[test]
 fn victim_retry_races_cancel() {
     model(|| {
-        let store = store();
-        let (hub, mut n) = hub(&store, 1);
-        let (ctl, mut rx) = hub.stream().split();
-        let id = ctl.watch(WatchRequest::key("k")).unwrap();
-        n.settle(8);
-        assert!(rx.try_recv().unwrap().created);
-        store.put(b"k", b"2").unwrap();
-        store.put(b"k", b"3").unwrap();
+        let (hub, mut n, ctl, mut rx, id) = one_watcher_two_puts();
         n.step(); // 2 queued, the watcher is a victim at 3
         let canceller = thread::spawn(move || {
             ctl.cancel(id).unwrap();
