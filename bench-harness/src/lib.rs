@@ -4,7 +4,8 @@
 //!   a benchmark can refuse tmpfs and a report can say where the data was;
 //! - [`RunMeta`]: facts a benchmark run records beside criterion's own output (data
 //!   directory, its file system, sizes of the data sets), read back by the report;
-//! - [`machine`]: the machine a run was made on.
+//! - [`machine`]: the machine a run was made on;
+//! - [`load_json`], [`json_num`]: reading the JSON files the runs write.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -183,6 +184,25 @@ pub mod machine {
             rustc: run("rustc", &["-V"]),
         }
     }
+}
+
+/// Reads and parses a JSON file.
+///
+/// # Errors
+///
+/// A sentence naming the file and what failed.
+pub fn load_json(path: &Path) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("parse {}: {e}", path.display()))
+}
+
+/// The number at `path` (object keys) inside `v`, if there is one.
+pub fn json_num(v: &serde_json::Value, path: &[&str]) -> Option<f64> {
+    let mut v = v;
+    for p in path {
+        v = v.get(p)?;
+    }
+    v.as_f64()
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use std::process::ExitCode;
 
 use argus_bench::machine;
 use argus_bench::RunMeta;
+use argus_bench::{json_num as num, load_json};
 use serde_json::{json, Value};
 
 /// Group-commit target: puts/s of 16 writers ÷ puts/s of 1 writer, under `always`.
@@ -88,19 +89,6 @@ fn parse_args() -> Result<Args, String> {
     }
     let criterion_dir = criterion_dir.ok_or("--criterion-dir is required")?;
     Ok(Args { criterion_dir, baseline, meta, out_dir, command, date, source })
-}
-
-fn load_json(path: &Path) -> Result<Value, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("parse {}: {e}", path.display()))
-}
-
-fn num(v: &Value, path: &[&str]) -> Option<f64> {
-    let mut v = v;
-    for p in path {
-        v = v.get(p)?;
-    }
-    v.as_f64()
 }
 
 /// One benchmark's figures.

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use argus_bench::machine;
+use argus_bench::{json_num as num, load_json};
 use serde_json::{json, Value};
 
 const FANOUT_TARGET: f64 = 3.0;
@@ -61,19 +62,6 @@ fn parse_args() -> Result<Args, String> {
         return Err("--criterion-dir and --results are required".into());
     }
     Ok(a)
-}
-
-fn load_json(path: &Path) -> Result<Value, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("parse {}: {e}", path.display()))
-}
-
-fn num(v: &Value, path: &[&str]) -> Option<f64> {
-    let mut v = v;
-    for p in path {
-        v = v.get(p)?;
-    }
-    v.as_f64()
 }
 
 fn need(v: &Value, path: &[&str], what: &str) -> Result<f64, String> {
