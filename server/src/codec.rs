@@ -75,13 +75,17 @@ impl WatchFrame {
 
 /// The field-11 bytes of every event of `batch`, encoded on first use.
 pub fn memo(batch: &RevisionBatch, prev_kv: bool) -> &[u8] {
-    batch.encoded[usize::from(prev_kv)].get_or_init(|| {
-        let mut out = Vec::new();
-        for e in &batch.events {
-            prost::encoding::message::encode(11, &convert::event(e, prev_kv), &mut out);
-        }
-        out
-    })
+    &batch.encoded[usize::from(prev_kv)]
+        .get_or_init(|| {
+            let mut out = Vec::new();
+            let mut ends = Vec::with_capacity(batch.events.len());
+            for e in &batch.events {
+                prost::encoding::message::encode(11, &convert::event(e, prev_kv), &mut out);
+                ends.push(out.len() as u32);
+            }
+            argus_engine::watch::EncodedEvents { bytes: out.into(), ends: ends.into() }
+        })
+        .bytes
 }
 
 fn part_len(p: &EventsPart) -> usize {

@@ -235,6 +235,7 @@ impl WatchHub {
             rx,
             expanded: Default::default(),
             done: false,
+            waiting: None,
             hub: Arc::clone(&self.shared),
             _guard: guard,
         };

@@ -14,6 +14,7 @@
 //! - [`catchup`](self::catchup): unsynced watchers served from the log, in parallel.
 
 mod catchup;
+mod delivery;
 mod hub;
 mod index;
 mod interval;
@@ -25,6 +26,7 @@ mod types;
 mod victims;
 mod watcher;
 
+pub use delivery::{Delivery, Ids, Item, Part};
 #[cfg(loom)]
 pub use hub::ManualNotifier;
 pub use hub::{MetricsSnapshot, WatchHub, WatchMetrics, WatchOptions};

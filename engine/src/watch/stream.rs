@@ -17,8 +17,9 @@
 //! [`WatchResponse`] per watcher, so the notifier's cost per stream does not grow
 //! with the stream's watcher count.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 
+use super::delivery::{Delivery, Expansion, Ids, Item, Part};
 use super::hub::{Control, HubShared};
 use super::types::{RevisionEvents, WatchId, WatchRequest, WatchResponse};
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -330,94 +331,172 @@ impl WatchController {
 }
 
 /// The receiving half of a watch stream.
+///
+/// Two views of the same FIFO: [`WatchReceiver::recv_item`] and its siblings hand
+/// out [`Item`]s (a delivery names every watcher it reaches, with the events shared:
+/// what a server that writes bytes wants), and [`WatchReceiver::recv`] and its
+/// siblings hand out one etcd-style [`WatchResponse`] per watcher, built from those
+/// items one at a time. Mixing them is allowed: an item that the per-watcher view
+/// has started is handed on as the rest of it.
 pub struct WatchReceiver {
     pub(crate) shared: Arc<StreamShared>,
     pub(crate) rx: flume::Receiver<Queued>,
-    pub(crate) expanded: VecDeque<WatchResponse>,
+    pub(crate) expanded: Expansion,
     pub(crate) done: bool,
     pub(crate) hub: Arc<HubShared>,
+    pub(crate) waiting: Option<std::pin::Pin<Box<flume::r#async::RecvFut<'static, Queued>>>>,
     pub(crate) _guard: Arc<CloseGuard>,
 }
 
 impl WatchReceiver {
-    fn expand(&mut self, q: Queued) -> Option<WatchResponse> {
+    /// Accounts for a dequeued entry and turns it into an item (`None`: closed).
+    fn take(&mut self, q: Queued) -> Option<Item> {
         self.shared.consumed(&q);
-        Some(match q.item {
+        let item = match q.item {
             StreamItem::Closed => {
                 self.done = true;
                 return None;
             }
+            StreamItem::Response(r) if r.events.is_empty() => Item::Response(r),
             StreamItem::Response(r) => {
-                let n = r.event_count() as u64;
-                self.hub.metrics.events_delivered.fetch_add(n, Ordering::Relaxed);
-                r
+                let n = r.events.len();
+                let all: Arc<[RevisionEvents]> = r.events.into();
+                Item::Events(Delivery::new(vec![Part::run(Ids::One(r.watch_id), r.prev_kv, all, 0, n)]))
             }
             StreamItem::Fanout { events, watchers } => {
-                let n = events.len() as u64 * watchers.len() as u64;
-                self.hub.metrics.events_delivered.fetch_add(n, Ordering::Relaxed);
-                let rev = events.batch.revision;
-                let mut it = watchers.into_iter();
-                let (first_id, first_prev) = it.next().expect("a fan-out reaches at least one watcher");
-                for (id, prev_kv) in it {
-                    let mut r = WatchResponse::control(id, rev);
-                    r.events.push(events.clone());
-                    r.prev_kv = prev_kv;
-                    self.expanded.push_back(r);
+                let (with, without): (Vec<_>, Vec<_>) = watchers.into_iter().partition(|(_, p)| *p);
+                let mut parts = Vec::new();
+                for (ids, prev) in [(without, false), (with, true)] {
+                    if !ids.is_empty() {
+                        let ids: Vec<WatchId> = ids.into_iter().map(|(id, _)| id).collect();
+                        parts.push(Part::one(ids.into(), prev, events.clone()));
+                    }
                 }
-                let mut r = WatchResponse::control(first_id, rev);
-                r.events.push(events);
-                r.prev_kv = first_prev;
-                r
+                Item::Events(Delivery::new(parts))
             }
-        })
+        };
+        let n = match &item {
+            Item::Events(d) => d.event_count(),
+            _ => 0,
+        };
+        self.hub.metrics.events_delivered.fetch_add(n, Ordering::Relaxed);
+        Some(item)
     }
 
-    /// The next response, waiting for one; `None` once the stream is closed and empty.
-    pub fn recv(&mut self) -> Option<WatchResponse> {
-        if let Some(r) = self.expanded.pop_front() {
-            return Some(r);
+    /// The rest of an item the per-watcher view started, if any.
+    fn rest(&mut self) -> Option<Item> {
+        if self.expanded.is_done() {
+            None
+        } else {
+            self.expanded.take_rest()
         }
-        if self.done {
-            return None;
-        }
-        let q = self.rx.recv().ok()?;
-        self.expand(q)
     }
 
-    /// The next response if one is queued.
-    pub fn try_recv(&mut self) -> Option<WatchResponse> {
-        if let Some(r) = self.expanded.pop_front() {
-            return Some(r);
+    /// The next item if one is queued.
+    pub fn try_recv_item(&mut self) -> Option<Item> {
+        if let Some(i) = self.rest() {
+            return Some(i);
         }
         if self.done {
             return None;
         }
         let q = self.rx.try_recv().ok()?;
-        self.expand(q)
+        self.take(q)
     }
 
-    /// The next response, waiting at most `timeout`.
-    pub fn recv_timeout(&mut self, timeout: std::time::Duration) -> Option<WatchResponse> {
-        if let Some(r) = self.expanded.pop_front() {
-            return Some(r);
+    /// The next item, waiting for one; `None` once the stream is closed and empty.
+    pub fn recv_item(&mut self) -> Option<Item> {
+        if let Some(i) = self.rest() {
+            return Some(i);
+        }
+        if self.done {
+            return None;
+        }
+        let q = self.rx.recv().ok()?;
+        self.take(q)
+    }
+
+    /// The next item, waiting at most `timeout`.
+    pub fn recv_item_timeout(&mut self, timeout: std::time::Duration) -> Option<Item> {
+        if let Some(i) = self.rest() {
+            return Some(i);
         }
         if self.done {
             return None;
         }
         let q = self.rx.recv_timeout(timeout).ok()?;
-        self.expand(q)
+        self.take(q)
     }
 
-    /// The next response, awaiting one (runtime-agnostic; flume's async receive).
-    pub async fn recv_async(&mut self) -> Option<WatchResponse> {
-        if let Some(r) = self.expanded.pop_front() {
-            return Some(r);
+    /// Polls for the next item: `Ready(None)` once the stream is closed and empty;
+    /// `Pending` registers `cx`'s waker, woken when an item is queued.
+    pub fn poll_recv_item(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Item>> {
+        use std::future::Future;
+        use std::task::Poll;
+        if let Some(i) = self.rest() {
+            return Poll::Ready(Some(i));
         }
         if self.done {
-            return None;
+            return Poll::Ready(None);
         }
-        let q = self.rx.recv_async().await.ok()?;
-        self.expand(q)
+        if self.waiting.is_none() {
+            if let Ok(q) = self.rx.try_recv() {
+                return Poll::Ready(self.take(q));
+            }
+            self.waiting = Some(Box::pin(self.rx.clone().into_recv_async()));
+        }
+        let fut = self.waiting.as_mut().expect("set above");
+        match fut.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(r) => {
+                self.waiting = None;
+                match r {
+                    Ok(q) => Poll::Ready(self.take(q)),
+                    Err(_) => Poll::Ready(None),
+                }
+            }
+        }
+    }
+
+    /// The next item, awaiting one (runtime-agnostic).
+    pub async fn recv_item_async(&mut self) -> Option<Item> {
+        std::future::poll_fn(|cx| self.poll_recv_item(cx)).await
+    }
+
+    /// The next per-watcher response of the current item, else of a new item (items
+    /// always stand for at least one response).
+    fn next_response(&mut self, get: impl FnOnce(&mut Self) -> Option<Item>) -> Option<WatchResponse> {
+        if let Some(r) = self.expanded.next_response() {
+            return Some(r);
+        }
+        let item = get(self)?;
+        self.expanded = Expansion::start(item);
+        self.expanded.next_response()
+    }
+
+    /// The next response, waiting for one; `None` once the stream is closed and empty.
+    pub fn recv(&mut self) -> Option<WatchResponse> {
+        self.next_response(|s| s.recv_item())
+    }
+
+    /// The next response if one is queued.
+    pub fn try_recv(&mut self) -> Option<WatchResponse> {
+        self.next_response(|s| s.try_recv_item())
+    }
+
+    /// The next response, waiting at most `timeout`.
+    pub fn recv_timeout(&mut self, timeout: std::time::Duration) -> Option<WatchResponse> {
+        self.next_response(|s| s.recv_item_timeout(timeout))
+    }
+
+    /// The next response, awaiting one (runtime-agnostic).
+    pub async fn recv_async(&mut self) -> Option<WatchResponse> {
+        if let Some(r) = self.expanded.next_response() {
+            return Some(r);
+        }
+        let item = self.recv_item_async().await?;
+        self.expanded = Expansion::start(item);
+        self.expanded.next_response()
     }
 }
 

@@ -52,10 +52,35 @@ pub struct RevisionBatch {
     pub has_prev_kv: bool,
     /// Approximate encoded size in bytes (keys, values, prev values, overhead).
     pub size: usize,
-    /// Memo of a consumer's serialized form of all the events, without (`[0]`) and
-    /// with (`[1]`) prev_kv: the gRPC server encodes a revision's events once here and
-    /// reuses the bytes for every watcher that receives all of them.
-    pub encoded: [std::sync::OnceLock<Vec<u8>>; 2],
+    /// Memo of a consumer's serialized form of the events, without (`[0]`) and with
+    /// (`[1]`) prev_kv: the gRPC server encodes a revision's events once here and
+    /// reuses the bytes (or slices of them, for a selection) for every watcher.
+    pub encoded: [std::sync::OnceLock<EncodedEvents>; 2],
+}
+
+/// The serialized events of one revision, as a consumer encoded them once for all
+/// watchers (see [`RevisionBatch::encoded`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedEvents {
+    /// Every event's bytes, back to back, in sub-revision order.
+    pub bytes: bytes::Bytes,
+    /// `ends[i]`: where event `i`'s bytes end (event `i` is
+    /// `bytes[ends[i-1]..ends[i]]`, with `ends[-1]` = 0).
+    pub ends: Box<[u32]>,
+}
+
+impl EncodedEvents {
+    /// The bytes of event `i`.
+    pub fn event(&self, i: usize) -> bytes::Bytes {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.bytes.slice(start..self.ends[i] as usize)
+    }
+
+    /// The byte range of event `i` in [`EncodedEvents::bytes`].
+    pub fn range(&self, i: usize) -> std::ops::Range<usize> {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        start..self.ends[i] as usize
+    }
 }
 
 impl RevisionBatch {
