@@ -19,7 +19,8 @@ twins=(
   "log_append_and_publish_race_a_reader:bug-publish-before-write"
   "victim_retry_races_the_consumer_draining:bug-lost-victim-retry"
   "unsynced_to_synced_handoff_races_the_notifier:bug-early-handoff"
-  "index_snapshot_swap_races_matchers_and_cancel:bug-ignore-synced-flag"
+  "catchup_result_races_a_cancel_that_reuses_the_group_slot:bug-stale-handle"
+  "a_blocked_consumer_is_woken_by_a_delivery:bug-lost-wakeup"
   "progress_request_races_events:bug-progress-ahead"
 )
 for t in "${twins[@]}"; do

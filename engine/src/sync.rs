@@ -5,12 +5,14 @@
 //! for loom's instrumented versions and the loom models in `loom-tests/` explore
 //! the real engine code. A plain `cargo build` uses `std` unchanged.
 
+#[cfg(loom)]
+pub(crate) use std::sync::Arc;
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 #[cfg(not(loom))]
 pub(crate) mod atomic {
-    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 }
 
 // `Arc` stays std's under loom: loom's `Arc` cannot hold unsized values (`dyn
@@ -19,12 +21,10 @@ pub(crate) mod atomic {
 // which loom does model.
 #[cfg(loom)]
 pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
-#[cfg(loom)]
-pub(crate) use std::sync::Arc;
 
 #[cfg(loom)]
 pub(crate) mod atomic {
-    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 }
 
 /// Locks `m`, recovering the guard if another thread panicked while holding it.
@@ -85,58 +85,227 @@ impl<T> SwapCell<T> {
     }
 }
 
-/// Runs `f` on every item, in parallel on rayon's pool when `parallel`, and
-/// returns the results in item order. Under loom, sequentially (rayon's threads are
-/// not loom threads).
-pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], parallel: bool, f: impl Fn(&T) -> R + Sync + Send) -> Vec<R> {
+/// The engine's own worker pool (rayon), for catch-up jobs and parallel matching;
+/// its threads are named `argus-engine-N` so that profiles and the benchmark's CPU
+/// split can tell engine work from the server's.
+///
+/// Under loom there are no pool threads: `par_map` runs in order on the caller, and
+/// `spawn` queues the job for the model to run ([`Pool::run_queued`]), on whichever
+/// loom thread the model chooses.
+pub(crate) struct Pool {
     #[cfg(not(loom))]
-    {
-        if parallel && items.len() > 1 {
-            use rayon::prelude::*;
-            return items.par_iter().map(f).collect();
+    pool: rayon::ThreadPool,
+    #[cfg(loom)]
+    queued: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Pool {
+    /// A pool of `threads` threads (0: one per core).
+    pub(crate) fn new(threads: usize) -> Pool {
+        #[cfg(not(loom))]
+        {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("argus-engine-{i}"))
+                .build()
+                .expect("start the engine's worker threads");
+            Pool { pool }
+        }
+        #[cfg(loom)]
+        {
+            let _ = threads;
+            Pool { queued: Mutex::new(Vec::new()) }
         }
     }
-    let _ = parallel;
-    items.iter().map(f).collect()
-}
 
-/// Runs `job` in the background (rayon's pool); under loom, at once on this thread.
-pub(crate) fn spawn_job(job: impl FnOnce() + Send + 'static) {
-    #[cfg(not(loom))]
-    {
-        rayon::spawn(job);
+    /// Threads in the pool.
+    pub(crate) fn threads(&self) -> usize {
+        #[cfg(not(loom))]
+        {
+            self.pool.current_num_threads()
+        }
+        #[cfg(loom)]
+        {
+            2
+        }
     }
+
+    /// Runs `f` on every item, in parallel on the pool when `parallel`, and returns
+    /// the results in item order.
+    pub(crate) fn par_map<T: Sync, R: Send>(
+        &self,
+        items: &[T],
+        parallel: bool,
+        f: impl Fn(&T) -> R + Sync + Send,
+    ) -> Vec<R> {
+        #[cfg(not(loom))]
+        {
+            if parallel && items.len() > 1 {
+                use rayon::prelude::*;
+                return self.pool.install(|| items.par_iter().map(f).collect());
+            }
+        }
+        let _ = parallel;
+        items.iter().map(f).collect()
+    }
+
+    /// Runs `job` in the background.
+    pub(crate) fn spawn(&self, job: impl FnOnce() + Send + 'static) {
+        #[cfg(not(loom))]
+        {
+            self.pool.spawn(job);
+        }
+        #[cfg(loom)]
+        {
+            lock(&self.queued).push(Box::new(job));
+        }
+    }
+
+    /// Takes the jobs spawned so far (loom models run them where they choose).
     #[cfg(loom)]
-    {
-        job();
+    pub(crate) fn take_queued(&self) -> Vec<Box<dyn FnOnce() + Send>> {
+        std::mem::take(&mut *lock(&self.queued))
     }
 }
 
-/// A wake-up signal for one waiting thread: `ring` sets it, `wait` consumes it.
+/// A multi-producer queue with no lock: crossbeam's `SegQueue` (lock-free, grows and
+/// frees its blocks as it fills and drains); under loom a `Mutex<VecDeque>`, which
+/// loom can see.
+pub(crate) struct Queue<T> {
+    #[cfg(not(loom))]
+    q: crossbeam_queue::SegQueue<T>,
+    #[cfg(loom)]
+    q: Mutex<std::collections::VecDeque<T>>,
+}
+
+impl<T> Queue<T> {
+    pub(crate) fn new() -> Self {
+        Queue { q: Default::default() }
+    }
+
+    pub(crate) fn push(&self, v: T) {
+        #[cfg(not(loom))]
+        self.q.push(v);
+        #[cfg(loom)]
+        lock(&self.q).push_back(v);
+    }
+
+    pub(crate) fn pop(&self) -> Option<T> {
+        #[cfg(not(loom))]
+        {
+            self.q.pop()
+        }
+        #[cfg(loom)]
+        {
+            lock(&self.q).pop_front()
+        }
+    }
+}
+
+/// One registered waker, woken without a lock (`atomic-waker`; loom's model of it
+/// under loom).
 #[derive(Default)]
+pub(crate) struct AtomicWaker {
+    #[cfg(not(loom))]
+    inner: atomic_waker::AtomicWaker,
+    #[cfg(loom)]
+    inner: loom::future::AtomicWaker,
+}
+
+impl AtomicWaker {
+    pub(crate) fn new() -> Self {
+        AtomicWaker { inner: Default::default() }
+    }
+
+    /// Registers `waker` to be woken by the next [`AtomicWaker::wake`].
+    pub(crate) fn register(&self, waker: &std::task::Waker) {
+        #[cfg(not(loom))]
+        self.inner.register(waker);
+        #[cfg(loom)]
+        self.inner.register_by_ref(waker);
+    }
+
+    /// Wakes the registered waker, if any (and forgets it).
+    pub(crate) fn wake(&self) {
+        self.inner.wake();
+    }
+}
+
+/// Thread parking, for the blocking receive of a stream.
+pub(crate) mod thread {
+    #[cfg(loom)]
+    pub(crate) use loom::thread::{current, park, Thread};
+    #[cfg(not(loom))]
+    pub(crate) use std::thread::{current, park, park_timeout, Thread};
+}
+
+/// A [`std::task::Waker`] that unparks one thread (a blocking receiver).
+pub(crate) struct ThreadWaker(pub(crate) thread::Thread);
+
+impl std::task::Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// A wake-up signal for one thread (the notifier): `ring` sets it and unparks the
+/// thread if it sleeps, `wait` consumes it. No lock: one atomic swap per ring, and a
+/// futex wake only when the thread actually sleeps.
+///
+/// Protocol: the state is `IDLE`, `RUNG` or `SLEEPING`. The waiter announces
+/// `SLEEPING` with a compare-exchange from `IDLE` (failing only if a ring came in,
+/// which it then consumes), parks, and on waking swaps the state back to `IDLE`; a
+/// ring swaps in `RUNG` and unparks only if it replaced `SLEEPING`. Every access is
+/// a read-modify-write, so a ring is never lost between the waiter's check and its
+/// park (and a spurious unpark only costs one extra turn).
 pub(crate) struct Doorbell {
-    rung: Mutex<bool>,
-    cv: Condvar,
+    state: atomic::AtomicUsize,
+    sleeper: std::sync::OnceLock<thread::Thread>,
+}
+
+const IDLE: usize = 0;
+const RUNG: usize = 1;
+const SLEEPING: usize = 2;
+
+impl Default for Doorbell {
+    fn default() -> Self {
+        Doorbell { state: atomic::AtomicUsize::new(IDLE), sleeper: std::sync::OnceLock::new() }
+    }
 }
 
 impl Doorbell {
     pub(crate) fn ring(&self) {
-        let mut r = lock(&self.rung);
-        if !*r {
-            *r = true;
-            self.cv.notify_one();
+        if self.state.swap(RUNG, atomic::Ordering::AcqRel) == SLEEPING {
+            if let Some(t) = self.sleeper.get() {
+                t.unpark();
+            }
         }
     }
 
-    /// Waits until rung or `timeout` passes; returns whether it was rung.
+    /// Waits until rung or `timeout` passes; returns whether it was rung. Only one
+    /// thread may wait on a doorbell, always the same one.
+    #[cfg(not(loom))]
     pub(crate) fn wait(&self, timeout: std::time::Duration) -> bool {
-        let mut r = lock(&self.rung);
-        if !*r {
-            r = match self.cv.wait_timeout(r, timeout) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
+        use atomic::Ordering::AcqRel;
+        let me = self.sleeper.get_or_init(thread::current);
+        debug_assert_eq!(me.id(), std::thread::current().id(), "one waiter per doorbell");
+        if self.state.compare_exchange(IDLE, SLEEPING, AcqRel, atomic::Ordering::Acquire).is_err() {
+            // Rung since the last wait.
+            self.state.swap(IDLE, AcqRel);
+            return true;
         }
-        std::mem::replace(&mut *r, false)
+        thread::park_timeout(timeout);
+        self.state.swap(IDLE, AcqRel) == RUNG
+    }
+
+    /// Consumes a pending ring without waiting (loom models step the notifier by
+    /// hand, so nothing ever sleeps on the doorbell there).
+    #[cfg(loom)]
+    pub(crate) fn take(&self) -> bool {
+        self.state.swap(IDLE, atomic::Ordering::AcqRel) == RUNG
     }
 }

@@ -620,6 +620,7 @@ fn random_options(rng: &mut StdRng) -> WatchOptions {
         progress_interval: Duration::from_millis(rng.random_range(10..100)),
         index_shards: rng.random_range(1..=8),
         parallel_match_threshold: [1, 8, 8192][rng.random_range(0..3)],
+        engine_threads: rng.random_range(1..=3),
     }
 }
 

@@ -12,11 +12,9 @@ use std::sync::Arc;
 use argus_engine::log::record::RecordKind;
 use argus_engine::log::{Event, FsyncPolicy, LogOptions, MemStorage, RevisionLog};
 use argus_engine::store::{Store, StoreOptions};
-use argus_engine::watch::loom_api::IndexModel;
 use argus_engine::watch::{
-    ManualNotifier, WatchController, WatchHub, WatchOptions, WatchReceiver, WatchRequest, WatchResponse,
+    Item, ManualNotifier, WatchController, WatchHub, WatchOptions, WatchReceiver, WatchRequest, WatchResponse,
 };
-use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::thread;
 
 /// Runs `f` under loom (preemption bound 2 unless `LOOM_MAX_PREEMPTIONS` says
@@ -160,7 +158,7 @@ fn victim_retry_races_the_consumer_draining() {
 #[test]
 fn victim_retry_races_cancel() {
     model(|| {
-        let (hub, mut n, ctl, mut rx, id) = one_watcher_two_puts();
+        let (_hub, mut n, ctl, mut rx, id) = one_watcher_two_puts();
         n.step(); // 2 queued, the watcher is a victim at 3
         let canceller = thread::spawn(move || {
             ctl.cancel(id).unwrap();
@@ -212,37 +210,83 @@ fn unsynced_to_synced_handoff_races_the_notifier() {
     });
 }
 
-/// Model 4: the owner publishes a new index snapshot while a matcher reads the old
-/// one and a watcher is canceled: a match that starts after the cancel never
-/// delivers to the canceled watcher, and the new watcher is found once published.
+/// Model 4: a catch-up job runs on its own thread while its group is canceled and
+/// the group's slot is reused by a new watcher's group, which has a job of its own:
+/// the old job's result never reaches the new group (the generation of the slab
+/// handle tells them apart), and the new watcher gets exactly its own events.
 #[test]
-#[cfg_attr(feature = "bug-ignore-synced-flag", should_panic(expected = "delivered to a canceled watcher"))]
-fn index_snapshot_swap_races_matchers_and_cancel() {
+#[cfg_attr(feature = "bug-stale-handle", should_panic(expected = "only its own key"))]
+fn catchup_result_races_a_cancel_that_reuses_the_group_slot() {
     model(|| {
-        let idx = Arc::new(IndexModel::new(2));
-        idx.add(1, b"k", None);
-        idx.apply();
-        let canceled = Arc::new(AtomicBool::new(false));
-        let (i1, c1) = (Arc::clone(&idx), Arc::clone(&canceled));
-        let canceller = thread::spawn(move || {
-            i1.cancel(1);
-            c1.store(true, Ordering::SeqCst);
-        });
-        let (i2, c2) = (Arc::clone(&idx), Arc::clone(&canceled));
-        let matcher = thread::spawn(move || {
-            let after_cancel = c2.load(Ordering::SeqCst);
-            let d = i2.deliverable(b"k");
-            if after_cancel {
-                assert!(!d.contains(&1), "delivered to a canceled watcher: {d:?}");
+        let store = store();
+        store.put(b"a", b"2").unwrap();
+        store.put(b"b", b"3").unwrap();
+        let (hub, mut n) = hub(&store, 8);
+        let (ctl, mut rx) = hub.stream().split();
+        let old = ctl.watch(WatchRequest::key("a").from_revision(2)).unwrap();
+        n.step_without_jobs(); // registers it (unsynced) and starts its job
+        let jobs = n.take_jobs();
+        assert_eq!(jobs.len(), 1);
+        let job = thread::spawn(move || {
+            for j in jobs {
+                j();
             }
         });
-        idx.add(2, b"a", Some(b"z")); // the owner swaps in a snapshot with a range watcher
-        idx.apply();
-        assert!(idx.deliverable(b"k").contains(&2), "a published watcher is matched");
-        canceller.join().unwrap();
-        matcher.join().unwrap();
-        idx.apply();
-        assert_eq!(idx.deliverable(b"k"), vec![2]);
+        ctl.cancel(old).unwrap();
+        let new = ctl.watch(WatchRequest::key("b").from_revision(2)).unwrap();
+        for _ in 0..3 {
+            n.step_without_jobs();
+            for j in n.take_jobs() {
+                j();
+            }
+        }
+        job.join().unwrap();
+        let got = drain(&mut rx, &mut n);
+        for r in &got {
+            for e in r.events() {
+                if r.watch_id == new {
+                    assert_eq!(e.kv.key, b"b", "the new watcher gets only its own key: {got:?}");
+                }
+            }
+        }
+        let new_revs: Vec<u64> = got
+            .iter()
+            .filter(|r| r.watch_id == new)
+            .flat_map(|r| r.events().map(|e| e.kv.mod_revision).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(new_revs, vec![3], "its revision once");
+        let cancel_at = got.iter().position(|r| r.canceled && r.watch_id == old).expect("the cancel is answered");
+        assert!(got[cancel_at..].iter().all(|r| r.watch_id != old || r.events.is_empty()), "nothing after canceled");
+        drop(ctl);
+    });
+}
+
+/// Model 6: the consumer blocks for the next item while the notifier fans a
+/// revision out to its stream: whatever the interleaving of the push and wake with
+/// the consumer's pop, waker registration and park, the consumer wakes with the
+/// delivery (a lost wake-up would leave it parked forever: loom reports a deadlock).
+#[test]
+#[cfg_attr(feature = "bug-lost-wakeup", should_panic(expected = "deadlock"))]
+fn a_blocked_consumer_is_woken_by_a_delivery() {
+    model(|| {
+        let store = store();
+        let (hub, mut n) = hub(&store, 8);
+        let (ctl, mut rx) = hub.stream().split();
+        ctl.watch(WatchRequest::key("k")).unwrap();
+        n.settle(8);
+        assert!(rx.try_recv().unwrap().created);
+        store.put(b"k", b"2").unwrap();
+        let consumer = thread::spawn(move || {
+            let item = rx.recv_item();
+            (rx, item)
+        });
+        n.step();
+        let (rx, item) = consumer.join().unwrap();
+        match item {
+            Some(Item::Events(d)) => assert_eq!(d.event_count(), 1),
+            other => panic!("expected the delivery, got {other:?}"),
+        }
+        drop((rx, ctl, hub));
     });
 }
 

@@ -1,33 +1,49 @@
-//! Catch-up: serving unsynced watchers (started in the past, or victims that fell
+//! Catch-up: serving unsynced groups (started in the past, or victims that fell
 //! behind) from the log.
 //!
-//! The notifier takes unsynced watchers in batches of at most
-//! `WatchOptions::catchup_batch`, grouped by next revision, and runs each batch as
-//! one job on rayon's pool; batches run in parallel. A job reads the mapped log once
-//! over `[min next revision, target]` (`target` is the notifier's position when the
-//! job was made, so it is committed and fixed), builds each revision's events once
-//! as an `Arc`'d [`RevisionBatch`] shared by every watcher of the batch, and cuts
-//! each watcher's events into responses of at most `response_max_revisions`
-//! revisions or `response_max_bytes` bytes, never splitting a revision.
+//! The notifier takes unsynced groups in batches of at most
+//! `WatchOptions::catchup_batch`, in cursor order, and runs each batch as one job on
+//! the engine's pool; batches run in parallel. A job reads the mapped log once over
+//! `[smallest cursor, target]` (`target` is the notifier's position when the job was
+//! made, so it is committed and fixed). For each revision it decides on the borrowed
+//! records which groups select which events (once per distinct range and filters,
+//! however many groups and watchers share them) and builds the revision's shared
+//! [`RevisionBatch`] only if somebody selected something. Each group's revisions go
+//! into one list, cut into responses of at most `response_max_revisions` revisions
+//! or `response_max_bytes` bytes, never splitting a revision; the responses are parts
+//! of that list, not copies.
 //!
-//! The job only computes; the notifier delivers the responses, so all of a watcher's
-//! sends stay on one thread and in order. Delivery moves the watcher's cursor to
-//! `target + 1`; if the notifier has not moved on since, the watcher joins the
-//! synced index right there, at the notifier's position: no revision is skipped or
-//! sent twice at the hand-off.
+//! The job only computes and names each group by a generation-checked handle; the
+//! notifier delivers the responses (so all of a group's sends stay on one thread and
+//! in order) to the group's watchers *as they are then*, and only if the handle
+//! still names the same group: a group canceled while its job ran, whose slot was
+//! reused by another group, gets nothing (modelled with loom). Delivery moves the
+//! group's cursor to `target + 1`; if the notifier has not moved on since, the group
+//! joins the synced index right there, at the notifier's position: no revision is
+//! skipped or sent twice at the hand-off.
 
+use std::collections::HashMap;
+
+use super::group::Class;
+use super::index::KeyRange;
 use super::notify::batch_from_records;
-use super::types::{RevisionBatch, RevisionEvents, WatchResponse};
-use super::watcher::WatcherCore;
+use super::slab::Handle;
+use super::types::{EventKind, RevisionBatch, RevisionEvents};
+use crate::log::record::{RecordKind, RecordRef};
 use crate::store::Store;
 use crate::sync::Arc;
 
-/// What decides which events a watcher selects: key, range end, filters.
-type SelectionKey<'a> = (&'a [u8], &'a Option<super::interval::RangeEnd>, bool, bool);
+/// One group as a job sees it: a copy of what decides its events.
+pub(crate) struct JobGroup {
+    pub(crate) group: Handle,
+    pub(crate) range: KeyRange,
+    pub(crate) class: Class,
+    /// First revision it is owed.
+    pub(crate) next: u64,
+}
 
 pub(crate) struct CatchupJob {
-    /// Watchers with their next revision, in next-revision order.
-    pub(crate) watchers: Vec<(Arc<WatcherCore>, u64)>,
+    pub(crate) groups: Vec<JobGroup>,
     /// Last revision to read.
     pub(crate) target: u64,
     pub(crate) max_revs: usize,
@@ -35,21 +51,72 @@ pub(crate) struct CatchupJob {
 }
 
 pub(crate) enum Outcome {
-    /// Responses to deliver, after which the watcher's next revision is `next`.
-    Caught { responses: Vec<WatchResponse>, next: u64 },
+    /// The group's revisions (`cuts[i]`: end of response `i` in `revisions`), after
+    /// which its next revision is `next`.
+    Caught { revisions: Vec<RevisionEvents>, cuts: Vec<u32>, next: u64 },
     /// Its next revision is no longer in the log.
     Compacted,
 }
 
 pub(crate) struct CatchupResult {
-    pub(crate) outcomes: Vec<(Arc<WatcherCore>, Outcome)>,
+    pub(crate) outcomes: Vec<(Handle, Outcome)>,
 }
 
+#[derive(Default)]
 struct Building {
-    responses: Vec<WatchResponse>,
-    current: Option<WatchResponse>,
+    revisions: Vec<RevisionEvents>,
+    cuts: Vec<u32>,
+    /// Revisions and bytes in the response being filled.
     revs: usize,
     bytes: usize,
+}
+
+impl Building {
+    fn push(&mut self, ev: RevisionEvents, max_revs: usize, max_bytes: usize) {
+        let size = ev.size();
+        if self.revs > 0 && (self.revs >= max_revs || self.bytes + size > max_bytes) {
+            self.cuts.push(self.revisions.len() as u32);
+            self.revs = 0;
+            self.bytes = 0;
+        }
+        self.revisions.push(ev);
+        self.revs += 1;
+        self.bytes += size;
+    }
+
+    fn finish(mut self) -> (Vec<RevisionEvents>, Vec<u32>) {
+        if self.revs > 0 {
+            self.cuts.push(self.revisions.len() as u32);
+        }
+        (self.revisions, self.cuts)
+    }
+}
+
+pub(crate) fn event_kind(r: &RecordRef<'_>) -> EventKind {
+    match r.kind {
+        RecordKind::Delete => EventKind::Delete,
+        _ => EventKind::Put,
+    }
+}
+
+/// The events of one revision a range and filter selection receives: `None` if
+/// none, `Some(None)` if all, else their indices.
+fn select(recs: &[RecordRef<'_>], range: &KeyRange, class: Class) -> Option<Option<Arc<[u32]>>> {
+    // `picked` is allocated only once an event does not match: the common case
+    // (every event of the revision matches) allocates nothing.
+    let mut picked: Option<Vec<u32>> = None;
+    let mut any = false;
+    for (i, r) in recs.iter().enumerate() {
+        let hit = range.contains(r.key) && class.passes(event_kind(r));
+        match (&mut picked, hit) {
+            (Some(p), true) => p.push(i as u32),
+            (Some(_), false) => {}
+            (None, true) => {}
+            (None, false) => picked = Some((0..i as u32).collect()),
+        }
+        any |= hit;
+    }
+    any.then(|| picked.map(Into::into))
 }
 
 pub(crate) fn run(store: &Store, job: CatchupJob) -> CatchupResult {
@@ -60,113 +127,71 @@ pub(crate) fn run(store: &Store, job: CatchupJob) -> CatchupResult {
     // an uncompacted revision only when that revision has no events (a fresh store's
     // revision 1), so reading from `reader.first_rev()` skips nothing.
     let first_available = store.compact_revision();
-    let from = job.watchers.iter().map(|(_, n)| *n).min().unwrap_or(target + 1);
-    let with_prev = job.watchers.iter().any(|(w, _)| w.prev_kv);
-    let mut state: Vec<Building> =
-        job.watchers.iter().map(|_| Building { responses: Vec::new(), current: None, revs: 0, bytes: 0 }).collect();
-    let compacted: Vec<bool> = job.watchers.iter().map(|(_, n)| *n < first_available).collect();
+    let compacted: Vec<bool> = job.groups.iter().map(|g| g.next < first_available).collect();
+    let from = job.groups.iter().zip(&compacted).filter(|(_, c)| !**c).map(|(g, _)| g.next).min();
+    let with_prev = job.groups.iter().any(|g| g.class.prev_kv());
+    let mut state: Vec<Building> = job.groups.iter().map(|_| Building::default()).collect();
 
-    let read_from = from.max(first_available).max(reader.first_rev());
-    let mut by_selection: std::collections::HashMap<SelectionKey<'_>, Vec<usize>> = std::collections::HashMap::new();
-    for (i, (w, _)) in job.watchers.iter().enumerate() {
-        by_selection.entry((&w.key, &w.end, w.filters.no_put, w.filters.no_delete)).or_default().push(i);
-    }
-    let groups: Vec<Vec<usize>> = by_selection.into_values().collect();
-    // Events own their bytes (one copy per revision, shared by every watcher of the
-    // batch); prev_kv lookups use a second view so the scan can keep borrowing `reader`.
-    let mut prev_reader = store.log().reader();
-    let mut pending: Vec<crate::log::OwnedRecord> = Vec::new();
-    let mut flush = |pending: &mut Vec<crate::log::OwnedRecord>| {
-        if pending.is_empty() {
-            return;
+    // Groups with the same range and filters select the same events: decide once
+    // per selection (a hundred streams watching one prefix cost one match).
+    let mut by_selection: HashMap<(&KeyRange, u8), Vec<usize>> = HashMap::new();
+    for (i, g) in job.groups.iter().enumerate() {
+        if !compacted[i] {
+            by_selection.entry((&g.range, g.class.filters())).or_default().push(i);
         }
-        let batch = Arc::new(batch_from_records(store, &mut prev_reader, pending.drain(..), with_prev));
-        // Watchers with the same range and filters select the same events: match
-        // once per group (a hundred watchers on one prefix cost one match).
-        for members in &groups {
-            let mut selected: Option<Option<RevisionEvents>> = None;
-            for &i in members {
-                let (w, next) = &job.watchers[i];
-                if compacted[i] || batch.revision < *next || batch.revision < w.min_rev {
+    }
+    let selections: Vec<(&KeyRange, Class, Vec<usize>)> =
+        by_selection.into_iter().map(|((r, _), members)| (r, job.groups[members[0]].class, members)).collect();
+
+    if let Some(from) = from {
+        let read_from = from.max(first_available).max(reader.first_rev());
+        // prev_kv lookups use a second view so the scan can keep borrowing `reader`.
+        let mut prev_reader = store.log().reader();
+        let mut recs: Vec<RecordRef<'_>> = Vec::new();
+        let mut flush = |recs: &mut Vec<RecordRef<'_>>| {
+            let Some(first) = recs.first() else { return };
+            let rev = first.main;
+            let mut batch: Option<Arc<RevisionBatch>> = None;
+            for (range, class, members) in &selections {
+                if !members.iter().any(|&i| rev >= job.groups[i].next) {
                     continue;
                 }
-                if let Some(ev) = selected.get_or_insert_with(|| select(&batch, w)) {
-                    push(&mut state[i], ev.clone(), w, job.max_revs, job.max_bytes);
+                let Some(sel) = select(recs, range, *class) else { continue };
+                let batch =
+                    batch.get_or_insert_with(|| Arc::new(batch_from_records(store, &mut prev_reader, recs, with_prev)));
+                for &i in members {
+                    if rev >= job.groups[i].next {
+                        let ev = RevisionEvents { batch: Arc::clone(batch), selection: sel.clone() };
+                        state[i].push(ev, job.max_revs, job.max_bytes);
+                    }
                 }
             }
-        }
-    };
-    if read_from <= target {
-        for item in reader.records(read_from, target) {
-            let Ok((_, r)) = item else { break };
-            if pending.last().is_some_and(|p| p.main != r.main) {
-                flush(&mut pending);
+            recs.clear();
+        };
+        if read_from <= target {
+            for item in reader.records(read_from, target) {
+                let Ok((_, r)) = item else { break };
+                if recs.last().is_some_and(|p| p.main != r.main) {
+                    flush(&mut recs);
+                }
+                recs.push(r);
             }
-            pending.push(crate::log::OwnedRecord::from(r));
+            flush(&mut recs);
         }
-        flush(&mut pending);
     }
     let outcomes = job
-        .watchers
+        .groups
         .into_iter()
         .zip(state)
         .zip(compacted)
-        .map(|(((w, next), mut b), compacted)| {
+        .map(|((g, b), compacted)| {
             if compacted {
-                return (w, Outcome::Compacted);
+                return (g.group, Outcome::Compacted);
             }
-            if let Some(c) = b.current.take() {
-                b.responses.push(c);
-            }
-            // A member whose cursor is past the target got nothing and keeps it.
-            (w, Outcome::Caught { responses: b.responses, next: next.max(target + 1) })
+            let (revisions, cuts) = b.finish();
+            // A group whose cursor is past the target got nothing and keeps it.
+            (g.group, Outcome::Caught { revisions, cuts, next: g.next.max(target + 1) })
         })
         .collect();
     CatchupResult { outcomes }
-}
-
-/// The events of `batch` that watcher `w` receives, if any.
-pub(crate) fn select(batch: &Arc<RevisionBatch>, w: &WatcherCore) -> Option<RevisionEvents> {
-    // `picked` is allocated only once an event does not match: the common case
-    // (every event of the revision matches) allocates nothing.
-    let mut picked: Option<Vec<u32>> = None;
-    let mut any = false;
-    for (i, e) in batch.events.iter().enumerate() {
-        let hit = w.contains(&e.kv.key) && w.filters.pass(e.kind);
-        match (&mut picked, hit) {
-            (Some(p), true) => p.push(i as u32),
-            (Some(_), false) => {}
-            (None, true) => {}
-            (None, false) => picked = Some((0..i as u32).collect()),
-        }
-        any |= hit;
-    }
-    if !any {
-        return None;
-    }
-    Some(RevisionEvents { batch: Arc::clone(batch), selection: picked.map(Into::into) })
-}
-
-fn push(b: &mut Building, ev: RevisionEvents, w: &WatcherCore, max_revs: usize, max_bytes: usize) {
-    let size = ev.size();
-    let full = b.current.is_some() && (b.revs >= max_revs || b.bytes + size > max_bytes);
-    if full {
-        if let Some(c) = b.current.take() {
-            b.responses.push(c);
-        }
-    }
-    let rev = ev.batch.revision;
-    let cur = b.current.get_or_insert_with(|| {
-        let mut r = WatchResponse::control(w.id, rev);
-        r.prev_kv = w.prev_kv;
-        r
-    });
-    if cur.events.is_empty() {
-        b.revs = 0;
-        b.bytes = 0;
-    }
-    cur.revision = rev;
-    cur.events.push(ev);
-    b.revs += 1;
-    b.bytes += size;
 }

@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
-use super::index::WatcherIndex;
+use super::group::Class;
+use super::index::KeyRange;
 use super::stream::{CloseGuard, StreamShared, WatchController, WatchReceiver, WatchStream};
 use super::types::WatchId;
 use super::victims::RetryQueue;
-use super::watcher::WatcherCore;
 use crate::store::Store;
-use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use crate::sync::{lock, Arc, Doorbell, Mutex};
+use crate::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use crate::sync::{lock, Arc, Doorbell, Mutex, Pool};
 
 /// Settings of the watch engine.
 #[derive(Clone, Debug)]
@@ -31,10 +31,14 @@ pub struct WatchOptions {
     pub response_max_bytes: usize,
     /// Interval of periodic progress notifications for `progress_notify` watchers.
     pub progress_interval: Duration,
-    /// Shards of the watcher index.
+    /// Shards of the watcher index (streams are spread over them).
     pub index_shards: usize,
-    /// Synced watchers from which shards are matched in parallel.
+    /// Groups of watchers one revision reaches from which its deliveries are built
+    /// and queued in parallel on the engine's threads.
     pub parallel_match_threshold: usize,
+    /// Threads of the engine's own pool (`argus-engine-N`: catch-up jobs and
+    /// parallel fan-out); 0: one per core.
+    pub engine_threads: usize,
 }
 
 impl Default for WatchOptions {
@@ -49,7 +53,8 @@ impl Default for WatchOptions {
             response_max_bytes: 2 << 20,
             progress_interval: Duration::from_secs(600),
             index_shards: 16,
-            parallel_match_threshold: 8192,
+            parallel_match_threshold: 256,
+            engine_threads: 0,
         }
     }
 }
@@ -73,6 +78,9 @@ pub struct WatchMetrics {
     pub events_delivered: AtomicU64,
     /// Revisions the notifier has processed.
     pub notified_revision: AtomicU64,
+    /// Turns of the notifier loop that found work (a commit to fan out, a request,
+    /// a retry, a finished job).
+    pub notifier_turns: AtomicU64,
 }
 
 /// A point-in-time copy of [`WatchMetrics`].
@@ -94,6 +102,8 @@ pub struct MetricsSnapshot {
     pub events_delivered: u64,
     /// See [`WatchMetrics::notified_revision`].
     pub notified_revision: u64,
+    /// See [`WatchMetrics::notifier_turns`].
+    pub notifier_turns: u64,
 }
 
 impl WatchMetrics {
@@ -109,26 +119,30 @@ impl WatchMetrics {
             pending_events: r(&self.pending_events),
             events_delivered: r(&self.events_delivered),
             notified_revision: r(&self.notified_revision),
+            notifier_turns: r(&self.notifier_turns),
         }
     }
 }
 
+/// A watcher accepted by `watch()`, for the notifier to register.
+pub(crate) struct Registration {
+    pub(crate) stream: Arc<StreamShared>,
+    pub(crate) id: WatchId,
+    pub(crate) range: KeyRange,
+    pub(crate) class: Class,
+    /// First revision it may receive.
+    pub(crate) min_rev: u64,
+    /// The header revision of its `created` response.
+    pub(crate) created_rev: u64,
+}
+
 /// A request to the notifier.
 pub(crate) enum Control {
-    /// A new watcher and the revision its `created` response carries.
-    Register(Arc<WatcherCore>, u64),
-    Cancel {
-        stream: u64,
-        id: WatchId,
-    },
-    Progress {
-        stream: u64,
-        id: Option<WatchId>,
-    },
+    Register(Box<Registration>),
+    Cancel { stream: u64, id: WatchId },
+    Progress { stream: u64, id: Option<WatchId> },
     OpenStream(Arc<StreamShared>),
-    CloseStream {
-        stream: u64,
-    },
+    CloseStream { stream: u64 },
     CatchupDone(super::catchup::CatchupResult),
 }
 
@@ -141,9 +155,12 @@ pub(crate) struct HubShared {
     pub(crate) retry: RetryQueue,
     pub(crate) metrics: WatchMetrics,
     pub(crate) stop: AtomicBool,
-    pub(crate) next_uid: AtomicU64,
     pub(crate) next_stream: AtomicU64,
-    pub(crate) index: WatcherIndex,
+    pub(crate) pool: Pool,
+    /// Whether any group is synced or parked, i.e. whether committed revisions can
+    /// reach anybody: while it is false, commits do not ring the notifier's doorbell
+    /// (a hub with no watchers costs a writer nothing). Written by the notifier only.
+    pub(crate) watching: AtomicBool,
 }
 
 impl HubShared {
@@ -153,9 +170,9 @@ impl HubShared {
         // is either drained by it or seen here as too late, never lost in between.
         if self.stop.load(Ordering::Acquire) {
             drop(controls);
-            if let Control::Register(core, created_rev) = c {
+            if let Control::Register(r) = c {
                 // Too late to register, but an accepted watch still gets `created`.
-                core.stream.send_control(super::types::WatchResponse::created(core.id, created_rev));
+                r.stream.send_control(super::types::WatchResponse::created(r.id, r.created_rev));
             }
             return;
         }
@@ -188,7 +205,8 @@ impl WatchHub {
 
     fn without_thread(store: Store, opts: WatchOptions) -> (WatchHub, super::notify::Notifier) {
         let shared = Arc::new(HubShared {
-            index: WatcherIndex::new(opts.index_shards),
+            pool: Pool::new(opts.engine_threads),
+            watching: AtomicBool::new(false),
             store: store.clone(),
             opts,
             controls: Mutex::new(Vec::new()),
@@ -196,13 +214,19 @@ impl WatchHub {
             retry: RetryQueue::new(),
             metrics: WatchMetrics::default(),
             stop: AtomicBool::new(false),
-            next_uid: AtomicU64::new(1),
             next_stream: AtomicU64::new(1),
         });
         let weak = Arc::downgrade(&shared);
         store.log().add_commit_listener(std::sync::Arc::new(move || {
             if let Some(s) = weak.upgrade() {
-                s.doorbell.ring();
+                // Store-buffering with the notifier (it writes `watching`, then reads
+                // `committed_rev`; the log wrote `committed_rev` before calling this):
+                // the fences make at least one side see the other's write, so a
+                // commit that lands as the first watcher syncs is never missed.
+                fence(Ordering::SeqCst);
+                if s.watching.load(Ordering::Relaxed) {
+                    s.doorbell.ring();
+                }
             }
         }));
         let notifier = super::notify::Notifier::new(Arc::clone(&shared));
@@ -220,7 +244,7 @@ impl WatchHub {
     /// Opens a new stream.
     pub fn stream(&self) -> WatchStream {
         let id = self.shared.next_stream.fetch_add(1, Ordering::Relaxed);
-        let (shared, rx) = StreamShared::new(
+        let shared = StreamShared::new(
             id,
             self.shared.opts.stream_capacity,
             self.shared.opts.stream_max_bytes,
@@ -232,10 +256,8 @@ impl WatchHub {
             WatchController { shared: Arc::clone(&shared), hub: Arc::clone(&self.shared), _guard: Arc::clone(&guard) };
         let rx = WatchReceiver {
             shared,
-            rx,
             expanded: Default::default(),
             done: false,
-            waiting: None,
             hub: Arc::clone(&self.shared),
             _guard: guard,
         };
@@ -264,15 +286,34 @@ pub struct ManualNotifier(super::notify::Notifier);
 
 #[cfg(loom)]
 impl ManualNotifier {
-    /// One turn of the notifier loop; returns whether it did anything.
+    /// One turn of the notifier loop, then every catch-up job it started, run here
+    /// in order; returns whether it did anything.
     pub fn step(&mut self) -> bool {
+        let busy = self.0.step();
+        let jobs = self.0.hub().pool.take_queued();
+        let ran = !jobs.is_empty();
+        for job in jobs {
+            job();
+        }
+        busy || ran
+    }
+
+    /// One turn of the notifier loop; the catch-up jobs it started are left for
+    /// [`ManualNotifier::take_jobs`].
+    pub fn step_without_jobs(&mut self) -> bool {
         self.0.step()
+    }
+
+    /// The catch-up jobs started and not yet run, for a model to run on a thread
+    /// of its choosing.
+    pub fn take_jobs(&mut self) -> Vec<Box<dyn FnOnce() + Send>> {
+        self.0.hub().pool.take_queued()
     }
 
     /// Steps until a turn does nothing (at most `limit` turns).
     pub fn settle(&mut self, limit: usize) {
         for _ in 0..limit {
-            if !self.0.step() {
+            if !self.step() {
                 return;
             }
         }

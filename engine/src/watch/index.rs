@@ -1,334 +1,394 @@
-//! The watcher index: which synced watchers a key reaches.
+//! The watcher index: which synced groups a key reaches.
 //!
-//! Algorithm. Watchers are spread over shards by their unique number. Each shard
-//! publishes an immutable snapshot: exact-key watchers in a hash map (key → every
-//! watcher of that key), range and prefix watchers in an [`IntervalTree`] whose node
-//! holds every watcher of that exact range. Matching a key against a shard is one
-//! hash lookup plus one stab, on a snapshot loaded without a lock (arc-swap), so any
-//! number of threads match the shards in parallel.
+//! Algorithm. The index is sharded by stream (a stream's groups all live in one
+//! shard, so one shard's match yields every group of a stream at once). A shard
+//! stores each distinct key range once, in a [`Range`] record of its range slab;
+//! exact-key ranges are found by a hash table of range indices (hashed by key, so
+//! the key bytes are not stored twice), the other ranges by an [`IntervalTree`] of
+//! range indices. A range record holds the list of its `Synced` groups (at most one
+//! per stream and class). Matching a key is one hash lookup plus one stab, then a
+//! walk of the synced lists it reached: its cost grows with the groups reached,
+//! not with their watchers.
 //!
 //! Invariants:
-//! - changes (add, remove) are queued by anyone with [`WatcherIndex::queue`] and
-//!   applied in batches by the shard's single owner (the notifier) in
-//!   [`WatcherIndex::apply`], which rebuilds only the shards that changed and then
-//!   publishes them (Release); a matcher sees either the old or the new snapshot of a
-//!   shard, never a half-built one;
-//! - the index only says which watchers *may* receive an event; whether one does is
-//!   decided by its own state (`WatcherCore::synced`, its start revision), so a
-//!   watcher removed from delivery takes effect at once, before the next rebuild.
+//! - the index has one owner (the notifier), which changes it between revisions and
+//!   matches against it (possibly from several threads at once, through `&self`)
+//!   only after [`Shard::prepare`]; Rust's borrow rules make a match during a change
+//!   impossible, so there are no snapshots to publish and nothing to copy;
+//! - a range record lives exactly as long as some group (in any state) refers to it
+//!   (`refs`), so group records can keep its index;
+//! - the tree covers every live non-exact range once `prepare` has run; ranges are
+//!   added to it in batches (sort the new ones, merge with the sorted old ones), so
+//!   registering N range watchers costs O(N log N) overall, not O(N) per watcher.
 
-use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 
-use super::interval::{IntervalTree, RangeEnd};
-use super::watcher::WatcherCore;
-use crate::sync::{lock, Arc, Mutex, SwapCell};
+use hashbrown::HashTable;
 
-type Set = Arc<[Arc<WatcherCore>]>;
+use super::interval::{End, IntervalTree, Spans};
+use super::slab::{Handle, Slab};
 
-#[derive(Default)]
-struct ShardSnapshot {
-    /// Keys are shared (`Arc`) so that publishing a new snapshot copies pointers,
-    /// not key bytes.
-    exact: HashMap<Arc<[u8]>, Set>,
-    tree: Arc<IntervalTree<Set>>,
-    /// Watchers in this shard (read by tests).
-    #[cfg_attr(not(test), allow(dead_code))]
-    watchers: usize,
-    /// Watchers with a range (not an exact key) in this shard.
-    range_watchers: usize,
+/// A watcher's key range as requested: `key`, and an exclusive end that is a key,
+/// nothing (one key) or unbounded. Stored as one allocation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct KeyRange {
+    /// The key, then the end key when bounded.
+    bytes: Box<[u8]>,
+    key_len: u32,
+    kind: RangeKind,
 }
 
-#[derive(Default)]
-struct ShardMaster {
-    exact: HashMap<Vec<u8>, Members>,
-    ranges: BTreeMap<(Vec<u8>, RangeEnd), Members>,
-    /// Exact keys whose set changed since the last publish.
-    dirty_keys: Vec<Vec<u8>>,
-    ranges_dirty: bool,
-    watchers: usize,
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum RangeKind {
+    Exact,
+    Bounded,
+    Unbounded,
 }
 
-/// The watchers of one exact key or range: inline while there is one (the common
-/// case of watchers on distinct keys costs no map), a map beyond.
+impl KeyRange {
+    /// One key.
+    pub(crate) fn exact(key: &[u8]) -> KeyRange {
+        KeyRange { bytes: key.into(), key_len: key.len() as u32, kind: RangeKind::Exact }
+    }
+
+    /// `[key, end)`; `end` must be above `key`.
+    pub(crate) fn bounded(key: &[u8], end: &[u8]) -> KeyRange {
+        debug_assert!(end > key);
+        let mut b = Vec::with_capacity(key.len() + end.len());
+        b.extend_from_slice(key);
+        b.extend_from_slice(end);
+        KeyRange { bytes: b.into(), key_len: key.len() as u32, kind: RangeKind::Bounded }
+    }
+
+    /// Every key `>= key`.
+    pub(crate) fn from_key(key: &[u8]) -> KeyRange {
+        KeyRange { bytes: key.into(), key_len: key.len() as u32, kind: RangeKind::Unbounded }
+    }
+
+    pub(crate) fn key(&self) -> &[u8] {
+        &self.bytes[..self.key_len as usize]
+    }
+
+    pub(crate) fn end(&self) -> End<'_> {
+        match self.kind {
+            RangeKind::Exact => End::Key(&[]),
+            RangeKind::Bounded => End::Key(&self.bytes[self.key_len as usize..]),
+            RangeKind::Unbounded => End::Unbounded,
+        }
+    }
+
+    pub(crate) fn is_exact(&self) -> bool {
+        self.kind == RangeKind::Exact
+    }
+
+    /// Whether `k` is in the range.
+    pub(crate) fn contains(&self, k: &[u8]) -> bool {
+        match self.kind {
+            RangeKind::Exact => k == self.key(),
+            RangeKind::Bounded => k >= self.key() && k < &self.bytes[self.key_len as usize..],
+            RangeKind::Unbounded => k >= self.key(),
+        }
+    }
+}
+
+/// The synced groups of one range (group slab indices).
 #[derive(Default)]
-enum Members {
+pub(crate) enum GroupList {
     #[default]
     Empty,
-    One(Arc<WatcherCore>),
-    Many(BTreeMap<u64, Arc<WatcherCore>>),
+    One(u32),
+    Many(Vec<u32>),
 }
 
-impl Members {
-    /// Adds `w`; returns whether it was new.
-    fn insert(&mut self, w: Arc<WatcherCore>) -> bool {
+impl GroupList {
+    pub(crate) fn as_slice(&self) -> &[u32] {
+        match self {
+            GroupList::Empty => &[],
+            GroupList::One(g) => std::slice::from_ref(g),
+            GroupList::Many(v) => v,
+        }
+    }
+
+    fn push(&mut self, g: u32) {
         match std::mem::take(self) {
-            Members::Empty => {
-                *self = Members::One(w);
-                true
-            }
-            Members::One(o) if o.uid == w.uid => {
-                *self = Members::One(w);
-                false
-            }
-            Members::One(o) => {
-                *self = Members::Many(BTreeMap::from([(o.uid, o), (w.uid, w)]));
-                true
-            }
-            Members::Many(mut m) => {
-                let new = m.insert(w.uid, w).is_none();
-                *self = Members::Many(m);
-                new
+            GroupList::Empty => *self = GroupList::One(g),
+            GroupList::One(a) => *self = GroupList::Many(vec![a, g]),
+            GroupList::Many(mut v) => {
+                v.push(g);
+                *self = GroupList::Many(v);
             }
         }
     }
 
-    /// Removes `uid`; returns whether it was there.
-    fn remove(&mut self, uid: u64) -> bool {
+    fn remove(&mut self, g: u32) {
         match self {
-            Members::Empty => false,
-            Members::One(o) if o.uid == uid => {
-                *self = Members::Empty;
-                true
-            }
-            Members::One(_) => false,
-            Members::Many(m) => {
-                let r = m.remove(&uid).is_some();
-                if m.is_empty() {
-                    *self = Members::Empty;
+            GroupList::Empty => {}
+            GroupList::One(a) => {
+                if *a == g {
+                    *self = GroupList::Empty;
                 }
-                r
+            }
+            GroupList::Many(v) => {
+                if let Some(i) = v.iter().position(|x| *x == g) {
+                    v.swap_remove(i);
+                }
+                if let [one] = v.as_slice() {
+                    *self = GroupList::One(*one);
+                }
             }
         }
     }
+}
 
-    fn is_empty(&self) -> bool {
-        matches!(self, Members::Empty)
+/// One distinct key range of a shard.
+pub(crate) struct Range {
+    pub(crate) range: KeyRange,
+    /// Groups (in any state) that refer to it.
+    refs: u32,
+    pub(crate) synced: GroupList,
+}
+
+struct Ranges<'a>(&'a Slab<Range>);
+
+impl Spans for Ranges<'_> {
+    fn start(&self, i: u32) -> &[u8] {
+        self.0.at(i).1.range.key()
     }
-
-    fn len(&self) -> usize {
-        match self {
-            Members::Empty => 0,
-            Members::One(_) => 1,
-            Members::Many(m) => m.len(),
-        }
-    }
-
-    fn to_set(&self) -> Set {
-        match self {
-            Members::Empty => Arc::from(Vec::new()),
-            Members::One(o) => Arc::from(vec![Arc::clone(o)]),
-            Members::Many(m) => m.values().cloned().collect(),
-        }
+    fn end(&self, i: u32) -> End<'_> {
+        self.0.at(i).1.range.end()
     }
 }
 
-/// A queued change of the index.
-pub(crate) enum Change {
-    Add(Arc<WatcherCore>),
-    Remove(Arc<WatcherCore>),
+/// One shard of the index.
+#[derive(Default)]
+pub(crate) struct Shard {
+    ranges: Slab<Range>,
+    /// Exact ranges, by key.
+    exact: HashTable<u32>,
+    /// Other ranges, by key and end (to find an existing one when interning).
+    spans: HashTable<u32>,
+    hasher: hashbrown::DefaultHashBuilder,
+    tree: IntervalTree,
+    /// The non-exact ranges in the tree, in tree order, as handles (a range freed
+    /// since the last build is recognized by its generation and dropped).
+    tree_order: Vec<Handle>,
+    /// Non-exact ranges created since the last build.
+    added: Vec<Handle>,
+    tree_dirty: bool,
+    /// Groups in the synced lists of this shard.
+    synced_groups: usize,
+    /// Of those, groups at non-exact ranges.
+    synced_range_groups: usize,
 }
 
-struct Shard {
-    snapshot: SwapCell<ShardSnapshot>,
-    pending: Mutex<Vec<Change>>,
-    master: Mutex<ShardMaster>,
-}
-
-pub(crate) struct WatcherIndex {
-    shards: Box<[Shard]>,
-}
-
-impl WatcherIndex {
-    pub(crate) fn new(shards: usize) -> Self {
-        let shards = (0..shards.max(1))
-            .map(|_| Shard {
-                snapshot: SwapCell::new(Arc::new(ShardSnapshot::default())),
-                pending: Mutex::new(Vec::new()),
-                master: Mutex::new(ShardMaster::default()),
-            })
-            .collect();
-        WatcherIndex { shards }
+impl Shard {
+    fn hash_exact(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
     }
 
-    pub(crate) fn shard_count(&self) -> usize {
-        self.shards.len()
+    fn hash_span(&self, r: &KeyRange) -> u64 {
+        self.hasher.hash_one((r.kind, &r.bytes[..], r.key_len))
     }
 
-    fn shard_of(&self, w: &WatcherCore) -> &Shard {
-        &self.shards[(w.uid % self.shards.len() as u64) as usize]
-    }
-
-    /// Queues a change; it takes effect at the next [`WatcherIndex::apply`].
-    pub(crate) fn queue(&self, change: Change) {
-        let w = match &change {
-            Change::Add(w) | Change::Remove(w) => w,
+    /// The index of the range equal to `r`, created if needed, with one more
+    /// reference.
+    pub(crate) fn intern(&mut self, r: KeyRange) -> u32 {
+        let ranges = &self.ranges;
+        let found = if r.is_exact() {
+            let h = self.hash_exact(r.key());
+            self.exact.find(h, |&i| ranges.at(i).1.range == r).copied()
+        } else {
+            let h = self.hash_span(&r);
+            self.spans.find(h, |&i| ranges.at(i).1.range == r).copied()
         };
-        lock(&self.shard_of(w).pending).push(change);
+        if let Some(i) = found {
+            self.ranges.at_mut(i).refs += 1;
+            return i;
+        }
+        let exact = r.is_exact();
+        let h = if exact { self.hash_exact(r.key()) } else { self.hash_span(&r) };
+        let handle = self.ranges.insert(Range { range: r, refs: 1, synced: GroupList::Empty });
+        let ranges = &self.ranges;
+        if exact {
+            let hasher = &self.hasher;
+            self.exact.insert_unique(h, handle.index, |&i| hasher.hash_one(ranges.at(i).1.range.key()));
+        } else {
+            let hasher = &self.hasher;
+            self.spans.insert_unique(h, handle.index, |&i| {
+                let r = &ranges.at(i).1.range;
+                hasher.hash_one((r.kind, &r.bytes[..], r.key_len))
+            });
+            self.added.push(handle);
+            self.tree_dirty = true;
+        }
+        handle.index
     }
 
-    /// Applies queued changes and publishes the shards that changed. Called by the
-    /// index's owner only.
-    pub(crate) fn apply(&self) {
-        for shard in self.shards.iter() {
-            let changes = std::mem::take(&mut *lock(&shard.pending));
-            if changes.is_empty() {
-                continue;
-            }
-            let mut m = lock(&shard.master);
-            for c in changes {
-                match c {
-                    Change::Add(w) => {
-                        let inserted = match &w.end {
-                            None => {
-                                m.dirty_keys.push(w.key.clone());
-                                m.exact.entry(w.key.clone()).or_default().insert(Arc::clone(&w))
-                            }
-                            Some(end) => {
-                                m.ranges_dirty = true;
-                                m.ranges.entry((w.key.clone(), end.clone())).or_default().insert(Arc::clone(&w))
-                            }
-                        };
-                        m.watchers += usize::from(inserted);
-                    }
-                    Change::Remove(w) => {
-                        let removed = match &w.end {
-                            None => {
-                                m.dirty_keys.push(w.key.clone());
-                                let r = m.exact.get_mut(&w.key).is_some_and(|s| s.remove(w.uid));
-                                if m.exact.get(&w.key).is_some_and(Members::is_empty) {
-                                    m.exact.remove(&w.key);
-                                }
-                                r
-                            }
-                            Some(end) => {
-                                m.ranges_dirty = true;
-                                let k = (w.key.clone(), end.clone());
-                                let r = m.ranges.get_mut(&k).is_some_and(|s| s.remove(w.uid));
-                                if m.ranges.get(&k).is_some_and(Members::is_empty) {
-                                    m.ranges.remove(&k);
-                                }
-                                r
-                            }
-                        };
-                        m.watchers -= usize::from(removed);
-                    }
-                }
-            }
-            let old = shard.snapshot.load();
-            let mut exact = old.exact.clone();
-            let mut dirty = std::mem::take(&mut m.dirty_keys);
-            // One rebuild per changed key, however many changes it had.
-            dirty.sort_unstable();
-            dirty.dedup();
-            for k in dirty {
-                match m.exact.get(&k) {
-                    Some(set) => {
-                        exact.insert(Arc::from(k), set.to_set());
-                    }
-                    None => {
-                        exact.remove(k.as_slice());
-                    }
-                }
-            }
-            let tree = if m.ranges_dirty {
-                m.ranges_dirty = false;
-                Arc::new(IntervalTree::from_sorted(m.ranges.iter().map(|(k, set)| (k.clone(), set.to_set()))))
-            } else {
-                Arc::clone(&old.tree)
-            };
-            let range_watchers = m.ranges.values().map(Members::len).sum();
-            shard.snapshot.store(Arc::new(ShardSnapshot { exact, tree, watchers: m.watchers, range_watchers }));
+    /// Drops one reference to range `i`; frees it with the last.
+    pub(crate) fn release(&mut self, i: u32) {
+        let r = self.ranges.at_mut(i);
+        r.refs -= 1;
+        if r.refs > 0 {
+            return;
+        }
+        let (handle, r) = self.ranges.at(i);
+        debug_assert!(matches!(r.synced, GroupList::Empty), "a range with synced groups has references");
+        let exact = r.range.is_exact();
+        let h = if exact { self.hash_exact(r.range.key()) } else { self.hash_span(&r.range) };
+        let table = if exact { &mut self.exact } else { &mut self.spans };
+        if let Ok(entry) = table.find_entry(h, |&x| x == i) {
+            entry.remove();
+        }
+        if !exact {
+            self.tree_dirty = true;
+        }
+        self.ranges.remove(handle);
+    }
+
+    pub(crate) fn range(&self, i: u32) -> &Range {
+        self.ranges.at(i).1
+    }
+
+    /// Adds group `g` to range `i`'s synced list.
+    pub(crate) fn link_synced(&mut self, i: u32, g: u32) {
+        let r = self.ranges.at_mut(i);
+        r.synced.push(g);
+        self.synced_groups += 1;
+        if !r.range.is_exact() {
+            self.synced_range_groups += 1;
         }
     }
 
-    /// Calls `f` with every watcher of shard `shard` whose key or range holds `key`.
-    pub(crate) fn for_each_match(&self, shard: usize, key: &[u8], mut f: impl FnMut(&Arc<WatcherCore>)) {
-        let snap = self.shards[shard].snapshot.load();
-        if let Some(set) = snap.exact.get(key) {
-            set.iter().for_each(&mut f);
+    /// Removes group `g` from range `i`'s synced list.
+    pub(crate) fn unlink_synced(&mut self, i: u32, g: u32) {
+        let r = self.ranges.at_mut(i);
+        r.synced.remove(g);
+        self.synced_groups -= 1;
+        if !r.range.is_exact() {
+            self.synced_range_groups -= 1;
         }
-        snap.tree.stab(key, &mut |set: &Set| set.iter().for_each(&mut f));
     }
 
-    /// An upper bound on the watchers `key` can reach, cheap to compute: its exact
-    /// watchers plus every watcher with a range in a shard that has ranges.
-    pub(crate) fn candidates(&self, key: &[u8]) -> usize {
-        self.shards
-            .iter()
-            .map(|s| {
-                let snap = s.snapshot.load();
-                snap.exact.get(key).map_or(0, |set| set.len()) + snap.range_watchers
-            })
-            .sum()
+    /// Whether any synced group could match anything here.
+    pub(crate) fn is_active(&self) -> bool {
+        self.synced_groups > 0
     }
 
-    /// Watchers in the published snapshots.
+    /// Brings the tree up to date with the ranges (call before matching).
+    pub(crate) fn prepare(&mut self) {
+        if !self.tree_dirty {
+            return;
+        }
+        self.tree_dirty = false;
+        let ranges = &self.ranges;
+        let spans = Ranges(ranges);
+        let live = |h: &Handle| ranges.get(*h).is_some();
+        let mut added: Vec<Handle> = std::mem::take(&mut self.added).into_iter().filter(live).collect();
+        added.sort_unstable_by(|a, b| spans.order(a.index, b.index));
+        let old = std::mem::take(&mut self.tree_order);
+        let mut order = Vec::with_capacity(old.len() + added.len());
+        let mut new = added.into_iter().peekable();
+        for h in old.into_iter().filter(live) {
+            while let Some(n) = new.next_if(|n| spans.order(n.index, h.index).is_lt()) {
+                order.push(n);
+            }
+            order.push(h);
+        }
+        order.extend(new);
+        self.tree = IntervalTree::build(order.iter().map(|h| h.index).collect(), &spans);
+        self.tree_order = order;
+    }
+
+    /// Calls `f` with every synced group whose range holds `key`. The shard must be
+    /// prepared.
+    pub(crate) fn for_each_synced(&self, key: &[u8], mut f: impl FnMut(u32)) {
+        debug_assert!(!self.tree_dirty, "match on an unprepared shard");
+        let ranges = &self.ranges;
+        let h = self.hash_exact(key);
+        if let Some(&i) = self.exact.find(h, |&i| ranges.at(i).1.range.key() == key) {
+            for &g in ranges.at(i).1.synced.as_slice() {
+                f(g);
+            }
+        }
+        if self.synced_range_groups > 0 {
+            self.tree.stab(&Ranges(ranges), key, &mut |i| {
+                for &g in ranges.at(i).1.synced.as_slice() {
+                    f(g);
+                }
+            });
+        }
+    }
+
+    /// Live ranges (tests).
     #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.snapshot.load().watchers).sum()
+    pub(crate) fn range_count(&self) -> usize {
+        self.ranges.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::watch::stream::StreamShared;
-    use crate::watch::types::Filters;
     use rand::{Rng, SeedableRng};
+    use std::collections::BTreeMap;
 
-    fn core(uid: u64, key: &[u8], end: Option<RangeEnd>, stream: &Arc<StreamShared>) -> Arc<WatcherCore> {
-        Arc::new(WatcherCore::new(
-            uid,
-            uid as i64,
-            Arc::clone(stream),
-            key.to_vec(),
-            end,
-            Filters::default(),
-            false,
-            false,
-            0,
-        ))
-    }
-
-    /// The index agrees with a linear scan over every registered watcher, through
-    /// random adds and removes in batches.
+    /// The shard agrees with a linear scan over every synced group's range, through
+    /// random interning, linking, unlinking and releasing in batches.
     #[test]
     fn matches_agree_with_a_linear_scan() {
         let seed: u64 = std::env::var("ARGUS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
         println!("watcher index seed {seed} (replay with ARGUS_SEED={seed})");
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let stream = StreamShared::detached(1);
-        let index = WatcherIndex::new(4);
-        let mut live: BTreeMap<u64, Arc<WatcherCore>> = BTreeMap::new();
-        let mut uid = 0;
-        for _round in 0..60 {
+        let mut shard = Shard::default();
+        // group id -> (range index, range, synced)
+        let mut live: BTreeMap<u32, (u32, KeyRange, bool)> = BTreeMap::new();
+        let mut next_group = 0;
+        for _round in 0..80 {
             for _ in 0..rng.random_range(0..30) {
-                if !live.is_empty() && rng.random_bool(0.3) {
-                    let k = *live.keys().nth(rng.random_range(0..live.len())).unwrap();
-                    let w = live.remove(&k).unwrap();
-                    index.queue(Change::Remove(w));
+                let roll = rng.random_range(0..10);
+                if !live.is_empty() && roll < 3 {
+                    let g = *live.keys().nth(rng.random_range(0..live.len())).unwrap();
+                    let (i, _, synced) = live.remove(&g).unwrap();
+                    if synced {
+                        shard.unlink_synced(i, g);
+                    }
+                    shard.release(i);
+                } else if !live.is_empty() && roll < 5 {
+                    let g = *live.keys().nth(rng.random_range(0..live.len())).unwrap();
+                    let e = live.get_mut(&g).unwrap();
+                    if e.2 {
+                        shard.unlink_synced(e.0, g);
+                    } else {
+                        shard.link_synced(e.0, g);
+                    }
+                    e.2 = !e.2;
                 } else {
-                    uid += 1;
                     let a: u8 = rng.random_range(b'a'..b'k');
-                    let w = match rng.random_range(0..3) {
-                        0 => core(uid, &[a], None, &stream),
-                        1 => core(uid, &[a], Some(RangeEnd::Key(vec![a + rng.random_range(1..5)])), &stream),
-                        _ => core(uid, &[a], Some(RangeEnd::Unbounded), &stream),
+                    let r = match rng.random_range(0..3) {
+                        0 => KeyRange::exact(&[a]),
+                        1 => KeyRange::bounded(&[a], &[a + rng.random_range(1..5)]),
+                        _ => KeyRange::from_key(&[a]),
                     };
-                    live.insert(uid, Arc::clone(&w));
-                    index.queue(Change::Add(w));
+                    let i = shard.intern(r.clone());
+                    assert_eq!(shard.range(i).range, r);
+                    let synced = rng.random_bool(0.7);
+                    if synced {
+                        shard.link_synced(i, next_group);
+                    }
+                    live.insert(next_group, (i, r, synced));
+                    next_group += 1;
                 }
             }
-            index.apply();
-            assert_eq!(index.len(), live.len(), "seed {seed}");
+            shard.prepare();
+            let distinct: std::collections::HashSet<_> = live.values().map(|v| v.1.clone()).collect();
+            assert_eq!(shard.range_count(), distinct.len(), "seed {seed}: one record per distinct range");
             for p in b'a'..=b'o' {
                 for key in [vec![p], vec![p, b'x']] {
                     let mut got = Vec::new();
-                    for s in 0..index.shard_count() {
-                        index.for_each_match(s, &key, |w| got.push(w.uid));
-                    }
+                    shard.for_each_synced(&key, |g| got.push(g));
                     got.sort();
-                    let want: Vec<u64> = live.values().filter(|w| w.contains(&key)).map(|w| w.uid).collect();
+                    let want: Vec<u32> =
+                        live.iter().filter(|(_, (_, r, s))| *s && r.contains(&key)).map(|(g, _)| *g).collect();
                     assert_eq!(got, want, "seed {seed}, key {key:?}");
                 }
             }

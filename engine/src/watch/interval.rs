@@ -1,100 +1,122 @@
-//! An immutable interval tree over byte-string ranges, built once from a sorted set
-//! of distinct ranges and then only read (stabbed) by any number of threads.
+//! An immutable interval tree over byte-string ranges that are stored elsewhere:
+//! the tree keeps only their indices (`u32`), so a key is stored once, in its range
+//! record, however many structures refer to it.
 //!
-//! Layout: the ranges sorted by `(start, end)` in one array; the implicit balanced
-//! tree rooted at the middle of every sub-array; `max_end[i]` is the greatest end in
-//! the subtree rooted at `i` (CLRS 14.3 augmentation). A stab at point `p` skips any
-//! subtree whose `max_end <= p` and any right part whose starts exceed `p`, so it
-//! costs `O(log n + k)` for `k` ranges containing `p`. Each node holds every value
-//! registered for its exact range, so a thousand watchers on one prefix cost one
-//! node visit.
+//! Layout: the range indices sorted by `(start, end)` in one array; the implicit
+//! balanced tree rooted at the middle of every sub-array; `max_end[i]` names the range
+//! with the greatest end in the subtree rooted at `i` (CLRS 14.3 augmentation). A stab
+//! at point `p` skips any subtree whose greatest end is `<= p` and any right part whose
+//! starts exceed `p`, so it costs `O(log n + k)` for `k` ranges containing `p`.
+//!
+//! Invariant: the tree is built from, and stabbed against, the same [`Spans`]; a
+//! range must not change or be freed while a tree built over it is used (the index
+//! rebuilds its tree before the next match whenever a range came or went).
+
+use std::cmp::Ordering;
 
 /// Exclusive end of a range: a key, or unbounded (etcd's `"\0"` range end).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) enum RangeEnd {
-    Key(Vec<u8>),
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum End<'a> {
+    Key(&'a [u8]),
     Unbounded,
 }
 
-impl RangeEnd {
+impl End<'_> {
     fn above(&self, p: &[u8]) -> bool {
         match self {
-            RangeEnd::Key(e) => p < e.as_slice(),
-            RangeEnd::Unbounded => true,
+            End::Key(e) => p < *e,
+            End::Unbounded => true,
         }
     }
 }
 
-pub(crate) struct IntervalTree<V> {
-    starts: Vec<Vec<u8>>,
-    ends: Vec<RangeEnd>,
-    max_end: Vec<RangeEnd>,
-    values: Vec<V>,
-}
-
-impl<V> Default for IntervalTree<V> {
-    fn default() -> Self {
-        IntervalTree { starts: Vec::new(), ends: Vec::new(), max_end: Vec::new(), values: Vec::new() }
+impl Ord for End<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self, other) {
+            (End::Key(a), End::Key(b)) => a.cmp(b),
+            (End::Key(_), End::Unbounded) => Ordering::Less,
+            (End::Unbounded, End::Key(_)) => Ordering::Greater,
+            (End::Unbounded, End::Unbounded) => Ordering::Equal,
+        }
     }
 }
 
-impl<V> IntervalTree<V> {
-    /// Builds the tree from distinct ranges given in `(start, end)` order.
-    pub(crate) fn from_sorted(items: impl IntoIterator<Item = ((Vec<u8>, RangeEnd), V)>) -> Self {
-        let mut t = IntervalTree::default();
-        for ((s, e), v) in items {
-            debug_assert!(t.starts.last().is_none_or(|l: &Vec<u8>| l <= &s));
-            t.starts.push(s);
-            t.ends.push(e);
-            t.values.push(v);
-        }
-        t.max_end = t.ends.clone();
-        let n = t.starts.len();
-        t.augment(0, n);
+impl PartialOrd for End<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Where the tree's ranges live.
+pub(crate) trait Spans {
+    fn start(&self, i: u32) -> &[u8];
+    fn end(&self, i: u32) -> End<'_>;
+
+    /// Order of ranges `a` and `b` by `(start, end)`.
+    fn order(&self, a: u32, b: u32) -> Ordering {
+        self.start(a).cmp(self.start(b)).then_with(|| self.end(a).cmp(&self.end(b)))
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct IntervalTree {
+    order: Vec<u32>,
+    max_end: Vec<u32>,
+}
+
+impl IntervalTree {
+    /// Builds the tree from range indices given in `(start, end)` order.
+    pub(crate) fn build(order: Vec<u32>, spans: &impl Spans) -> Self {
+        debug_assert!(order.windows(2).all(|w| spans.order(w[0], w[1]) != Ordering::Greater));
+        let mut t = IntervalTree { max_end: order.clone(), order };
+        let n = t.order.len();
+        t.augment(0, n, spans);
         t
     }
 
-    fn augment(&mut self, lo: usize, hi: usize) -> Option<usize> {
+    fn augment(&mut self, lo: usize, hi: usize, spans: &impl Spans) -> Option<u32> {
         if lo >= hi {
             return None;
         }
         let mid = lo + (hi - lo) / 2;
-        let l = self.augment(lo, mid);
-        let r = self.augment(mid + 1, hi);
-        let mut m = self.ends[mid].clone();
+        let l = self.augment(lo, mid, spans);
+        let r = self.augment(mid + 1, hi, spans);
+        let mut m = self.order[mid];
         for c in [l, r].into_iter().flatten() {
-            if self.max_end[c] > m {
-                m = self.max_end[c].clone();
+            if spans.end(c) > spans.end(m) {
+                m = c;
             }
         }
         self.max_end[mid] = m;
-        Some(mid)
+        Some(m)
     }
 
+    /// Ranges in the tree.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.starts.len()
+        self.order.len()
     }
 
-    /// Calls `f` with the value of every range containing `p`.
-    pub(crate) fn stab<'a>(&'a self, p: &[u8], f: &mut impl FnMut(&'a V)) {
-        self.stab_in(0, self.starts.len(), p, f);
+    /// Calls `f` with every range containing `p`.
+    pub(crate) fn stab(&self, spans: &impl Spans, p: &[u8], f: &mut impl FnMut(u32)) {
+        self.stab_in(spans, 0, self.order.len(), p, f);
     }
 
-    fn stab_in<'a>(&'a self, lo: usize, hi: usize, p: &[u8], f: &mut impl FnMut(&'a V)) {
+    fn stab_in(&self, spans: &impl Spans, lo: usize, hi: usize, p: &[u8], f: &mut impl FnMut(u32)) {
         if lo >= hi {
             return;
         }
         let mid = lo + (hi - lo) / 2;
-        if !self.max_end[mid].above(p) {
+        if !spans.end(self.max_end[mid]).above(p) {
             return; // every range below ends at or before p
         }
-        self.stab_in(lo, mid, p, f);
-        if self.starts[mid].as_slice() <= p {
-            if self.ends[mid].above(p) {
-                f(&self.values[mid]);
+        self.stab_in(spans, lo, mid, p, f);
+        let i = self.order[mid];
+        if spans.start(i) <= p {
+            if spans.end(i).above(p) {
+                f(i);
             }
-            self.stab_in(mid + 1, hi, p, f);
+            self.stab_in(spans, mid + 1, hi, p, f);
         }
     }
 }
@@ -104,8 +126,15 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
-    fn end(e: Option<&[u8]>) -> RangeEnd {
-        e.map_or(RangeEnd::Unbounded, |e| RangeEnd::Key(e.to_vec()))
+    struct V(Vec<(Vec<u8>, Option<Vec<u8>>)>);
+
+    impl Spans for V {
+        fn start(&self, i: u32) -> &[u8] {
+            &self.0[i as usize].0
+        }
+        fn end(&self, i: u32) -> End<'_> {
+            self.0[i as usize].1.as_deref().map_or(End::Unbounded, End::Key)
+        }
     }
 
     #[test]
@@ -115,24 +144,22 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         for _ in 0..200 {
             let n = rng.random_range(0..40);
-            let mut ranges = std::collections::BTreeMap::new();
-            for i in 0..n {
+            let mut v = V(Vec::new());
+            for _ in 0..n {
                 let a: u8 = rng.random_range(0..20);
                 let e = if rng.random_bool(0.1) { None } else { Some(vec![a + rng.random_range(1..8)]) };
-                ranges.insert((vec![a], end(e.as_deref())), i);
+                v.0.push((vec![a], e));
             }
-            let tree = IntervalTree::from_sorted(ranges.iter().map(|(k, v)| (k.clone(), *v)));
-            assert_eq!(tree.len(), ranges.len());
+            let mut order: Vec<u32> = (0..v.0.len() as u32).collect();
+            order.sort_by(|&a, &b| v.order(a, b));
+            let tree = IntervalTree::build(order, &v);
+            assert_eq!(tree.len(), v.0.len());
             for p in 0..30u8 {
                 let mut got = Vec::new();
-                tree.stab(&[p], &mut |v| got.push(*v));
+                tree.stab(&v, &[p], &mut |i| got.push(i));
                 got.sort();
-                let mut want: Vec<_> = ranges
-                    .iter()
-                    .filter(|((s, e), _)| s.as_slice() <= [p].as_slice() && e.above(&[p]))
-                    .map(|(_, v)| *v)
-                    .collect();
-                want.sort();
+                let want: Vec<u32> =
+                    (0..v.0.len() as u32).filter(|&i| v.start(i) <= [p].as_slice() && v.end(i).above(&[p])).collect();
                 assert_eq!(got, want, "seed {seed}, point {p}");
             }
         }

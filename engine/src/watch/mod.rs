@@ -15,16 +15,15 @@
 
 mod catchup;
 mod delivery;
+mod group;
 mod hub;
 mod index;
 mod interval;
-#[cfg(loom)]
-pub mod loom_api;
 mod notify;
+mod slab;
 mod stream;
 mod types;
 mod victims;
-mod watcher;
 
 pub use delivery::{Delivery, Ids, Item, Part};
 #[cfg(loom)]

@@ -1,74 +1,137 @@
-//! The notifier: the one thread that owns watcher state and follows the store's
-//! `committed_rev`, off the write path.
+//! The notifier: the one thread that owns every watcher, group and index record, and
+//! follows the store's `committed_rev`, off the write path.
 //!
-//! Loop: take control requests (register, cancel, progress, stream open/close,
-//! finished catch-up jobs) and victim retries; then, for each revision after
-//! `notified` up to `committed_rev`, in order: build one immutable
-//! [`RevisionBatch`] (prev_kv computed once per event, only if a synced watcher
-//! asked), match it against every index shard (in parallel on rayon when the index
-//! is large), and queue one fan-out delivery per (stream, selection); then dispatch
-//! catch-up jobs; then periodic progress; then sleep on the doorbell, which commits,
-//! control requests, retries and finished jobs ring.
+//! Loop: fan out the committed revisions after `notified`; take control requests
+//! (register, cancel, progress, stream open/close, finished catch-up jobs) and victim
+//! retries; dispatch catch-up jobs; periodic progress; then sleep on the doorbell,
+//! which control requests, retries, finished jobs and — while some group is synced or
+//! parked — commits ring.
 //!
-//! State machine of a watcher, changed only here:
-//! `Synced` (in the index, `core.synced`), `Unsynced` (cursor `next`, waiting for a
-//! job), `CatchingUp` (a job holds it), `Victim` (cursor `next`, waiting for its
-//! stream to drain), and gone (canceled). Invariants:
-//! - a `Synced` watcher has received every matching revision up to `notified`;
-//! - every other watcher has received every matching revision below `next`, and
-//!   nothing at or after it;
-//! - a watcher becomes `Synced` only when `next == notified + 1`, so the hand-off
-//!   skips and repeats nothing; a delivery that finds the stream full leaves the
-//!   watcher a `Victim` with `next` = the first revision it did not get.
+//! Fan-out of one revision: match its records, borrowed from the mapped log, against
+//! the synced groups of every active index shard; if nothing matched, that is all (no
+//! copy, no allocation). Otherwise build the revision's [`RevisionBatch`] once
+//! (prev_kv computed once per event, only if a group reached asked for it) and queue
+//! ONE delivery per stream reached, whose parts are its groups with their shared id
+//! lists: the cost is per stream and per group, never per watcher.
+//!
+//! State machine of a group (see [`State`]), changed only here:
+//! - `Synced` (linked in its range's synced list) receives every revision as it is
+//!   fanned out; at most one synced group exists per (stream, range, class), and a
+//!   group that becomes synced merges into it;
+//! - `Parked` (start in the future) becomes synced when the notifier reaches
+//!   `next - 1`, so matching never checks a start revision;
+//! - `Unsynced` (behind) waits for a catch-up job, `CatchingUp` is in one;
+//! - `Victim`: a delivery to it found its stream full; it holds only `next`.
+//!
+//! Invariants:
+//! - a `Synced` group's watchers have received every matching revision up to
+//!   `notified`; any other group's have received every matching revision below its
+//!   `next`, and nothing at or after it;
+//! - a group becomes `Synced` only when `next == notified + 1`, so the hand-off
+//!   skips and repeats nothing; a delivery that finds its stream full leaves every
+//!   group in it a `Victim` with `next` = that revision;
+//! - a watcher's `created` is queued (here) before it joins a group, its `canceled`
+//!   after it left it, so `created` precedes and `canceled` follows all its events.
 
-use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, HashMap, HashSet};
+#[cfg(not(loom))]
+use std::time::Duration;
+use std::time::Instant;
 
-use super::catchup::{self, CatchupJob, CatchupResult, Outcome};
-use super::hub::{Control, HubShared};
-use super::index::Change;
-use super::stream::{StreamItem, StreamShared};
-use super::types::{Event, EventKind, RevisionBatch, WatchId, WatchResponse};
-use super::watcher::WatcherCore;
-use crate::log::record::RecordKind;
-use crate::log::{LogReader, OwnedRecord};
+use super::catchup::{self, event_kind, CatchupJob, CatchupResult, JobGroup, Outcome};
+use super::delivery::{Delivery, Ids, Part};
+use super::group::{Class, Group, Members, State, Watcher};
+use super::hub::{Control, HubShared, Registration};
+use super::index::Shard;
+use super::slab::{Handle, Slab};
+use super::stream::{StreamShared, PENDING};
+use super::types::{Event, RevisionBatch, RevisionEvents, WatchId, WatchResponse};
+use crate::log::record::{RecordKind, RecordRef};
+use crate::log::LogReader;
 use crate::store::{KeyValue, Store};
-use crate::sync::atomic::Ordering;
+use crate::sync::atomic::{fence, Ordering};
 use crate::sync::{lock, Arc};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Status {
-    Synced,
-    Unsynced,
-    CatchingUp,
-    Victim,
+/// Builds the shared batch of one revision from its records (all of one main
+/// revision, in sub order).
+pub(crate) fn batch_from_records(
+    store: &Store,
+    reader: &mut LogReader,
+    records: &[RecordRef<'_>],
+    with_prev: bool,
+) -> RevisionBatch {
+    let revision = records.first().map_or(0, |r| r.main);
+    let events = records
+        .iter()
+        .map(|r| {
+            let kv = match r.kind {
+                RecordKind::Delete => KeyValue { key: r.key.to_vec(), mod_revision: r.main, ..KeyValue::default() },
+                _ => KeyValue {
+                    key: r.key.to_vec(),
+                    value: r.value.to_vec(),
+                    create_revision: r.create_revision,
+                    mod_revision: r.main,
+                    version: r.version,
+                },
+            };
+            let prev_kv = if with_prev { store.kv_before(reader, r.key, r.main) } else { None };
+            Event { kind: event_kind(r), kv, prev_kv, sub: r.sub }
+        })
+        .collect();
+    RevisionBatch::new(revision, events, with_prev)
 }
 
-struct WatcherState {
-    core: Arc<WatcherCore>,
-    status: Status,
-    /// Next revision to deliver (meaningful when not `Synced`).
-    next: u64,
+/// A progress response owed to watchers of a group that was not synced when asked.
+enum Owed {
+    All,
+    Ids(Vec<WatchId>),
 }
 
 struct StreamEntry {
     shared: Arc<StreamShared>,
-    watchers: HashMap<WatchId, u64>,
+    shard: u32,
+    /// Watchers of the stream not in a `Synced` group (a stream-wide progress
+    /// response needs every watcher synced).
+    unready: u64,
+    /// Groups that became victims, waiting for the stream to drain.
+    victims: Vec<Handle>,
+}
+
+/// One match: a synced group reached by event `event` of the revision.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Hit {
+    stream: u32,
+    group: u32,
+    event: u32,
+}
+
+/// What queuing one stream's delivery came to.
+enum Sent {
+    Accepted { progress_groups: Vec<u32> },
+    Refused { stream: u32, groups: Vec<u32> },
 }
 
 pub(crate) struct Notifier {
     hub: Arc<HubShared>,
     notified: u64,
-    watchers: HashMap<u64, WatcherState>,
-    /// Watchers in `Unsynced` (waiting for a catch-up job): the notifier's turns
-    /// visit only these, never every watcher.
-    unsynced: HashSet<u64>,
-    /// Watchers that asked for periodic progress.
-    progress_notify: HashSet<u64>,
-    /// Watchers owed a deferred progress response.
-    owed_progress: HashSet<u64>,
-    streams: HashMap<u64, StreamEntry>,
-    prev_kv_synced: usize,
+    streams: Slab<StreamEntry>,
+    stream_slots: HashMap<u64, u32>,
+    shards: Vec<Shard>,
+    groups: Slab<Group>,
+    watchers: Slab<Watcher>,
+    /// Parked groups by start revision (stale handles are skipped).
+    parked: BTreeMap<u64, Vec<Handle>>,
+    /// Parked groups by what makes them one, so that watchers created together while
+    /// the notifier lags share a group.
+    parked_index: HashMap<(u64, u32, u32, Class), Handle>,
+    /// Groups waiting for a catch-up job (stale handles are skipped).
+    unsynced: Vec<Handle>,
+    /// Groups of the `progress_notify` class (stale handles are dropped at ticks).
+    progress_groups: Vec<Handle>,
+    owed: HashMap<Handle, Owed>,
+    synced_groups: usize,
+    parked_groups: usize,
+    hits: Vec<Hit>,
     jobs_in_flight: usize,
     max_jobs: usize,
     next_tick: Instant,
@@ -76,74 +139,62 @@ pub(crate) struct Notifier {
     hold: crate::log::RetentionHold,
 }
 
-/// Builds the shared batch of one revision from its records (all of one main
-/// revision, in sub order).
-pub(crate) fn batch_from_records(
-    store: &Store,
-    reader: &mut LogReader,
-    records: impl Iterator<Item = OwnedRecord>,
-    with_prev: bool,
-) -> RevisionBatch {
-    let mut revision = 0;
-    let events = records
-        .map(|r| {
-            revision = r.main;
-            let (kind, kv) = match r.kind {
-                RecordKind::Delete => {
-                    (EventKind::Delete, KeyValue { key: r.key, mod_revision: r.main, ..KeyValue::default() })
-                }
-                _ => (
-                    EventKind::Put,
-                    KeyValue {
-                        key: r.key,
-                        value: r.value,
-                        create_revision: r.create_revision,
-                        mod_revision: r.main,
-                        version: r.version,
-                    },
-                ),
-            };
-            let prev_kv = if with_prev { store.kv_before(reader, &kv.key, r.main) } else { None };
-            Event { kind, kv, prev_kv, sub: r.sub }
-        })
-        .collect();
-    RevisionBatch::new(revision, events, with_prev)
+fn compacted_response(id: WatchId, rev: u64, compact: u64) -> WatchResponse {
+    let mut r = WatchResponse::control(id, rev);
+    r.canceled = true;
+    r.compact_revision = compact;
+    r.cancel_reason = "required revision has been compacted".into();
+    r
 }
 
-/// One delivery to queue: a stream, the shared events, the watchers they reach.
-struct Delivery {
-    stream: Arc<StreamShared>,
-    events: super::types::RevisionEvents,
-    watchers: Vec<Arc<WatcherCore>>,
+/// Queues a watcher's last response and frees its id, atomically with respect to
+/// `watch()` (which takes the same lock to claim an id and queue `created`): a
+/// client that has seen `canceled` can reuse the id at once, and a new watcher with
+/// that id is `created` only after the old one's `canceled`.
+fn finish(stream: &StreamShared, id: WatchId, last: WatchResponse) {
+    let mut ids = lock(&stream.ids);
+    stream.send_control(last);
+    ids.remove(&id);
 }
 
 impl Notifier {
     pub(crate) fn new(hub: Arc<HubShared>) -> Self {
         let notified = hub.store.current_revision();
         hub.metrics.notified_revision.store(notified, Ordering::Relaxed);
-        #[cfg(not(loom))]
-        let max_jobs = rayon::current_num_threads().max(1);
-        #[cfg(loom)]
-        let max_jobs = 1;
+        let max_jobs = hub.pool.threads().max(1);
         let next_tick = Instant::now() + hub.opts.progress_interval;
         let hold = hub.store.log().hold_from(notified + 1);
+        let shards = (0..hub.opts.index_shards.max(1)).map(|_| Shard::default()).collect();
         Notifier {
             hold,
             hub,
             notified,
-            watchers: HashMap::new(),
-            unsynced: HashSet::new(),
-            progress_notify: HashSet::new(),
-            owed_progress: HashSet::new(),
-            streams: HashMap::new(),
-            prev_kv_synced: 0,
+            streams: Slab::default(),
+            stream_slots: HashMap::new(),
+            shards,
+            groups: Slab::default(),
+            watchers: Slab::default(),
+            parked: BTreeMap::new(),
+            parked_index: HashMap::new(),
+            unsynced: Vec::new(),
+            progress_groups: Vec::new(),
+            owed: HashMap::new(),
+            synced_groups: 0,
+            parked_groups: 0,
+            hits: Vec::new(),
             jobs_in_flight: 0,
             max_jobs,
             next_tick,
         }
     }
 
+    #[cfg(loom)]
+    pub(crate) fn hub(&self) -> &HubShared {
+        &self.hub
+    }
+
     pub(crate) fn run(mut self) {
+        #[cfg(not(loom))]
         while !self.hub.stop.load(Ordering::Acquire) {
             if !self.step() {
                 let wait = self.next_tick.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
@@ -155,12 +206,17 @@ impl Notifier {
 
     /// One turn of the loop, without waiting. Returns whether it did anything.
     pub(crate) fn step(&mut self) -> bool {
+        #[cfg(loom)]
+        self.hub.doorbell.take();
         // Revisions first, so that a progress request answers as late as possible.
         let mut busy = self.notify_committed();
         busy |= self.take_controls();
         busy |= self.take_retries();
         busy |= self.dispatch_catchup();
         self.tick_progress();
+        if busy {
+            self.hub.metrics.notifier_turns.fetch_add(1, Ordering::Relaxed);
+        }
         busy
     }
 
@@ -168,25 +224,219 @@ impl Notifier {
         // Watchers accepted by `watch()` but not yet registered still get their
         // `created` response before the stream ends.
         for c in std::mem::take(&mut *lock(&self.hub.controls)) {
-            if let Control::Register(core, created_rev) = c {
-                core.stream.send_control(WatchResponse::created(core.id, created_rev));
+            if let Control::Register(r) = c {
+                r.stream.send_control(WatchResponse::created(r.id, r.created_rev));
             }
         }
-        for (_, s) in self.streams.drain() {
-            s.shared.send_closed();
+        let slots: Vec<u32> = self.stream_slots.values().copied().collect();
+        for slot in slots {
+            self.streams.at(slot).1.shared.send_closed();
         }
     }
+
+    // ----- bookkeeping ---------------------------------------------------------
+
+    fn state_counter(&self, s: State) -> &crate::sync::atomic::AtomicU64 {
+        let m = &self.hub.metrics;
+        match s {
+            State::Synced | State::Parked => &m.synced,
+            State::Unsynced | State::CatchingUp => &m.unsynced,
+            State::Victim => &m.victims,
+        }
+    }
+
+    /// Publishes whether commits can reach anybody (see `HubShared::watching`).
+    fn update_watching(&self) {
+        let on = self.synced_groups + self.parked_groups > 0;
+        if self.hub.watching.load(Ordering::Relaxed) != on {
+            self.hub.watching.store(on, Ordering::Relaxed);
+            // Pairs with the fence in the commit listener: after this, either the
+            // listener sees `on` or this thread's next read of `committed_rev` sees
+            // the commit (the loop always reads it again before sleeping).
+            fence(Ordering::SeqCst);
+        }
+    }
+
+    /// Moves group `g` from its state to `new` (never to `Synced`: see
+    /// `make_synced`), with cursor `next`.
+    fn set_state(&mut self, g: u32, new: State, next: u64) {
+        debug_assert!(new != State::Synced);
+        let (handle, gr) = self.groups.at(g);
+        let (old, n, stream, range, class) = (gr.state, gr.members.len() as u64, gr.stream, gr.range, gr.class);
+        let shard = self.streams.at(stream).1.shard as usize;
+        self.state_counter(old).fetch_sub(n, Ordering::Relaxed);
+        self.state_counter(new).fetch_add(n, Ordering::Relaxed);
+        match old {
+            State::Synced => {
+                self.shards[shard].unlink_synced(range, g);
+                self.synced_groups -= 1;
+                self.streams.at_mut(stream).unready += n;
+            }
+            State::Parked => {
+                let gr = self.groups.at(g).1;
+                self.parked_index.remove(&(gr.next, stream, range, class));
+                self.parked_groups -= 1;
+            }
+            _ => {}
+        }
+        match new {
+            State::Parked => {
+                self.parked.entry(next).or_default().push(handle);
+                self.parked_index.insert((next, stream, range, class), handle);
+                self.parked_groups += 1;
+            }
+            State::Unsynced => self.unsynced.push(handle),
+            State::Victim => self.streams.at_mut(stream).victims.push(handle),
+            State::CatchingUp | State::Synced => {}
+        }
+        let gr = self.groups.at_mut(g);
+        gr.state = new;
+        gr.next = next;
+        self.update_watching();
+    }
+
+    /// Makes group `g` synced (its cursor must be `notified + 1`): merges it into the
+    /// synced group of its stream, range and class if there is one, else links it.
+    /// Sends what it owes in progress first. Returns the group it ended in.
+    fn make_synced(&mut self, g: u32) -> u32 {
+        let (handle, gr) = self.groups.at(g);
+        debug_assert!(gr.state != State::Synced);
+        let (old, n, stream, range, class) = (gr.state, gr.members.len() as u64, gr.stream, gr.range, gr.class);
+        let shard = self.streams.at(stream).1.shard as usize;
+        // Its owed bookmarks are due now: every event up to `notified` is delivered.
+        if let Some(owed) = self.owed.remove(&handle) {
+            self.send_owed(g, owed);
+        }
+        let into = self.shards[shard].range(range).synced.as_slice().iter().copied().find(|&s| {
+            let sg = self.groups.at(s).1;
+            sg.stream == stream && sg.class == class
+        });
+        match into {
+            Some(s) => {
+                // Leave the old state as set_state would, without linking anything.
+                self.state_counter(old).fetch_sub(n, Ordering::Relaxed);
+                self.state_counter(State::Synced).fetch_add(n, Ordering::Relaxed);
+                if old == State::Parked {
+                    let next = self.groups.at(g).1.next;
+                    self.parked_index.remove(&(next, stream, range, class));
+                    self.parked_groups -= 1;
+                }
+                self.streams.at_mut(stream).unready -= n;
+                let gone = self.groups.remove(handle).expect("a live group");
+                let watchers = &mut self.watchers;
+                self.groups.at_mut(s).members.append(gone.members, |w, pos| {
+                    let wr = watchers.at_mut(w);
+                    wr.group = s;
+                    wr.pos = pos;
+                });
+                self.shards[shard].release(range);
+                self.update_watching();
+                s
+            }
+            None => {
+                self.state_counter(old).fetch_sub(n, Ordering::Relaxed);
+                self.state_counter(State::Synced).fetch_add(n, Ordering::Relaxed);
+                if old == State::Parked {
+                    let next = self.groups.at(g).1.next;
+                    self.parked_index.remove(&(next, stream, range, class));
+                    self.parked_groups -= 1;
+                }
+                self.streams.at_mut(stream).unready -= n;
+                self.shards[shard].link_synced(range, g);
+                self.synced_groups += 1;
+                let gr = self.groups.at_mut(g);
+                gr.state = State::Synced;
+                gr.next = self.notified + 1;
+                self.update_watching();
+                g
+            }
+        }
+    }
+
+    fn new_group(&mut self, stream: u32, range: u32, class: Class, id: WatchId, watcher: u32) -> u32 {
+        let h = self.groups.insert(Group {
+            stream,
+            range,
+            class,
+            // Counted as unsynced until moved (by the caller) to its real state.
+            state: State::Unsynced,
+            sent_since_tick: false,
+            next: 0,
+            members: Members::One { id, watcher },
+        });
+        self.hub.metrics.unsynced.fetch_add(1, Ordering::Relaxed);
+        self.streams.at_mut(stream).unready += 1;
+        if class.progress_notify() {
+            self.progress_groups.push(h);
+        }
+        h.index
+    }
+
+    /// Removes watcher `w` from its group (freeing the group with its last member)
+    /// and from the slab.
+    fn remove_watcher(&mut self, w: u32) {
+        let wr = self.watchers.remove(self.watchers.handle(w)).expect("a live watcher");
+        let g = wr.group;
+        let gr = self.groups.at(g).1;
+        let (state, stream) = (gr.state, gr.stream);
+        self.state_counter(state).fetch_sub(1, Ordering::Relaxed);
+        self.hub.metrics.watchers.fetch_sub(1, Ordering::Relaxed);
+        if state != State::Synced {
+            self.streams.at_mut(stream).unready -= 1;
+        }
+        if gr.members.len() == 1 {
+            self.free_group(g);
+            return;
+        }
+        if let Some(moved) = self.groups.at_mut(g).members.swap_remove(wr.pos) {
+            self.watchers.at_mut(moved).pos = wr.pos;
+        }
+        if let Some(Owed::Ids(ids)) = self.owed.get_mut(&self.groups.handle(g)) {
+            ids.retain(|i| *i != wr.id);
+        }
+    }
+
+    /// Frees a group whose members are gone (or were moved elsewhere).
+    fn free_group(&mut self, g: u32) {
+        let (handle, gr) = self.groups.at(g);
+        let (state, stream, range, class, next) = (gr.state, gr.stream, gr.range, gr.class, gr.next);
+        let shard = self.streams.at(stream).1.shard as usize;
+        match state {
+            State::Synced => {
+                self.shards[shard].unlink_synced(range, g);
+                self.synced_groups -= 1;
+            }
+            State::Parked => {
+                self.parked_index.remove(&(next, stream, range, class));
+                self.parked_groups -= 1;
+            }
+            _ => {}
+        }
+        self.owed.remove(&handle);
+        self.groups.remove(handle);
+        self.shards[shard].release(range);
+        self.update_watching();
+    }
+
+    /// Cancels every watcher of group `g` with `last(id)` as its final response.
+    fn cancel_group(&mut self, g: u32, last: impl Fn(WatchId) -> WatchResponse) {
+        let members: Vec<(WatchId, u32)> = self.groups.at(g).1.members.iter().collect();
+        let stream = Arc::clone(&self.streams.at(self.groups.at(g).1.stream).1.shared);
+        for (id, w) in members {
+            self.remove_watcher(w);
+            finish(&stream, id, last(id));
+        }
+    }
+
+    // ----- control requests ----------------------------------------------------
 
     fn take_controls(&mut self) -> bool {
         let controls = std::mem::take(&mut *lock(&self.hub.controls));
         let any = !controls.is_empty();
         for c in controls {
             match c {
-                Control::OpenStream(s) => {
-                    self.hub.metrics.streams.fetch_add(1, Ordering::Relaxed);
-                    self.streams.insert(s.id, StreamEntry { shared: s, watchers: HashMap::new() });
-                }
-                Control::Register(core, created_rev) => self.register(core, created_rev),
+                Control::OpenStream(s) => self.open_stream(s),
+                Control::Register(r) => self.register(*r),
                 Control::Cancel { stream, id } => self.cancel(stream, id),
                 Control::Progress { stream, id } => self.progress(stream, id),
                 Control::CloseStream { stream } => self.close_stream(stream),
@@ -196,169 +446,168 @@ impl Notifier {
         any
     }
 
-    fn set_status(&mut self, uid: u64, status: Status) {
-        let m = &self.hub.metrics;
-        let Some(w) = self.watchers.get_mut(&uid) else { return };
-        let old = w.status;
-        if old == status {
-            return;
-        }
-        let counter = |s: Status| match s {
-            Status::Synced => &m.synced,
-            Status::Unsynced | Status::CatchingUp => &m.unsynced,
-            Status::Victim => &m.victims,
-        };
-        counter(old).fetch_sub(1, Ordering::Relaxed);
-        counter(status).fetch_add(1, Ordering::Relaxed);
-        w.status = status;
-        if old == Status::Unsynced {
-            self.unsynced.remove(&uid);
-        }
-        if status == Status::Unsynced {
-            self.unsynced.insert(uid);
-        }
-        if old == Status::Synced {
-            w.core.set_synced(false);
-            if w.core.prev_kv {
-                self.prev_kv_synced -= 1;
-            }
-            self.hub.index.queue(Change::Remove(Arc::clone(&w.core)));
-        }
-        if status == Status::Synced {
-            if w.core.prev_kv {
-                self.prev_kv_synced += 1;
-            }
-            self.hub.index.queue(Change::Add(Arc::clone(&w.core)));
-            w.core.set_synced(true);
-        }
+    fn open_stream(&mut self, s: Arc<StreamShared>) {
+        self.hub.metrics.streams.fetch_add(1, Ordering::Relaxed);
+        let shard = (s.id % self.shards.len() as u64) as u32;
+        let id = s.id;
+        let slot = self.streams.insert(StreamEntry { shared: s, shard, unready: 0, victims: Vec::new() });
+        self.stream_slots.insert(id, slot.index);
     }
 
-    fn register(&mut self, core: Arc<WatcherCore>, created_rev: u64) {
-        let Some(entry) = self.streams.get_mut(&core.stream.id) else { return };
-        entry.shared.send_control(WatchResponse::created(core.id, created_rev));
+    fn register(&mut self, r: Registration) {
+        let Some(&slot) = self.stream_slots.get(&r.stream.id) else { return };
+        let shared = Arc::clone(&self.streams.at(slot).1.shared);
+        shared.send_control(WatchResponse::created(r.id, r.created_rev));
         let compact = self.hub.store.compact_revision();
-        if core.min_rev < compact {
+        if r.min_rev < compact {
             // Created, then canceled: its start is gone (etcd: compact_revision set).
-            Self::finish(&core, compacted_response(core.id, self.notified, compact));
+            finish(&shared, r.id, compacted_response(r.id, self.notified, compact));
             return;
         }
-        entry.watchers.insert(core.id, core.uid);
-        let m = &self.hub.metrics;
-        m.watchers.fetch_add(1, Ordering::Relaxed);
-        let uid = core.uid;
-        let next = core.min_rev;
-        // Counted as unsynced first; set_status moves the counter.
-        m.unsynced.fetch_add(1, Ordering::Relaxed);
-        if core.progress_notify {
-            self.progress_notify.insert(uid);
+        self.hub.metrics.watchers.fetch_add(1, Ordering::Relaxed);
+        let shard = self.streams.at(slot).1.shard as usize;
+        let range = self.shards[shard].intern(r.range);
+        // A placeholder until the group is known.
+        let w = self.watchers.insert(Watcher { id: r.id, group: 0, pos: 0 }).index;
+        let ready = self.notified + 1;
+        // Join an existing group where one has the same future: the synced group of
+        // this range and class, or a parked one with the same start.
+        let existing = if r.min_rev == ready {
+            self.shards[shard].range(range).synced.as_slice().iter().copied().find(|&g| {
+                let gr = self.groups.at(g).1;
+                gr.stream == slot && gr.class == r.class
+            })
+        } else if r.min_rev > ready {
+            self.parked_index.get(&(r.min_rev, slot, range, r.class)).map(|h| h.index)
+        } else {
+            None
+        };
+        match existing {
+            Some(g) => {
+                self.shards[shard].release(range); // the group holds the reference
+                let gr = self.groups.at_mut(g);
+                let pos = gr.members.push(r.id, w);
+                let state = gr.state;
+                let wr = self.watchers.at_mut(w);
+                wr.group = g;
+                wr.pos = pos;
+                self.state_counter(state).fetch_add(1, Ordering::Relaxed);
+                if state != State::Synced {
+                    self.streams.at_mut(slot).unready += 1;
+                }
+            }
+            None => {
+                let g = self.new_group(slot, range, r.class, r.id, w);
+                self.watchers.at_mut(w).group = g;
+                if r.min_rev == ready {
+                    self.groups.at_mut(g).next = ready;
+                    self.make_synced(g);
+                } else if r.min_rev > ready {
+                    self.set_state(g, State::Parked, r.min_rev);
+                } else {
+                    self.set_state(g, State::Unsynced, r.min_rev);
+                }
+            }
         }
-        self.watchers.insert(uid, WatcherState { core, status: Status::Unsynced, next });
-        self.unsynced.insert(uid);
-        if next > self.notified {
-            // From now or the future: synced at once; matchers skip revisions below
-            // its start.
-            self.set_status(uid, Status::Synced);
-        }
+        lock(&shared.ids).insert(r.id, w);
     }
 
-    fn remove_watcher(&mut self, uid: u64) -> Option<WatcherState> {
-        let status = self.watchers.get(&uid)?.status;
-        if status == Status::Synced {
-            self.set_status(uid, Status::Unsynced);
-        }
-        let w = self.watchers.remove(&uid)?;
-        self.unsynced.remove(&uid);
-        self.progress_notify.remove(&uid);
-        self.owed_progress.remove(&uid);
-        let m = &self.hub.metrics;
-        m.unsynced.fetch_sub(u64::from(matches!(w.status, Status::Unsynced | Status::CatchingUp)), Ordering::Relaxed);
-        m.victims.fetch_sub(u64::from(w.status == Status::Victim), Ordering::Relaxed);
-        m.watchers.fetch_sub(1, Ordering::Relaxed);
-        Some(w)
-    }
-
-    /// Queues a watcher's last response and frees its id, atomically with respect to
-    /// `watch()` (which takes the same lock to claim an id and queue `created`): a
-    /// client that has seen `canceled` can reuse the id at once, and a new watcher
-    /// with that id is `created` only after the old one's `canceled`.
-    fn finish(core: &WatcherCore, last: WatchResponse) {
-        let mut ids = lock(&core.stream.ids);
-        core.stream.send_control(last);
-        ids.remove(&core.id);
+    /// The watcher record of `id` on stream `slot`, if registered.
+    fn watcher_of(&self, slot: u32, id: WatchId) -> Option<u32> {
+        let shared = &self.streams.at(slot).1.shared;
+        lock(&shared.ids).get(&id).copied().filter(|&w| w != PENDING)
     }
 
     fn cancel(&mut self, stream: u64, id: WatchId) {
-        let Some(entry) = self.streams.get_mut(&stream) else { return };
-        let Some(uid) = entry.watchers.remove(&id) else { return };
-        if let Some(w) = self.remove_watcher(uid) {
-            let mut r = WatchResponse::control(id, self.notified);
-            r.canceled = true;
-            Self::finish(&w.core, r);
-        }
+        let Some(&slot) = self.stream_slots.get(&stream) else { return };
+        let Some(w) = self.watcher_of(slot, id) else { return };
+        self.remove_watcher(w);
+        let shared = Arc::clone(&self.streams.at(slot).1.shared);
+        let mut r = WatchResponse::control(id, self.notified);
+        r.canceled = true;
+        finish(&shared, id, r);
     }
 
     fn close_stream(&mut self, stream: u64) {
-        let Some(entry) = self.streams.remove(&stream) else { return };
-        for (_, uid) in entry.watchers {
-            if let Some(w) = self.remove_watcher(uid) {
-                lock(&w.core.stream.ids).remove(&w.core.id);
-            }
+        let Some(slot) = self.stream_slots.remove(&stream) else { return };
+        let shared = Arc::clone(&self.streams.at(slot).1.shared);
+        let ids: Vec<u32> = lock(&shared.ids).drain().map(|(_, w)| w).filter(|&w| w != PENDING).collect();
+        for w in ids {
+            self.remove_watcher(w);
         }
+        self.streams.remove(self.streams.handle(slot));
         self.hub.metrics.streams.fetch_sub(1, Ordering::Relaxed);
-        entry.shared.send_closed();
+        shared.send_closed();
     }
 
-    /// Whether a progress response at `notified` may be sent for this watcher: it is
-    /// synced and its start is not in the future.
-    fn eligible(&self, w: &WatcherState) -> bool {
-        w.status == Status::Synced && w.core.min_rev <= self.notified + 1
+    /// Sends what group `g` owes in progress, at `notified`.
+    fn send_owed(&self, g: u32, owed: Owed) {
+        let gr = self.groups.at(g).1;
+        let shared = &self.streams.at(gr.stream).1.shared;
+        let ids = match owed {
+            Owed::All => gr.members.ids(),
+            Owed::Ids(v) if v.is_empty() => return,
+            Owed::Ids(v) => v.into(),
+        };
+        shared.send_progress(self.notified, ids);
+    }
+
+    fn owe(&mut self, g: u32, id: Option<WatchId>) {
+        let h = self.groups.handle(g);
+        match (self.owed.get_mut(&h), id) {
+            (Some(Owed::All), _) => {}
+            (Some(Owed::Ids(v)), Some(id)) => {
+                if !v.contains(&id) {
+                    v.push(id);
+                }
+            }
+            (_, None) => {
+                self.owed.insert(h, Owed::All);
+            }
+            (None, Some(id)) => {
+                self.owed.insert(h, Owed::Ids(vec![id]));
+            }
+        }
     }
 
     fn progress(&mut self, stream: u64, id: Option<WatchId>) {
-        let Some(entry) = self.streams.get(&stream) else { return };
-        let shared = Arc::clone(&entry.shared);
+        let Some(&slot) = self.stream_slots.get(&stream) else { return };
         #[cfg(not(feature = "bug-progress-ahead"))]
         let rev = self.notified;
         // Seeded bug: bookmarks the store's revision, which the notifier may not have
         // delivered yet.
         #[cfg(feature = "bug-progress-ahead")]
         let rev = self.hub.store.current_revision();
+        let entry = self.streams.at(slot).1;
+        let shared = Arc::clone(&entry.shared);
         match id {
             None => {
-                let uids: Vec<u64> = entry.watchers.values().copied().collect();
-                if uids.iter().all(|u| self.watchers.get(u).is_some_and(|w| self.eligible(w))) {
+                if entry.unready == 0 {
                     shared.send_control(WatchResponse::control(-1, rev));
                     return;
                 }
-                for uid in uids {
-                    self.progress_for(uid, rev);
+                // Not every watcher is synced: answer each synced group now, the
+                // others as soon as they are synced.
+                let ws: Vec<u32> = lock(&shared.ids).values().copied().filter(|&w| w != PENDING).collect();
+                let groups: HashSet<u32> = ws.into_iter().map(|w| self.watchers.at(w).1.group).collect();
+                for g in groups {
+                    let gr = self.groups.at(g).1;
+                    if gr.state == State::Synced {
+                        shared.send_progress(rev, gr.members.ids());
+                    } else {
+                        self.owe(g, None);
+                    }
                 }
             }
             Some(id) => {
-                if let Some(&uid) = entry.watchers.get(&id) {
-                    self.progress_for(uid, rev);
+                let Some(w) = self.watcher_of(slot, id) else { return };
+                let g = self.watchers.at(w).1.group;
+                if self.groups.at(g).1.state == State::Synced {
+                    shared.send_progress(rev, Ids::One(id));
+                } else {
+                    self.owe(g, Some(id));
                 }
             }
-        }
-    }
-
-    /// Answers a progress request for one watcher at `rev`: at once if it is
-    /// eligible, else (at the then-notified revision) as soon as it becomes so.
-    fn progress_for(&mut self, uid: u64, rev: u64) {
-        let Some(w) = self.watchers.get(&uid) else { return };
-        if self.eligible(w) {
-            w.core.stream.send_control(WatchResponse::control(w.core.id, rev));
-        } else {
-            self.owed_progress.insert(uid);
-        }
-    }
-
-    /// Sends a deferred progress response if the watcher owes one and is eligible.
-    fn flush_pending_progress(&mut self, uid: u64) {
-        let Some(w) = self.watchers.get(&uid) else { return };
-        if self.owed_progress.contains(&uid) && self.eligible(w) {
-            w.core.stream.send_control(WatchResponse::control(w.core.id, self.notified));
-            self.owed_progress.remove(&uid);
         }
     }
 
@@ -366,15 +615,32 @@ impl Notifier {
         let mut any = false;
         while let Some(stream) = self.hub.retry.pop() {
             any = true;
-            let Some(entry) = self.streams.get(&stream.id) else { continue };
-            let uids: Vec<u64> = entry.watchers.values().copied().collect();
-            for uid in uids {
-                if self.watchers.get(&uid).is_some_and(|w| w.status == Status::Victim) {
-                    self.set_status(uid, Status::Unsynced);
+            let Some(&slot) = self.stream_slots.get(&stream.id) else { continue };
+            let victims = std::mem::take(&mut self.streams.at_mut(slot).victims);
+            for h in victims {
+                if let Some(g) = self.groups.get(h).filter(|g| g.state == State::Victim) {
+                    let next = g.next;
+                    self.set_state(h.index, State::Unsynced, next);
                 }
             }
         }
         any
+    }
+
+    // ----- fan-out -------------------------------------------------------------
+
+    /// Synced groups reached by the parked ones whose start is `rev`.
+    fn promote_parked(&mut self, rev: u64) {
+        while let Some(entry) = self.parked.first_entry() {
+            if *entry.key() > rev {
+                return;
+            }
+            for h in entry.remove() {
+                if self.groups.get(h).is_some_and(|g| g.state == State::Parked) {
+                    self.make_synced(h.index);
+                }
+            }
+        }
     }
 
     /// Processes committed revisions after `notified` (at most a bounded number per
@@ -384,209 +650,279 @@ impl Notifier {
         if committed <= self.notified {
             return false;
         }
-        let upto = committed.min(self.notified + 256);
+        let upto = committed.min(self.notified + 1024);
+        for s in &mut self.shards {
+            s.prepare();
+        }
         let reader = self.hub.store.log().reader();
         let mut prev_reader = self.hub.store.log().reader();
-        let mut pending: Vec<OwnedRecord> = Vec::new();
-        let from = self.notified + 1;
-        let mut records = Vec::new();
-        for item in reader.records(from, upto) {
-            match item {
-                Ok((_, r)) => records.push(OwnedRecord::from(r)),
-                Err(e) => {
-                    tracing::error!(error = %e, "notifier cannot read the log");
-                    return false;
+        while self.notified < upto {
+            self.promote_parked(self.notified + 1);
+            if self.synced_groups == 0 {
+                // Nobody can be reached before the next parked start: skip those
+                // revisions without reading them.
+                let stop = self.parked.keys().next().map_or(upto, |&n| upto.min(n - 1));
+                self.notified = self.notified.max(stop);
+                continue;
+            }
+            // Up to the next parked start (promotion changes who is reached).
+            let to = self.parked.keys().next().map_or(upto, |&n| upto.min(n - 1));
+            let mut recs: Vec<RecordRef<'_>> = Vec::new();
+            for item in reader.records(self.notified + 1, to) {
+                let r = match item {
+                    Ok((_, r)) => r,
+                    Err(e) => {
+                        tracing::error!(error = %e, "notifier cannot read the log");
+                        return false;
+                    }
+                };
+                if recs.last().is_some_and(|p| p.main != r.main) {
+                    self.notify_revision(&mut prev_reader, &recs);
+                    recs.clear();
                 }
+                recs.push(r);
             }
-        }
-        drop(reader);
-        for r in records {
-            if pending.last().is_some_and(|p| p.main != r.main) {
-                let batch = std::mem::take(&mut pending);
-                self.notify_revision(&mut prev_reader, batch);
+            if !recs.is_empty() {
+                self.notify_revision(&mut prev_reader, &recs);
             }
-            pending.push(r);
+            // Revisions without records cannot exist after the first, but keep
+            // `notified` at what was read even so.
+            self.notified = self.notified.max(to);
         }
-        if !pending.is_empty() {
-            self.notify_revision(&mut prev_reader, pending);
-        }
-        // Revisions without records cannot exist after the first, but keep
-        // `notified` at what was committed even so.
-        self.notified = self.notified.max(upto);
         self.hold.set(self.notified + 1);
         self.hub.metrics.notified_revision.store(self.notified, Ordering::Relaxed);
         true
     }
 
-    fn notify_revision(&mut self, prev_reader: &mut LogReader, records: Vec<OwnedRecord>) {
-        self.hub.index.apply();
-        let batch =
-            Arc::new(batch_from_records(&self.hub.store, prev_reader, records.into_iter(), self.prev_kv_synced > 0));
-        let rev = batch.revision;
-        let shards: Vec<usize> = (0..self.hub.index.shard_count()).collect();
-        // Parallel matching pays only when the revision reaches many watchers, not
-        // merely when many exist (rayon's wake-ups cost more than matching a hundred).
-        let candidates: usize = batch.events.iter().map(|e| self.hub.index.candidates(&e.kv.key)).sum();
-        let parallel = candidates >= self.hub.opts.parallel_match_threshold;
-        let hub = &self.hub;
-        let victims_per_shard = crate::sync::par_map(&shards, parallel, |&shard| {
-            let deliveries = match_shard(hub, shard, &batch);
-            let mut victims = Vec::new();
-            for d in deliveries {
-                let n = d.events.len();
-                let size = d.events.size() + 16 * d.watchers.len();
-                let item = StreamItem::Fanout {
-                    events: d.events,
-                    watchers: d.watchers.iter().map(|w| (w.id, w.prev_kv)).collect(),
-                };
-                match d.stream.try_send(item, size, n * d.watchers.len()) {
-                    Ok(()) => {
-                        for w in d.watchers.iter().filter(|w| w.progress_notify) {
-                            w.sent_since_tick.store(true, Ordering::Relaxed);
-                        }
+    fn notify_revision(&mut self, prev_reader: &mut LogReader, recs: &[RecordRef<'_>]) {
+        let rev = recs[0].main;
+        let mut hits = std::mem::take(&mut self.hits);
+        hits.clear();
+        for shard in self.shards.iter().filter(|s| s.is_active()) {
+            for (i, r) in recs.iter().enumerate() {
+                let kind = event_kind(r);
+                shard.for_each_synced(r.key, |g| {
+                    let gr = self.groups.at(g).1;
+                    if gr.class.passes(kind) {
+                        hits.push(Hit { stream: gr.stream, group: g, event: i as u32 });
                     }
-                    Err(_) => victims.push((d.stream, d.watchers)),
-                }
+                });
             }
-            victims
-        });
-        self.notified = rev;
-        for (stream, watchers) in victims_per_shard.into_iter().flatten() {
-            for w in watchers {
-                if self.watchers.get(&w.uid).is_some_and(|s| s.status == Status::Synced) {
-                    self.set_status(w.uid, Status::Victim);
-                    if let Some(s) = self.watchers.get_mut(&w.uid) {
-                        s.next = rev;
-                    }
-                }
-            }
-            stream.mark_victims();
         }
+        if hits.is_empty() {
+            self.hits = hits;
+            self.notified = rev;
+            return;
+        }
+        let with_prev = hits.iter().any(|h| self.groups.at(h.group).1.class.prev_kv());
+        let batch = Arc::new(batch_from_records(&self.hub.store, prev_reader, recs, with_prev));
+        hits.sort_unstable();
+        // One run of hits per stream.
+        let mut runs: Vec<&[Hit]> = Vec::new();
+        let mut rest = hits.as_slice();
+        while let Some(first) = rest.first() {
+            let n = rest.iter().position(|h| h.stream != first.stream).unwrap_or(rest.len());
+            runs.push(&rest[..n]);
+            rest = &rest[n..];
+        }
+        let parallel = runs.len() > 1 && hits.len() >= self.hub.opts.parallel_match_threshold;
+        let (groups, streams) = (&self.groups, &self.streams);
+        let n_events = recs.len();
+        let sent = self.hub.pool.par_map(&runs, parallel, |run| send_run(groups, streams, &batch, n_events, run));
+        self.notified = rev;
+        for s in sent {
+            match s {
+                Sent::Accepted { progress_groups } => {
+                    for g in progress_groups {
+                        self.groups.at_mut(g).sent_since_tick = true;
+                    }
+                }
+                Sent::Refused { stream, groups } => {
+                    for g in groups {
+                        self.set_state(g, State::Victim, rev);
+                    }
+                    self.streams.at(stream).1.shared.mark_victims();
+                }
+            }
+        }
+        self.hits = hits;
     }
 
-    /// Sends out catch-up jobs for unsynced watchers. Returns whether it did any.
+    // ----- catch-up ------------------------------------------------------------
+
+    /// Sends out catch-up jobs for unsynced groups. Returns whether it did any.
     fn dispatch_catchup(&mut self) -> bool {
-        if self.jobs_in_flight >= self.max_jobs {
+        if self.jobs_in_flight >= self.max_jobs || self.unsynced.is_empty() {
             return false;
         }
         let compact = self.hub.store.compact_revision();
-        let mut ready: Vec<(u64, u64)> = Vec::new(); // (next, uid)
-        let mut doomed: Vec<u64> = Vec::new();
-        let mut hand_off: Vec<u64> = Vec::new();
-        for uid in &self.unsynced {
-            let Some(w) = self.watchers.get(uid) else { continue };
-            if w.next < compact {
-                doomed.push(*uid);
-            } else if w.next > self.notified {
-                hand_off.push(*uid);
+        let mut ready: Vec<(u64, u32, u32, Class, u32)> = Vec::new(); // (next, stream, range, class, group)
+        for h in std::mem::take(&mut self.unsynced) {
+            let Some(g) = self.groups.get(h).filter(|g| g.state == State::Unsynced) else { continue };
+            let next = g.next;
+            if next < compact {
+                let notified = self.notified;
+                self.cancel_group(h.index, |id| compacted_response(id, notified, compact));
+            } else if next > self.notified {
+                self.make_synced(h.index);
             } else {
-                ready.push((w.next, *uid));
+                ready.push((next, g.stream, g.range, g.class, h.index));
             }
-        }
-        for uid in doomed {
-            self.cancel_compacted(uid, compact);
-        }
-        for uid in hand_off {
-            self.set_status(uid, Status::Synced);
-            self.flush_pending_progress(uid);
         }
         if ready.is_empty() {
             return false;
         }
+        // Groups that agree on everything (a watcher registered while its twin was in
+        // a job, say) become one before the job.
         ready.sort_unstable();
+        let mut merged: Vec<(u64, u32)> = Vec::with_capacity(ready.len());
+        let mut i = 0;
+        while i < ready.len() {
+            let (next, stream, range, class, g) = ready[i];
+            let mut j = i + 1;
+            while j < ready.len()
+                && ready[j].0 == next
+                && ready[j].1 == stream
+                && ready[j].2 == range
+                && ready[j].3 == class
+            {
+                if ready[j].4 != g {
+                    self.merge_into(ready[j].4, g);
+                }
+                j += 1;
+            }
+            merged.push((next, g));
+            i = j;
+        }
         let free = self.max_jobs - self.jobs_in_flight;
-        let per_batch = ready.len().div_ceil(free).clamp(1, self.hub.opts.catchup_batch.max(1));
-        for chunk in ready.chunks(per_batch).take(free) {
+        let per_job = merged.len().div_ceil(free).clamp(1, self.hub.opts.catchup_batch.max(1));
+        let mut chunks = merged.chunks(per_job);
+        for chunk in chunks.by_ref().take(free) {
             let min_next = chunk[0].0;
             let target = self.notified.min(min_next.saturating_add(self.hub.opts.catchup_round_revisions - 1));
-            let mut watchers = Vec::with_capacity(chunk.len());
-            for &(next, uid) in chunk {
-                if let Some(w) = self.watchers.get(&uid) {
-                    watchers.push((Arc::clone(&w.core), next));
-                }
-                self.set_status(uid, Status::CatchingUp);
+            let mut groups = Vec::with_capacity(chunk.len());
+            for &(next, g) in chunk {
+                let (h, gr) = self.groups.at(g);
+                let shard = self.streams.at(gr.stream).1.shard as usize;
+                let range = self.shards[shard].range(gr.range).range.clone();
+                groups.push(JobGroup { group: h, range, class: gr.class, next });
+                self.set_state(g, State::CatchingUp, next);
             }
             let job = CatchupJob {
-                watchers,
+                groups,
                 target,
                 max_revs: self.hub.opts.response_max_revisions,
                 max_bytes: self.hub.opts.response_max_bytes,
             };
             self.jobs_in_flight += 1;
             let hub = Arc::clone(&self.hub);
-            crate::sync::spawn_job(move || {
+            self.hub.pool.spawn(move || {
                 let result = catchup::run(&hub.store, job);
                 hub.control(Control::CatchupDone(result));
             });
         }
+        // Groups beyond the free jobs wait for the next round.
+        for chunk in chunks {
+            for &(_, g) in chunk {
+                self.unsynced.push(self.groups.handle(g));
+            }
+        }
         true
     }
 
-    fn cancel_compacted(&mut self, uid: u64, compact: u64) {
-        let Some(w) = self.watchers.get(&uid) else { return };
-        let (sid, id) = (w.core.stream.id, w.core.id);
-        if let Some(e) = self.streams.get_mut(&sid) {
-            e.watchers.remove(&id);
+    /// Moves every member of unsynced group `from` into group `to` (same stream,
+    /// range, class, state and cursor) and frees `from`.
+    fn merge_into(&mut self, from: u32, to: u32) {
+        let h = self.groups.handle(from);
+        if let Some(owed) = self.owed.remove(&h) {
+            // Bookmarks owed to `from`'s watchers become owed to them by id in `to`.
+            let ids: Vec<WatchId> = match owed {
+                Owed::All => self.groups.at(from).1.members.iter().map(|(id, _)| id).collect(),
+                Owed::Ids(v) => v,
+            };
+            for id in ids {
+                self.owe(to, Some(id));
+            }
         }
-        if let Some(w) = self.remove_watcher(uid) {
-            Self::finish(&w.core, compacted_response(id, self.notified, compact));
-        }
+        let gone = self.groups.remove(h).expect("a live group");
+        let watchers = &mut self.watchers;
+        self.groups.at_mut(to).members.append(gone.members, |w, pos| {
+            let wr = watchers.at_mut(w);
+            wr.group = to;
+            wr.pos = pos;
+        });
+        let shard = self.streams.at(gone.stream).1.shard as usize;
+        self.shards[shard].release(gone.range);
     }
 
     fn catchup_done(&mut self, result: CatchupResult) {
         self.jobs_in_flight -= 1;
-        for (core, outcome) in result.outcomes {
-            let uid = core.uid;
-            if !self.watchers.get(&uid).is_some_and(|w| w.status == Status::CatchingUp) {
-                continue; // canceled meanwhile
+        for (h, outcome) in result.outcomes {
+            // Only the group the job was made for: a group canceled meanwhile may have
+            // left its slot to a new group, which the generation tells apart.
+            #[cfg(not(feature = "bug-stale-handle"))]
+            let live = self.groups.get(h).is_some_and(|g| g.state == State::CatchingUp);
+            // Seeded bug: trusts the slot index alone, so a job's result for a group
+            // canceled meanwhile reaches whichever group took its slot.
+            #[cfg(feature = "bug-stale-handle")]
+            let live = self.groups.any_at(h.index).is_some_and(|g| g.state == State::CatchingUp);
+            #[cfg(feature = "bug-stale-handle")]
+            let h = if live { self.groups.handle(h.index) } else { h };
+            if !live {
+                continue;
             }
+            let g = h.index;
             match outcome {
                 Outcome::Compacted => {
-                    let compact = self.hub.store.compact_revision();
-                    self.cancel_compacted(uid, compact);
+                    let (compact, notified) = (self.hub.store.compact_revision(), self.notified);
+                    self.cancel_group(g, |id| compacted_response(id, notified, compact));
                 }
-                Outcome::Caught { responses, next } => {
-                    let mut stalled_at = None;
-                    for r in responses {
-                        let first = r.events.first().map_or(next, |e| e.batch.revision);
-                        let n = r.event_count();
-                        let size = r.size();
-                        if core.stream.try_send(StreamItem::Response(r), size, n).is_err() {
-                            stalled_at = Some(first);
-                            break;
-                        }
-                        core.sent_since_tick.store(true, Ordering::Relaxed);
-                    }
-                    match stalled_at {
-                        Some(first) => {
-                            self.set_status(uid, Status::Victim);
-                            if let Some(w) = self.watchers.get_mut(&uid) {
-                                w.next = first;
-                            }
-                            core.stream.mark_victims();
-                        }
-                        None => {
-                            if let Some(w) = self.watchers.get_mut(&uid) {
-                                w.next = next;
-                            }
-                            #[cfg(not(feature = "bug-early-handoff"))]
-                            let caught_up = next == self.notified + 1;
-                            // Seeded bug: joins the synced index one revision early,
-                            // so the revision in between is never delivered to it.
-                            #[cfg(feature = "bug-early-handoff")]
-                            let caught_up = next + 1 >= self.notified + 1;
-                            if caught_up {
-                                self.set_status(uid, Status::Synced);
-                                self.flush_pending_progress(uid);
-                            } else {
-                                self.set_status(uid, Status::Unsynced);
-                            }
-                        }
-                    }
+                Outcome::Caught { revisions, cuts, next } => self.deliver_caught(g, revisions, cuts, next),
+            }
+        }
+    }
+
+    fn deliver_caught(&mut self, g: u32, revisions: Vec<RevisionEvents>, cuts: Vec<u32>, next: u64) {
+        let gr = self.groups.at(g).1;
+        let shared = Arc::clone(&self.streams.at(gr.stream).1.shared);
+        let (prev_kv, ids) = (gr.class.prev_kv(), gr.members.ids());
+        let all: Arc<[RevisionEvents]> = revisions.into();
+        let mut start = 0usize;
+        let mut stalled_at = None;
+        for &end in &cuts {
+            let end = end as usize;
+            let part = Part::run(ids.clone(), prev_kv, Arc::clone(&all), start, end);
+            let (bytes, events) = (part.size() + 8 * ids.len(), part.event_count() as u64 * ids.len() as u64);
+            if shared.try_send(Delivery::new(vec![part]), bytes, events).is_err() {
+                stalled_at = Some(all[start].batch.revision);
+                break;
+            }
+            self.groups.at_mut(g).sent_since_tick = true;
+            start = end;
+        }
+        match stalled_at {
+            Some(first) => {
+                self.set_state(g, State::Victim, first);
+                shared.mark_victims();
+            }
+            None => {
+                #[cfg(not(feature = "bug-early-handoff"))]
+                let caught_up = next == self.notified + 1;
+                // Seeded bug: joins the synced index one revision early, so the
+                // revision in between is never delivered to it.
+                #[cfg(feature = "bug-early-handoff")]
+                let caught_up = next + 1 >= self.notified + 1;
+                if caught_up {
+                    self.groups.at_mut(g).next = next;
+                    self.make_synced(g);
+                } else {
+                    self.set_state(g, State::Unsynced, next);
                 }
             }
         }
     }
+
+    // ----- periodic progress ---------------------------------------------------
 
     fn tick_progress(&mut self) {
         let now = Instant::now();
@@ -595,98 +931,56 @@ impl Notifier {
         }
         self.next_tick = now + self.hub.opts.progress_interval;
         let rev = self.notified;
-        for uid in &self.progress_notify {
-            let Some(w) = self.watchers.get(uid) else { continue };
-            if !self.eligible(w) {
-                continue;
+        let mut keep = Vec::with_capacity(self.progress_groups.len());
+        for h in std::mem::take(&mut self.progress_groups) {
+            let Some(g) = self.groups.get_mut(h) else { continue };
+            keep.push(h);
+            let sent = std::mem::replace(&mut g.sent_since_tick, false);
+            if g.state != State::Synced || sent {
+                continue; // not eligible, or it had events this interval
             }
-            if w.core.sent_since_tick.swap(false, Ordering::Relaxed) {
-                continue; // it had events this interval
-            }
-            let r = WatchResponse::control(w.core.id, rev);
-            let _ = w.core.stream.try_send(StreamItem::Response(r), 64, 0);
+            let g = self.groups.get(h).expect("live");
+            self.streams.at(g.stream).1.shared.send_progress(rev, g.members.ids());
         }
-        // Watchers whose future start is now reached may owe a deferred bookmark.
-        let owed: Vec<u64> = self.owed_progress.iter().copied().collect();
-        for uid in owed {
-            self.flush_pending_progress(uid);
+        self.progress_groups = keep;
+    }
+}
+
+/// Builds and queues the delivery of one revision to one stream (`run`: its hits,
+/// sorted by group then event). Runs on the notifier or, for revisions reaching
+/// many groups, on the engine's threads in parallel (read-only access).
+fn send_run(
+    groups: &Slab<Group>,
+    streams: &Slab<StreamEntry>,
+    batch: &Arc<RevisionBatch>,
+    n_events: usize,
+    run: &[Hit],
+) -> Sent {
+    let stream = run[0].stream;
+    let mut parts = Vec::new();
+    let mut in_item = Vec::new();
+    let mut progress_groups = Vec::new();
+    let (mut bytes, mut events) = (0usize, 0u64);
+    let mut rest = run;
+    while let Some(first) = rest.first() {
+        let n = rest.iter().position(|h| h.group != first.group).unwrap_or(rest.len());
+        let (these, tail) = rest.split_at(n);
+        rest = tail;
+        let g = groups.at(first.group).1;
+        let selection = if n == n_events { None } else { Some(these.iter().map(|h| h.event).collect()) };
+        let ev = RevisionEvents { batch: Arc::clone(batch), selection };
+        let ids = g.members.ids();
+        bytes += ev.size() + 8 * ids.len();
+        events += ev.len() as u64 * ids.len() as u64;
+        parts.push(Part::one(ids, g.class.prev_kv(), ev));
+        in_item.push(first.group);
+        if g.class.progress_notify() {
+            progress_groups.push(first.group);
         }
     }
-}
-
-fn compacted_response(id: WatchId, rev: u64, compact: u64) -> WatchResponse {
-    let mut r = WatchResponse::control(id, rev);
-    r.canceled = true;
-    r.compact_revision = compact;
-    r.cancel_reason = "required revision has been compacted".into();
-    r
-}
-
-/// Whether an index hit may receive an event of `kind` at `rev`: the index only
-/// says who *may*; the watcher's own state decides.
-pub(crate) fn deliverable(w: &WatcherCore, rev: u64, kind: EventKind) -> bool {
-    #[cfg(feature = "bug-ignore-synced-flag")]
-    let synced = true; // seeded bug: trusts the (possibly stale) index snapshot
-    #[cfg(not(feature = "bug-ignore-synced-flag"))]
-    let synced = w.is_synced();
-    synced && rev >= w.min_rev && w.filters.pass(kind)
-}
-
-/// Matches one revision against one shard, grouping watchers by stream and by the
-/// events they select.
-fn match_shard(hub: &HubShared, shard: usize, batch: &Arc<RevisionBatch>) -> Vec<Delivery> {
-    let rev = batch.revision;
-    if let [e] = batch.events.as_slice() {
-        // One event (the common revision): every hit selects all of it, so hits go
-        // straight to their stream's delivery; watchers of one stream tend to sit
-        // together in a set, so the last stream is checked before the map.
-        let mut out: Vec<Delivery> = Vec::new();
-        let mut by_stream: HashMap<u64, usize> = HashMap::new();
-        let mut last: Option<(u64, usize)> = None;
-        hub.index.for_each_match(shard, &e.kv.key, |w| {
-            if !deliverable(w, rev, e.kind) {
-                return;
-            }
-            let sid = w.stream.id;
-            let at = match last {
-                Some((s, at)) if s == sid => at,
-                _ => *by_stream.entry(sid).or_insert_with(|| {
-                    out.push(Delivery {
-                        stream: Arc::clone(&w.stream),
-                        events: super::types::RevisionEvents { batch: Arc::clone(batch), selection: None },
-                        watchers: Vec::new(),
-                    });
-                    out.len() - 1
-                }),
-            };
-            last = Some((sid, at));
-            out[at].watchers.push(Arc::clone(w));
-        });
-        return out;
+    let shared = &streams.at(stream).1.shared;
+    match shared.try_send(Delivery::new(parts), bytes, events) {
+        Ok(()) => Sent::Accepted { progress_groups },
+        Err(_) => Sent::Refused { stream, groups: in_item },
     }
-    let mut hits: HashMap<u64, (Arc<WatcherCore>, Vec<u32>)> = HashMap::new();
-    for (i, e) in batch.events.iter().enumerate() {
-        hub.index.for_each_match(shard, &e.kv.key, |w| {
-            if !deliverable(w, rev, e.kind) {
-                return;
-            }
-            hits.entry(w.uid).or_insert_with(|| (Arc::clone(w), Vec::new())).1.push(i as u32);
-        });
-    }
-    let n = batch.events.len();
-    let mut groups: HashMap<(u64, Option<Vec<u32>>), Delivery> = HashMap::new();
-    for (_, (w, sel)) in hits {
-        let sel = if sel.len() == n { None } else { Some(sel) };
-        let key = (w.stream.id, sel.clone());
-        groups
-            .entry(key)
-            .or_insert_with(|| Delivery {
-                stream: Arc::clone(&w.stream),
-                events: super::types::RevisionEvents { batch: Arc::clone(batch), selection: sel.map(Into::into) },
-                watchers: Vec::new(),
-            })
-            .watchers
-            .push(w);
-    }
-    groups.into_values().collect()
 }

@@ -1,10 +1,18 @@
 //! Watch streams: many watchers multiplexed on one queue, like an etcd gRPC stream.
 //!
-//! The queue is a flume channel carrying two kinds of items in one FIFO order:
-//! control responses (created, canceled, progress), which are never refused, and
-//! event deliveries, which count against the stream's bound in messages and in
-//! bytes. A delivery that finds the bound reached is refused with
-//! [`Full`], and the notifier turns the watchers it was for into victims.
+//! The queue is lock-free (crossbeam's `SegQueue`, which allocates its blocks on
+//! first use and frees them as it drains) with an atomic waker: the notifier pushes
+//! and wakes, the consumer pops, and neither ever waits for the other or takes a
+//! lock that the other holds. It carries, in one FIFO order, control responses
+//! (created, canceled, progress), which are never refused, and event deliveries,
+//! which count against the stream's bound in messages and in bytes (atomic
+//! counters). A delivery that finds the bound reached is refused with [`Full`], and
+//! the notifier turns the groups it was for into victims.
+//!
+//! Wake-up protocol (modelled with loom): the producer pushes, then wakes the
+//! registered waker; the consumer pops, and only when the queue is empty registers
+//! its waker and pops once more before it sleeps. Whatever the interleaving, either
+//! the second pop finds the item or the producer's wake finds the waker.
 //!
 //! Victim retry protocol (modelled with loom): after making victims, the notifier
 //! sets `has_victims` and then re-checks for room; the consumer, after every
@@ -12,116 +20,116 @@
 //! flag with a swap and pushes the stream onto the hub's retry queue, so a drained
 //! stream is retried exactly once per victim episode and never forgotten.
 //!
-//! One fan-out delivery carries one revision's shared events and the ids of every
-//! watcher of this stream they reach; the receiver expands it into one
-//! [`WatchResponse`] per watcher, so the notifier's cost per stream does not grow
-//! with the stream's watcher count.
+//! One delivery carries one revision's shared events (or one catch-up run's) and the
+//! ids of every watcher of this stream they reach, group by group; nothing in the
+//! engine is per watcher.
 
-use std::collections::HashSet;
-
-use super::delivery::{Delivery, Expansion, Ids, Item, Part};
+use super::delivery::{Delivery, Expansion, Ids, Item};
+use super::group::Class;
 use super::hub::{Control, HubShared};
-use super::types::{RevisionEvents, WatchId, WatchRequest, WatchResponse};
+use super::index::KeyRange;
+use super::types::{WatchId, WatchRequest, WatchResponse};
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::sync::{lock, Arc, Mutex};
+use crate::sync::{lock, Arc, AtomicWaker, Mutex, Queue};
 
-/// A delivery refused because the stream is at its bound; hands the item back.
+/// A delivery refused because the stream is at its bound; hands the delivery back.
 #[derive(Debug)]
 pub(crate) struct Full<T>(pub(crate) T);
 
-pub(crate) enum StreamItem {
-    Response(WatchResponse),
-    Fanout {
-        events: RevisionEvents,
-        watchers: Vec<(WatchId, bool)>,
+/// What the queue holds. Kept small (responses boxed): the queue's blocks hold 31
+/// entries each.
+pub(crate) enum Queued {
+    Response(Box<WatchResponse>),
+    Events {
+        delivery: Delivery,
+        bytes: usize,
+        events: u64,
+    },
+    Progress {
+        revision: u64,
+        ids: Ids,
     },
     /// The stream is closed: the receiver answers `None` from here on.
     Closed,
 }
 
-pub(crate) struct Queued {
-    item: StreamItem,
-    /// Bytes counted against the bound (0 for control responses).
-    counted_bytes: usize,
-    counted: bool,
-    events: usize,
-}
+/// Marks an id claimed by `watch()` whose registration the notifier has not yet
+/// processed.
+pub(crate) const PENDING: u32 = u32::MAX;
+
+/// The stream's watch ids and, once registered, each one's watcher record (slab
+/// index in the notifier). Claimed by `watch()`, filled in and freed by the notifier,
+/// always under the stream's `ids` lock.
+pub(crate) type IdTable = hashbrown::HashMap<WatchId, u32>;
 
 /// The part of a stream shared by its owner, the notifier and matchers.
 pub(crate) struct StreamShared {
     pub(crate) id: u64,
-    tx: flume::Sender<Queued>,
+    queue: Queue<Queued>,
+    waker: AtomicWaker,
     msgs: AtomicUsize,
     bytes: AtomicUsize,
     cap_msgs: usize,
     cap_bytes: usize,
     pub(crate) has_victims: AtomicBool,
     pub(crate) closed: AtomicBool,
-    /// Ids of the stream's live watchers (for duplicate detection).
-    pub(crate) ids: Mutex<HashSet<WatchId>>,
+    pub(crate) ids: Mutex<IdTable>,
     next_id: AtomicU64,
     hub: Option<Arc<HubShared>>,
 }
 
 impl StreamShared {
-    pub(crate) fn new(
-        id: u64,
-        cap_msgs: usize,
-        cap_bytes: usize,
-        hub: Option<Arc<HubShared>>,
-    ) -> (Arc<StreamShared>, flume::Receiver<Queued>) {
-        let (tx, rx) = flume::unbounded();
-        let s = StreamShared {
+    pub(crate) fn new(id: u64, cap_msgs: usize, cap_bytes: usize, hub: Option<Arc<HubShared>>) -> Arc<StreamShared> {
+        Arc::new(StreamShared {
             id,
-            tx,
+            queue: Queue::new(),
+            waker: AtomicWaker::new(),
             msgs: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             cap_msgs: cap_msgs.max(1),
             cap_bytes: cap_bytes.max(1),
             has_victims: AtomicBool::new(false),
             closed: AtomicBool::new(false),
-            ids: Mutex::new(HashSet::new()),
+            ids: Mutex::new(IdTable::default()),
             next_id: AtomicU64::new(0),
             hub,
-        };
-        (Arc::new(s), rx)
+        })
     }
 
-    /// A stream attached to no hub (tests of the index).
-    #[cfg(test)]
-    pub(crate) fn detached(id: u64) -> Arc<StreamShared> {
-        Self::new(id, 16, 1 << 20, None).0
+    fn push(&self, q: Queued) {
+        self.queue.push(q);
+        self.waker.wake();
     }
 
     /// Queues an event delivery if the bound allows; an empty stream always takes
-    /// one delivery, however large, so that progress is always possible.
-    pub(crate) fn try_send(&self, item: StreamItem, size: usize, events: usize) -> Result<(), Full<StreamItem>> {
+    /// one delivery, however large, so that progress is always possible. `bytes` is
+    /// what it counts against the byte bound, `events` the per-watcher events it
+    /// stands for.
+    pub(crate) fn try_send(&self, delivery: Delivery, bytes: usize, events: u64) -> Result<(), Full<Delivery>> {
         let prev_msgs = self.msgs.fetch_add(1, Ordering::SeqCst);
-        let prev_bytes = self.bytes.fetch_add(size, Ordering::SeqCst);
-        let over = prev_msgs >= self.cap_msgs || (prev_msgs > 0 && prev_bytes + size > self.cap_bytes);
+        let prev_bytes = self.bytes.fetch_add(bytes, Ordering::SeqCst);
+        let over = prev_msgs >= self.cap_msgs || (prev_msgs > 0 && prev_bytes + bytes > self.cap_bytes);
         if over || self.closed.load(Ordering::Acquire) {
             self.msgs.fetch_sub(1, Ordering::SeqCst);
-            self.bytes.fetch_sub(size, Ordering::SeqCst);
-            return Err(Full(item));
+            self.bytes.fetch_sub(bytes, Ordering::SeqCst);
+            return Err(Full(delivery));
         }
         if let Some(h) = &self.hub {
-            h.metrics.pending_events.fetch_add(events as u64, Ordering::Relaxed);
+            h.metrics.pending_events.fetch_add(events, Ordering::Relaxed);
         }
-        let q = Queued { item, counted_bytes: size, counted: true, events };
-        if let Err(flume::SendError(q)) = self.tx.send(q) {
-            // Receiver gone: the stream is closing; undo the accounting.
-            self.msgs.fetch_sub(1, Ordering::SeqCst);
-            self.bytes.fetch_sub(q.counted_bytes, Ordering::SeqCst);
-            if let Some(h) = &self.hub {
-                h.metrics.pending_events.fetch_sub(events as u64, Ordering::Relaxed);
-            }
-        }
+        self.push(Queued::Events { delivery, bytes, events });
         Ok(())
     }
 
     /// Queues a control response; never refused.
     pub(crate) fn send_control(&self, resp: WatchResponse) {
-        let _ = self.tx.send(Queued { item: StreamItem::Response(resp), counted_bytes: 0, counted: false, events: 0 });
+        self.push(Queued::Response(Box::new(resp)));
+    }
+
+    /// Queues a progress notification at `revision` for every watcher in `ids`;
+    /// never refused.
+    pub(crate) fn send_progress(&self, revision: u64, ids: Ids) {
+        self.push(Queued::Progress { revision, ids });
     }
 
     /// Reads the counters with read-modify-writes, not loads: see `retry_if_drained`.
@@ -130,7 +138,7 @@ impl StreamShared {
             && self.bytes.fetch_add(0, Ordering::AcqRel) <= self.cap_bytes / 2
     }
 
-    /// Called by the notifier after it made victims of this stream's watchers.
+    /// Called by the notifier after it made victims of this stream's groups.
     pub(crate) fn mark_victims(self: &Arc<Self>) {
         self.has_victims.swap(true, Ordering::AcqRel);
         // Seeded bug: without this re-check, a consumer that drained the stream just
@@ -160,20 +168,18 @@ impl StreamShared {
         }
     }
 
-    fn consumed(self: &Arc<Self>, q: &Queued) {
-        if q.counted {
-            self.msgs.fetch_sub(1, Ordering::SeqCst);
-            self.bytes.fetch_sub(q.counted_bytes, Ordering::SeqCst);
-            if let Some(h) = &self.hub {
-                h.metrics.pending_events.fetch_sub(q.events as u64, Ordering::Relaxed);
-            }
-            self.retry_if_drained();
+    fn consumed(self: &Arc<Self>, bytes: usize, events: u64) {
+        self.msgs.fetch_sub(1, Ordering::SeqCst);
+        self.bytes.fetch_sub(bytes, Ordering::SeqCst);
+        if let Some(h) = &self.hub {
+            h.metrics.pending_events.fetch_sub(events, Ordering::Relaxed);
         }
+        self.retry_if_drained();
     }
 
     /// Tells the receiver that nothing more will come.
     pub(crate) fn send_closed(&self) {
-        let _ = self.tx.send(Queued { item: StreamItem::Closed, counted_bytes: 0, counted: false, events: 0 });
+        self.push(Queued::Closed);
     }
 }
 
@@ -244,11 +250,11 @@ impl WatchController {
         if req.key.is_empty() {
             return Err(WatchError::EmptyKey);
         }
-        let end = match req.range_end.as_slice() {
-            [] => None,
-            [0] => Some(super::interval::RangeEnd::Unbounded),
+        let range = match req.range_end.as_slice() {
+            [] => KeyRange::exact(&req.key),
+            [0] => KeyRange::from_key(&req.key),
             e if e <= req.key.as_slice() => return Err(WatchError::EmptyRange),
-            e => Some(super::interval::RangeEnd::Key(e.to_vec())),
+            e => KeyRange::bounded(&req.key, e),
         };
         if req.start_revision < 0 {
             return Err(WatchError::NegativeRevision(req.start_revision));
@@ -261,37 +267,32 @@ impl WatchController {
             return Err(WatchError::TooManyWatchers(self.hub.opts.max_watchers_per_stream));
         }
         let id = if req.watch_id != 0 {
-            if ids.contains(&req.watch_id) {
+            if ids.contains_key(&req.watch_id) {
                 return Err(WatchError::DuplicateId(req.watch_id));
             }
             req.watch_id
         } else {
             loop {
                 let cand = self.shared.next_id.fetch_add(1, Ordering::Relaxed) as WatchId + 1;
-                if !ids.contains(&cand) {
+                if !ids.contains_key(&cand) {
                     break cand;
                 }
             }
         };
-        ids.insert(id);
+        ids.insert(id, PENDING);
         let current = self.hub.store.current_revision();
         let min_rev = if req.start_revision == 0 { current + 1 } else { req.start_revision as u64 };
-        let uid = self.hub.next_uid.fetch_add(1, Ordering::Relaxed);
-        let core = super::watcher::WatcherCore::new(
-            uid,
-            id,
-            Arc::clone(&self.shared),
-            req.key,
-            end,
-            req.filters,
-            req.prev_kv,
-            req.progress_notify,
-            min_rev,
-        );
         // The notifier queues `created` when it registers the watcher, so that every
         // response it queued before (a stream-wide progress, say) comes first and
         // cannot be taken to cover this watcher.
-        self.hub.control(Control::Register(Arc::new(core), current));
+        self.hub.control(Control::Register(Box::new(super::hub::Registration {
+            stream: Arc::clone(&self.shared),
+            id,
+            range,
+            class: Class::new(req.filters, req.prev_kv, req.progress_notify),
+            min_rev,
+            created_rev: current,
+        })));
         drop(ids);
         Ok(id)
     }
@@ -302,7 +303,7 @@ impl WatchController {
     ///
     /// [`WatchError::UnknownId`] when no live watcher has that id.
     pub fn cancel(&self, id: WatchId) -> Result<(), WatchError> {
-        if !lock(&self.shared.ids).contains(&id) {
+        if !lock(&self.shared.ids).contains_key(&id) {
             return Err(WatchError::UnknownId(id));
         }
         self.hub.control(Control::Cancel { stream: self.shared.id, id });
@@ -340,47 +341,28 @@ impl WatchController {
 /// has started is handed on as the rest of it.
 pub struct WatchReceiver {
     pub(crate) shared: Arc<StreamShared>,
-    pub(crate) rx: flume::Receiver<Queued>,
     pub(crate) expanded: Expansion,
     pub(crate) done: bool,
     pub(crate) hub: Arc<HubShared>,
-    pub(crate) waiting: Option<std::pin::Pin<Box<flume::r#async::RecvFut<'static, Queued>>>>,
     pub(crate) _guard: Arc<CloseGuard>,
 }
 
 impl WatchReceiver {
     /// Accounts for a dequeued entry and turns it into an item (`None`: closed).
     fn take(&mut self, q: Queued) -> Option<Item> {
-        self.shared.consumed(&q);
-        let item = match q.item {
-            StreamItem::Closed => {
+        Some(match q {
+            Queued::Closed => {
                 self.done = true;
                 return None;
             }
-            StreamItem::Response(r) if r.events.is_empty() => Item::Response(r),
-            StreamItem::Response(r) => {
-                let n = r.events.len();
-                let all: Arc<[RevisionEvents]> = r.events.into();
-                Item::Events(Delivery::new(vec![Part::run(Ids::One(r.watch_id), r.prev_kv, all, 0, n)]))
+            Queued::Response(r) => Item::Response(*r),
+            Queued::Progress { revision, ids } => Item::Progress { revision, ids },
+            Queued::Events { delivery, bytes, events } => {
+                self.hub.metrics.events_delivered.fetch_add(events, Ordering::Relaxed);
+                self.shared.consumed(bytes, events);
+                Item::Events(delivery)
             }
-            StreamItem::Fanout { events, watchers } => {
-                let (with, without): (Vec<_>, Vec<_>) = watchers.into_iter().partition(|(_, p)| *p);
-                let mut parts = Vec::new();
-                for (ids, prev) in [(without, false), (with, true)] {
-                    if !ids.is_empty() {
-                        let ids: Vec<WatchId> = ids.into_iter().map(|(id, _)| id).collect();
-                        parts.push(Part::one(ids.into(), prev, events.clone()));
-                    }
-                }
-                Item::Events(Delivery::new(parts))
-            }
-        };
-        let n = match &item {
-            Item::Events(d) => d.event_count(),
-            _ => 0,
-        };
-        self.hub.metrics.events_delivered.fetch_add(n, Ordering::Relaxed);
-        Some(item)
+        })
     }
 
     /// The rest of an item the per-watcher view started, if any.
@@ -400,38 +382,13 @@ impl WatchReceiver {
         if self.done {
             return None;
         }
-        let q = self.rx.try_recv().ok()?;
-        self.take(q)
-    }
-
-    /// The next item, waiting for one; `None` once the stream is closed and empty.
-    pub fn recv_item(&mut self) -> Option<Item> {
-        if let Some(i) = self.rest() {
-            return Some(i);
-        }
-        if self.done {
-            return None;
-        }
-        let q = self.rx.recv().ok()?;
-        self.take(q)
-    }
-
-    /// The next item, waiting at most `timeout`.
-    pub fn recv_item_timeout(&mut self, timeout: std::time::Duration) -> Option<Item> {
-        if let Some(i) = self.rest() {
-            return Some(i);
-        }
-        if self.done {
-            return None;
-        }
-        let q = self.rx.recv_timeout(timeout).ok()?;
+        let q = self.shared.queue.pop()?;
         self.take(q)
     }
 
     /// Polls for the next item: `Ready(None)` once the stream is closed and empty;
     /// `Pending` registers `cx`'s waker, woken when an item is queued.
     pub fn poll_recv_item(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Item>> {
-        use std::future::Future;
         use std::task::Poll;
         if let Some(i) = self.rest() {
             return Poll::Ready(Some(i));
@@ -439,28 +396,69 @@ impl WatchReceiver {
         if self.done {
             return Poll::Ready(None);
         }
-        if self.waiting.is_none() {
-            if let Ok(q) = self.rx.try_recv() {
-                return Poll::Ready(self.take(q));
-            }
-            self.waiting = Some(Box::pin(self.rx.clone().into_recv_async()));
+        if let Some(q) = self.shared.queue.pop() {
+            return Poll::Ready(self.take(q));
         }
-        let fut = self.waiting.as_mut().expect("set above");
-        match fut.as_mut().poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(r) => {
-                self.waiting = None;
-                match r {
-                    Ok(q) => Poll::Ready(self.take(q)),
-                    Err(_) => Poll::Ready(None),
-                }
-            }
+        self.shared.waker.register(cx.waker());
+        // Seeded bug: sleeps without looking again after registering, so an item
+        // pushed (and a wake that found no waker) in between is never seen.
+        #[cfg(not(feature = "bug-lost-wakeup"))]
+        if let Some(q) = self.shared.queue.pop() {
+            return Poll::Ready(self.take(q));
         }
+        Poll::Pending
     }
 
     /// The next item, awaiting one (runtime-agnostic).
     pub async fn recv_item_async(&mut self) -> Option<Item> {
         std::future::poll_fn(|cx| self.poll_recv_item(cx)).await
+    }
+
+    /// Polls on this thread, parking it between polls, until `poll_recv_item` is
+    /// ready or `deadline` passes.
+    fn block_on_item(&mut self, deadline: Option<std::time::Instant>) -> Option<Item> {
+        if let Some(i) = self.try_recv_item() {
+            return Some(i);
+        }
+        if self.done {
+            return None;
+        }
+        // Made per wait, for the thread that waits now (a receiver may move).
+        let waker = std::task::Waker::from(Arc::new(crate::sync::ThreadWaker(crate::sync::thread::current())));
+        let mut cx = std::task::Context::from_waker(&waker);
+        loop {
+            if let std::task::Poll::Ready(r) = self.poll_recv_item(&mut cx) {
+                return r;
+            }
+            match deadline {
+                None => crate::sync::thread::park(),
+                Some(d) => {
+                    #[cfg(not(loom))]
+                    {
+                        let now = std::time::Instant::now();
+                        if now >= d {
+                            return None;
+                        }
+                        crate::sync::thread::park_timeout(d - now);
+                    }
+                    #[cfg(loom)]
+                    {
+                        let _ = d;
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next item, waiting for one; `None` once the stream is closed and empty.
+    pub fn recv_item(&mut self) -> Option<Item> {
+        self.block_on_item(None)
+    }
+
+    /// The next item, waiting at most `timeout`.
+    pub fn recv_item_timeout(&mut self, timeout: std::time::Duration) -> Option<Item> {
+        self.block_on_item(Some(std::time::Instant::now() + timeout))
     }
 
     /// The next per-watcher response of the current item, else of a new item (items
@@ -594,5 +592,30 @@ impl WatchStream {
     /// See [`WatchReceiver::recv_async`].
     pub async fn recv_async(&mut self) -> Option<WatchResponse> {
         self.rx.recv_async().await
+    }
+
+    /// See [`WatchReceiver::recv_item`].
+    pub fn recv_item(&mut self) -> Option<Item> {
+        self.rx.recv_item()
+    }
+
+    /// See [`WatchReceiver::try_recv_item`].
+    pub fn try_recv_item(&mut self) -> Option<Item> {
+        self.rx.try_recv_item()
+    }
+
+    /// See [`WatchReceiver::recv_item_timeout`].
+    pub fn recv_item_timeout(&mut self, timeout: std::time::Duration) -> Option<Item> {
+        self.rx.recv_item_timeout(timeout)
+    }
+
+    /// See [`WatchReceiver::poll_recv_item`].
+    pub fn poll_recv_item(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Item>> {
+        self.rx.poll_recv_item(cx)
+    }
+
+    /// See [`WatchReceiver::recv_item_async`].
+    pub async fn recv_item_async(&mut self) -> Option<Item> {
+        self.rx.recv_item_async().await
     }
 }

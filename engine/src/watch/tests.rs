@@ -283,3 +283,213 @@ fn closing_a_stream_frees_its_watchers() {
     }
     assert_eq!((hub.metrics().watchers, hub.metrics().streams), (0, 0));
 }
+
+/// Receives items until one carries events (skipping control responses).
+fn next_delivery(rx: &mut WatchStream) -> Delivery {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        assert!(std::time::Instant::now() < deadline, "no delivery within 10 s");
+        match rx.recv_item_timeout(T) {
+            Some(Item::Events(d)) => return d,
+            Some(_) => {}
+            None => panic!("stream ended"),
+        }
+    }
+}
+
+/// Every (id, prev_kv, event keys) a delivery stands for, sorted by id.
+fn expand(d: &Delivery) -> Vec<(WatchId, bool, Vec<Vec<u8>>)> {
+    let mut out = Vec::new();
+    for p in d.parts() {
+        let keys: Vec<Vec<u8>> = p.events().map(|e| e.kv.key).collect();
+        for &id in p.ids().iter() {
+            out.push((id, p.prev_kv(), keys.clone()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn one_delivery_per_stream_per_revision_names_every_watcher_once() {
+    let st = store();
+    let hub = WatchHub::new(st.clone(), WatchOptions::default());
+    let mut s = hub.stream();
+    let mut plain = Vec::new();
+    for _ in 0..1000 {
+        plain.push(s.watch(WatchRequest::prefix("/p/")).unwrap());
+    }
+    let mut prev = Vec::new();
+    for _ in 0..20 {
+        prev.push(s.watch(WatchRequest::prefix("/p/").with_prev_kv()).unwrap());
+    }
+    let mut exact = Vec::new();
+    for _ in 0..50 {
+        exact.push(s.watch(WatchRequest::key("/p/a")).unwrap());
+    }
+    let mut no_put = Vec::new();
+    for _ in 0..10 {
+        let mut r = WatchRequest::prefix("/p/");
+        r.filters.no_put = true;
+        no_put.push(s.watch(r).unwrap());
+    }
+    wait_synced(&hub, 1080);
+    st.put(b"/p/a", b"1").unwrap();
+    let d = next_delivery(&mut s);
+    // Groups, not watchers: the 1000 + 50 + 20 watchers are three parts.
+    assert_eq!(d.parts().len(), 3, "{:?}", d.parts().iter().map(|p| p.ids().len()).collect::<Vec<_>>());
+    assert_eq!(d.response_count(), 1070);
+    let mut want: Vec<(WatchId, bool, Vec<Vec<u8>>)> = Vec::new();
+    for &id in plain.iter().chain(&exact) {
+        want.push((id, false, vec![b"/p/a".to_vec()]));
+    }
+    for &id in &prev {
+        want.push((id, true, vec![b"/p/a".to_vec()]));
+    }
+    want.sort();
+    assert_eq!(expand(&d), want);
+    // A txn of a put and a delete under the prefix: NOPUT watchers get only the delete.
+    use crate::store::TxnOp;
+    st.put(b"/p/b", b"x").unwrap();
+    let _ = next_delivery(&mut s);
+    let put = TxnOp::Put { key: b"/p/c".to_vec(), value: b"2".to_vec(), prev_kv: false };
+    let del = TxnOp::DeleteRange { key: b"/p/b".to_vec(), range_end: vec![], prev_kv: false };
+    st.txn(&[], &[put, del], &[]).unwrap();
+    let d = next_delivery(&mut s);
+    let got = expand(&d);
+    // Every prefix watcher, none of the exact ones (neither key is theirs).
+    assert_eq!(got.len(), 1030);
+    for (id, _, keys) in &got {
+        assert!(!exact.contains(id));
+        let want: Vec<Vec<u8>> =
+            if no_put.contains(id) { vec![b"/p/b".to_vec()] } else { vec![b"/p/c".to_vec(), b"/p/b".to_vec()] };
+        assert_eq!(keys, &want, "watcher {id}");
+    }
+}
+
+#[test]
+fn watchers_that_caught_up_separately_share_one_group_once_synced() {
+    let st = store();
+    for i in 0..200u32 {
+        st.put(format!("/q/{}", i % 7).as_bytes(), b"v").unwrap();
+    }
+    let mut opts = WatchOptions::default();
+    opts.catchup_batch = 3; // many small jobs
+    opts.response_max_revisions = 17;
+    let hub = WatchHub::new(st.clone(), opts);
+    let mut s = hub.stream();
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        ids.push(s.watch(WatchRequest::prefix("/q/").from_revision(2 + i)).unwrap());
+    }
+    let last = st.put(b"/q/x", b"live").unwrap().revision;
+    // Everything each watcher gets, in order, up to the live put.
+    let mut got: std::collections::HashMap<WatchId, Vec<u64>> = std::collections::HashMap::new();
+    let mut live_parts = None;
+    while got.values().filter(|v| v.last() == Some(&last)).count() < 100 {
+        let d = next_delivery(&mut s);
+        for p in d.parts() {
+            let revs: Vec<u64> = p.events().map(|e| e.kv.mod_revision).collect();
+            for &id in p.ids().iter() {
+                got.entry(id).or_default().extend(&revs);
+            }
+            if revs == [last] {
+                live_parts = Some(d.parts().len());
+            }
+        }
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let want: Vec<u64> = (2 + i as u64..=last).collect();
+        assert_eq!(got[id], want, "watcher {id}");
+    }
+    assert!(live_parts.is_some());
+    // Once synced, the 100 watchers are one group again: one part for all.
+    wait_synced(&hub, 100);
+    st.put(b"/q/y", b"again").unwrap();
+    let d = next_delivery(&mut s);
+    assert_eq!((d.parts().len(), d.response_count()), (1, 100));
+}
+
+#[test]
+fn a_canceled_member_leaves_its_group_and_gets_nothing_after_canceled() {
+    let st = store();
+    let hub = WatchHub::new(st.clone(), WatchOptions::default());
+    let mut s = hub.stream();
+    let a = s.watch(WatchRequest::key("k")).unwrap();
+    let b = s.watch(WatchRequest::key("k")).unwrap();
+    let c = s.watch(WatchRequest::key("k")).unwrap();
+    wait_synced(&hub, 3);
+    s.cancel(a).unwrap();
+    let mut canceled = false;
+    while !canceled {
+        let r = next(&mut s);
+        canceled = r.canceled && r.watch_id == a;
+    }
+    st.put(b"k", b"1").unwrap();
+    let d = next_delivery(&mut s);
+    let mut got: Vec<WatchId> = d.parts().iter().flat_map(|p| p.ids().to_vec()).collect();
+    got.sort();
+    assert_eq!(got, vec![b, c]);
+    assert_eq!(hub.metrics().watchers, 2);
+}
+
+#[test]
+fn a_future_start_is_parked_and_counts_from_its_revision() {
+    let st = store();
+    let hub = WatchHub::new(st.clone(), WatchOptions::default());
+    let mut s = hub.stream();
+    let now = st.current_revision();
+    let id = s.watch(WatchRequest::key("f").from_revision(now as i64 + 3)).unwrap();
+    let early = s.watch(WatchRequest::key("f")).unwrap();
+    wait_synced(&hub, 2);
+    for v in [b"1", b"2", b"3", b"4"] {
+        st.put(b"f", v).unwrap();
+    }
+    let mut got: std::collections::HashMap<WatchId, Vec<u64>> = std::collections::HashMap::new();
+    while got.get(&id).map_or(0, Vec::len) < 2 || got.get(&early).map_or(0, Vec::len) < 4 {
+        let r = next(&mut s);
+        got.entry(r.watch_id).or_default().extend(r.events().map(|e| e.kv.mod_revision));
+    }
+    assert_eq!(got[&early], vec![now + 1, now + 2, now + 3, now + 4]);
+    assert_eq!(got[&id], vec![now + 3, now + 4]);
+}
+
+#[test]
+fn items_and_per_watcher_responses_can_be_mixed() {
+    let st = store();
+    let hub = WatchHub::new(st.clone(), WatchOptions::default());
+    let mut s = hub.stream();
+    let ids: Vec<WatchId> = (0..5).map(|_| s.watch(WatchRequest::key("m")).unwrap()).collect();
+    wait_synced(&hub, 5);
+    for _ in 0..5 {
+        assert!(next(&mut s).created);
+    }
+    st.put(b"m", b"1").unwrap();
+    // Two per-watcher responses, then the rest of the same delivery as one item.
+    let first: Vec<WatchId> = (0..2).map(|_| next(&mut s).watch_id).collect();
+    let Some(Item::Events(rest)) = s.recv_item_timeout(T) else { panic!("the rest of the delivery") };
+    let mut all: Vec<WatchId> = first.into_iter().chain(rest.parts().iter().flat_map(|p| p.ids().to_vec())).collect();
+    all.sort();
+    assert_eq!(all, ids);
+    assert_eq!(rest.event_count(), 3);
+}
+
+#[test]
+fn commits_do_not_wake_a_hub_that_nobody_watches() {
+    let st = store();
+    let hub = WatchHub::new(st.clone(), WatchOptions::default());
+    let turns = hub.metrics().notifier_turns;
+    for i in 0..2000u32 {
+        st.put(b"x", i.to_string().as_bytes()).unwrap();
+    }
+    // Without watchers the notifier runs only on its idle timer (every 100 ms), not
+    // per commit; 2000 puts take far less than 100 s even on a loaded machine.
+    let woke = hub.metrics().notifier_turns - turns;
+    assert!(woke < 200, "{woke} notifier turns for 2000 unwatched commits");
+    // A watcher still sees the next write at once.
+    let mut s = hub.stream();
+    s.watch(WatchRequest::key("x")).unwrap();
+    wait_synced(&hub, 1);
+    st.put(b"x", b"seen").unwrap();
+    assert_eq!(events(&mut s, 1)[0].2, b"seen");
+}
