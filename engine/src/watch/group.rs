@@ -9,12 +9,13 @@
 //! groups of one, which cost no allocation for their member list.
 //!
 //! Records are fixed-size and live in [`Slab`](super::slab::Slab)s owned by the
-//! notifier: a [`Watcher`] names its group by slab index and knows its position in
-//! the group's member list, so a cancel is O(1) (swap-remove, and the watcher moved
-//! into the hole gets its new position).
+//! notifier. A watcher alone in its group has no record of its own (the group's is
+//! enough); a member of a larger group has a [`Watcher`] record that names its group
+//! by slab index and knows its position in the group's member list, so a cancel is
+//! O(1) (swap-remove, and the watcher moved into the hole gets its new position).
 //!
 //! Invariants (kept by the notifier, the only owner):
-//! - a watcher is in exactly one group, at `members[pos]`;
+//! - a watcher is in exactly one group: alone, or at `members[pos]` of its record;
 //! - at most one `Synced` group exists per (stream, range, class): a group that
 //!   becomes synced merges into it;
 //! - the id snapshot handed to deliveries ([`Members::ids`]) equals the member list at
@@ -23,6 +24,7 @@
 use std::sync::OnceLock;
 
 use super::delivery::Ids;
+use super::slab::Slab;
 use super::types::{EventKind, Filters, WatchId};
 use crate::sync::Arc;
 
@@ -91,13 +93,10 @@ pub(crate) enum State {
     Victim,
 }
 
-/// The members of a group, in a fixed order that deliveries snapshot.
-pub(crate) enum Members {
-    One { id: WatchId, watcher: u32 },
-    Many(Box<Many>),
-}
-
-pub(crate) struct Many {
+/// The member list of a group of more than one watcher, in a fixed order that
+/// deliveries snapshot. Each member has a [`Watcher`] record that knows its
+/// position here, so removing one is O(1).
+pub(crate) struct MemberList {
     ids: Vec<WatchId>,
     watchers: Vec<u32>,
     /// The ids as last handed out; dropped on any change, rebuilt on demand (from a
@@ -105,98 +104,160 @@ pub(crate) struct Many {
     snapshot: OnceLock<Arc<[WatchId]>>,
 }
 
-impl Members {
+impl MemberList {
+    pub(crate) fn new(members: impl IntoIterator<Item = (WatchId, u32)>) -> MemberList {
+        let (ids, watchers) = members.into_iter().unzip();
+        MemberList { ids, watchers, snapshot: OnceLock::new() }
+    }
+
     pub(crate) fn len(&self) -> usize {
-        match self {
-            Members::One { .. } => 1,
-            Members::Many(m) => m.ids.len(),
-        }
+        self.ids.len()
     }
 
     /// Appends a watcher; returns its position.
     pub(crate) fn push(&mut self, id: WatchId, watcher: u32) -> u32 {
-        match self {
-            Members::One { id: id0, watcher: w0 } => {
-                let many = Many { ids: vec![*id0, id], watchers: vec![*w0, watcher], snapshot: OnceLock::new() };
-                *self = Members::Many(Box::new(many));
-                1
-            }
-            Members::Many(m) => {
-                m.snapshot = OnceLock::new();
-                m.ids.push(id);
-                m.watchers.push(watcher);
-                (m.ids.len() - 1) as u32
-            }
-        }
+        self.snapshot = OnceLock::new();
+        self.ids.push(id);
+        self.watchers.push(watcher);
+        (self.ids.len() - 1) as u32
     }
 
-    /// Removes the member at `pos` (a group never becomes empty this way: the caller
-    /// frees a group whose last member goes). Returns the watcher moved into `pos`,
-    /// if any, which must learn its new position.
+    /// Removes the member at `pos`. Returns the watcher moved into `pos`, if any,
+    /// which must learn its new position.
     pub(crate) fn swap_remove(&mut self, pos: u32) -> Option<u32> {
-        let Members::Many(m) = self else { panic!("the last member of a group is removed with the group") };
-        m.snapshot = OnceLock::new();
+        self.snapshot = OnceLock::new();
         let pos = pos as usize;
-        m.ids.swap_remove(pos);
-        m.watchers.swap_remove(pos);
-        let moved = m.watchers.get(pos).copied();
-        if m.ids.len() == 1 {
-            *self = Members::One { id: m.ids[0], watcher: m.watchers[0] };
-        } else if m.ids.len() * 4 < m.ids.capacity() && m.ids.capacity() > 16 {
-            m.ids.shrink_to(m.ids.len() * 2);
-            m.watchers.shrink_to(m.watchers.len() * 2);
+        self.ids.swap_remove(pos);
+        self.watchers.swap_remove(pos);
+        if self.ids.len() * 4 < self.ids.capacity() && self.ids.capacity() > 16 {
+            self.ids.shrink_to(self.ids.len() * 2);
+            self.watchers.shrink_to(self.watchers.len() * 2);
         }
-        moved
+        self.watchers.get(pos).copied()
     }
 
-    /// Moves every member of `other` to the end of `self`; calls `moved(watcher,
-    /// new position)` for each.
-    pub(crate) fn append(&mut self, other: Members, mut moved: impl FnMut(u32, u32)) {
-        for (id, w) in other.iter() {
-            let pos = self.push(id, w);
-            moved(w, pos);
-        }
+    pub(crate) fn id_list(&self) -> &[WatchId] {
+        &self.ids
     }
 
-    /// `(id, watcher)` of every member, in order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (WatchId, u32)> + '_ {
-        let (ids, ws): (&[WatchId], &[u32]) = match self {
-            Members::One { id, watcher } => (std::slice::from_ref(id), std::slice::from_ref(watcher)),
-            Members::Many(m) => (&m.ids, &m.watchers),
-        };
-        ids.iter().copied().zip(ws.iter().copied())
+    /// `(id, watcher record)` of every member, in order.
+    pub(crate) fn records(&self) -> impl Iterator<Item = (WatchId, u32)> + '_ {
+        self.ids.iter().copied().zip(self.watchers.iter().copied())
     }
 
-    /// The ids, shared: a group of one needs no allocation, a larger group is copied
-    /// once per change of membership and then shared by every delivery.
+    /// The ids, shared: copied once per change of membership and then shared by
+    /// every delivery.
     pub(crate) fn ids(&self) -> Ids {
-        match self {
-            Members::One { id, .. } => Ids::One(*id),
-            Members::Many(m) => Ids::Many(Arc::clone(m.snapshot.get_or_init(|| m.ids.as_slice().into()))),
-        }
+        Ids::Many(Arc::clone(self.snapshot.get_or_init(|| self.ids.as_slice().into())))
     }
 }
 
-/// A group record (see the module doc).
+/// Who is in a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Members {
+    /// One watcher: the group record is its record (the common case of watchers on
+    /// distinct keys costs no other record and no allocation).
+    One(WatchId),
+    /// More: the index of their [`MemberList`] in the notifier's list slab.
+    Many(u32),
+}
+
+/// A group record (see the module doc): 32 bytes, its generation in what would
+/// otherwise be padding.
 pub(crate) struct Group {
+    /// The next revision it is owed (meaningful unless `Synced`).
+    pub(crate) next: u64,
+    /// The lone member's id, or the index of the member list (see `flags`).
+    member: i64,
     /// The stream's slot in the notifier's stream slab.
     pub(crate) stream: u32,
     /// The range's slot in the stream's index shard.
     pub(crate) range: u32,
+    gen: u32,
     pub(crate) class: Class,
     pub(crate) state: State,
-    /// Events were queued for it since the last periodic progress tick.
-    pub(crate) sent_since_tick: bool,
-    /// The next revision it is owed (meaningful unless `Synced`).
-    pub(crate) next: u64,
-    pub(crate) members: Members,
+    flags: u8,
 }
 
-/// A watcher record: which group it is in and where.
+const MANY: u8 = 1;
+const SENT: u8 = 2;
+
+impl Group {
+    pub(crate) fn new(stream: u32, range: u32, class: Class, state: State, id: WatchId) -> Group {
+        Group { next: 0, member: id, stream, range, gen: 0, class, state, flags: 0 }
+    }
+
+    pub(crate) fn members(&self) -> Members {
+        if self.flags & MANY != 0 {
+            Members::Many(self.member as u32)
+        } else {
+            Members::One(self.member)
+        }
+    }
+
+    /// Makes it a group whose members are list `list`.
+    pub(crate) fn set_list(&mut self, list: u32) {
+        self.member = i64::from(list);
+        self.flags |= MANY;
+    }
+
+    /// Events were queued for it since the last periodic progress tick.
+    pub(crate) fn sent_since_tick(&self) -> bool {
+        self.flags & SENT != 0
+    }
+
+    pub(crate) fn set_sent_since_tick(&mut self, on: bool) {
+        if on {
+            self.flags |= SENT;
+        } else {
+            self.flags &= !SENT;
+        }
+    }
+}
+
+impl super::slab::Record for Group {
+    fn gen(&self) -> u32 {
+        self.gen
+    }
+    fn set_gen(&mut self, gen: u32) {
+        self.gen = gen;
+    }
+}
+
+/// A watcher record: which group it is in and where (members of groups of more
+/// than one only). Never named by a handle kept across a change, so it has no
+/// generation.
 pub(crate) struct Watcher {
     pub(crate) id: WatchId,
     pub(crate) group: u32,
     pub(crate) pos: u32,
+}
+
+impl super::slab::Record for Watcher {}
+impl super::slab::Record for MemberList {}
+
+/// Watchers in group `g` (`lists`: the notifier's member lists).
+pub(crate) fn member_count(lists: &Slab<MemberList>, g: &Group) -> usize {
+    match g.members() {
+        Members::One(_) => 1,
+        Members::Many(l) => lists.at(l).1.len(),
+    }
+}
+
+/// The ids of group `g`, shared (see [`MemberList::ids`]).
+pub(crate) fn member_ids(lists: &Slab<MemberList>, g: &Group) -> Ids {
+    match g.members() {
+        Members::One(id) => Ids::One(id),
+        Members::Many(l) => lists.at(l).1.ids(),
+    }
+}
+
+/// The ids of group `g`, in order.
+pub(crate) fn member_id_list<'a>(lists: &'a Slab<MemberList>, g: &'a Group) -> &'a [WatchId] {
+    match g.members() {
+        Members::One(_) => std::slice::from_ref(&g.member),
+        Members::Many(l) => lists.at(l).1.id_list(),
+    }
 }
 
 #[cfg(test)]
@@ -205,26 +266,30 @@ mod tests {
 
     #[test]
     fn swap_remove_reports_the_moved_member_and_snapshots_follow_changes() {
-        let mut m = Members::One { id: 10, watcher: 0 };
-        assert_eq!(m.ids(), Ids::One(10));
-        assert_eq!(m.push(11, 1), 1);
+        let mut m = MemberList::new([(10, 0), (11, 1)]);
         assert_eq!(m.push(12, 2), 2);
         let before = m.ids();
         assert_eq!(&*before, &[10, 11, 12]);
         // Removing position 0 moves the last member (watcher 2) into it.
         assert_eq!(m.swap_remove(0), Some(2));
-        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(12, 2), (11, 1)]);
+        assert_eq!(m.records().collect::<Vec<_>>(), vec![(12, 2), (11, 1)]);
         assert_eq!(&*m.ids(), &[12, 11]);
         assert_eq!(&*before, &[10, 11, 12], "a snapshot already handed out never changes");
-        // Removing the last position moves nobody; one member left is inline again.
+        // Removing the last position moves nobody.
         assert_eq!(m.swap_remove(1), None);
-        assert!(matches!(m, Members::One { id: 12, watcher: 2 }));
-        let mut other = Members::One { id: 20, watcher: 5 };
-        other.push(21, 6);
-        let mut moved = Vec::new();
-        m.append(other, |w, p| moved.push((w, p)));
-        assert_eq!(moved, vec![(5, 1), (6, 2)]);
-        assert_eq!(&*m.ids(), &[12, 20, 21]);
+        assert_eq!(m.id_list(), &[12]);
+    }
+
+    #[test]
+    fn a_group_is_one_watcher_or_a_list() {
+        let mut g = Group::new(1, 2, Class::new(Filters::default(), false, true), State::Unsynced, -7);
+        assert_eq!(g.members(), Members::One(-7));
+        g.set_sent_since_tick(true);
+        g.set_list(5);
+        assert_eq!(g.members(), Members::Many(5));
+        assert!(g.sent_since_tick());
+        g.set_sent_since_tick(false);
+        assert!(!g.sent_since_tick() && g.class.progress_notify());
     }
 
     #[test]
@@ -232,5 +297,12 @@ mod tests {
         let c = Class::new(Filters { no_put: true, no_delete: false }, true, false);
         assert!(!c.passes(EventKind::Put) && c.passes(EventKind::Delete) && c.prev_kv() && !c.progress_notify());
         assert_eq!(c.filters(), Class::new(Filters { no_put: true, no_delete: false }, false, true).filters());
+    }
+
+    #[test]
+    fn records_are_small() {
+        // The memory goal (at most 100 bytes per idle watcher) rests on these.
+        assert_eq!(std::mem::size_of::<Option<Group>>(), 32);
+        assert_eq!(std::mem::size_of::<Option<Watcher>>(), 24);
     }
 }

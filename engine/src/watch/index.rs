@@ -5,8 +5,8 @@
 //! stores each distinct key range once, in a [`Range`] record of its range slab;
 //! exact-key ranges are found by a hash table of range indices (hashed by key, so
 //! the key bytes are not stored twice), the other ranges by an [`IntervalTree`] of
-//! range indices. A range record holds the list of its `Synced` groups (at most one
-//! per stream and class). Matching a key is one hash lookup plus one stab, then a
+//! range indices. A range record holds its first `Synced` group (at most one per
+//! stream and class); a range with more keeps the rest in the shard's overflow map. Matching a key is one hash lookup plus one stab, then a
 //! walk of the synced lists it reached: its cost grows with the groups reached,
 //! not with their watchers.
 //!
@@ -26,7 +26,7 @@ use std::hash::BuildHasher;
 use hashbrown::HashTable;
 
 use super::interval::{End, IntervalTree, Spans};
-use super::slab::{Handle, Slab};
+use super::slab::{Record, Slab};
 
 /// A watcher's key range as requested: `key`, and an exclusive end that is a key,
 /// nothing (one key) or unbounded. Stored as one allocation.
@@ -91,62 +91,21 @@ impl KeyRange {
     }
 }
 
-/// The synced groups of one range (group slab indices).
-#[derive(Default)]
-pub(crate) enum GroupList {
-    #[default]
-    Empty,
-    One(u32),
-    Many(Vec<u32>),
-}
-
-impl GroupList {
-    pub(crate) fn as_slice(&self) -> &[u32] {
-        match self {
-            GroupList::Empty => &[],
-            GroupList::One(g) => std::slice::from_ref(g),
-            GroupList::Many(v) => v,
-        }
-    }
-
-    fn push(&mut self, g: u32) {
-        match std::mem::take(self) {
-            GroupList::Empty => *self = GroupList::One(g),
-            GroupList::One(a) => *self = GroupList::Many(vec![a, g]),
-            GroupList::Many(mut v) => {
-                v.push(g);
-                *self = GroupList::Many(v);
-            }
-        }
-    }
-
-    fn remove(&mut self, g: u32) {
-        match self {
-            GroupList::Empty => {}
-            GroupList::One(a) => {
-                if *a == g {
-                    *self = GroupList::Empty;
-                }
-            }
-            GroupList::Many(v) => {
-                if let Some(i) = v.iter().position(|x| *x == g) {
-                    v.swap_remove(i);
-                }
-                if let [one] = v.as_slice() {
-                    *self = GroupList::One(*one);
-                }
-            }
-        }
-    }
-}
+/// No group.
+const NONE: u32 = u32::MAX;
 
 /// One distinct key range of a shard.
 pub(crate) struct Range {
     pub(crate) range: KeyRange,
     /// Groups (in any state) that refer to it.
     refs: u32,
-    pub(crate) synced: GroupList,
+    /// Its first synced group (`NONE`: none); more are in `Shard::more_synced`.
+    first_synced: u32,
 }
+
+/// Ranges are named only by the index's own tables and its groups, which never keep
+/// a stale index: no generation.
+impl Record for Range {}
 
 struct Ranges<'a>(&'a Slab<Range>);
 
@@ -165,15 +124,21 @@ pub(crate) struct Shard {
     ranges: Slab<Range>,
     /// Exact ranges, by key.
     exact: HashTable<u32>,
+    /// Synced groups of a range beyond its first (a range that several streams or
+    /// classes watch).
+    more_synced: hashbrown::HashMap<u32, Vec<u32>>,
     /// Other ranges, by key and end (to find an existing one when interning).
     spans: HashTable<u32>,
     hasher: hashbrown::DefaultHashBuilder,
     tree: IntervalTree,
-    /// The non-exact ranges in the tree, in tree order, as handles (a range freed
-    /// since the last build is recognized by its generation and dropped).
-    tree_order: Vec<Handle>,
+    /// The non-exact ranges in the tree, in tree order.
+    tree_order: Vec<u32>,
     /// Non-exact ranges created since the last build.
-    added: Vec<Handle>,
+    added: Vec<u32>,
+    /// Non-exact ranges whose last reference went since the last build: their
+    /// records stay (with no references) until the next build drops them from the
+    /// tree, so no index in the tree ever names a reused slot.
+    dying: usize,
     tree_dirty: bool,
     /// Groups in the synced lists of this shard.
     synced_groups: usize,
@@ -207,7 +172,7 @@ impl Shard {
         }
         let exact = r.is_exact();
         let h = if exact { self.hash_exact(r.key()) } else { self.hash_span(&r) };
-        let handle = self.ranges.insert(Range { range: r, refs: 1, synced: GroupList::Empty });
+        let handle = self.ranges.insert(Range { range: r, refs: 1, first_synced: NONE });
         let ranges = &self.ranges;
         if exact {
             let hasher = &self.hasher;
@@ -218,7 +183,7 @@ impl Shard {
                 let r = &ranges.at(i).1.range;
                 hasher.hash_one((r.kind, &r.bytes[..], r.key_len))
             });
-            self.added.push(handle);
+            self.added.push(handle.index);
             self.tree_dirty = true;
         }
         handle.index
@@ -232,39 +197,71 @@ impl Shard {
             return;
         }
         let (handle, r) = self.ranges.at(i);
-        debug_assert!(matches!(r.synced, GroupList::Empty), "a range with synced groups has references");
+        debug_assert!(r.first_synced == NONE, "a range with synced groups has references");
         let exact = r.range.is_exact();
         let h = if exact { self.hash_exact(r.range.key()) } else { self.hash_span(&r.range) };
         let table = if exact { &mut self.exact } else { &mut self.spans };
         if let Ok(entry) = table.find_entry(h, |&x| x == i) {
             entry.remove();
         }
-        if !exact {
+        if exact {
+            self.ranges.remove(handle);
+        } else {
+            // Freed by the next `prepare`, which takes it out of the tree first.
             self.tree_dirty = true;
+            self.dying += 1;
+            if self.dying > 4096 {
+                self.prepare();
+            }
         }
-        self.ranges.remove(handle);
     }
 
     pub(crate) fn range(&self, i: u32) -> &Range {
         self.ranges.at(i).1
     }
 
-    /// Adds group `g` to range `i`'s synced list.
+    /// The synced groups of range `i`.
+    pub(crate) fn synced(&self, i: u32) -> impl Iterator<Item = u32> + '_ {
+        let first = self.ranges.at(i).1.first_synced;
+        let more = if first == NONE { None } else { self.more_synced.get(&i) };
+        (first != NONE).then_some(first).into_iter().chain(more.into_iter().flatten().copied())
+    }
+
+    /// Adds group `g` to range `i`'s synced groups.
     pub(crate) fn link_synced(&mut self, i: u32, g: u32) {
         let r = self.ranges.at_mut(i);
-        r.synced.push(g);
+        if r.first_synced == NONE {
+            r.first_synced = g;
+        } else {
+            self.more_synced.entry(i).or_default().push(g);
+        }
         self.synced_groups += 1;
-        if !r.range.is_exact() {
+        if !self.ranges.at(i).1.range.is_exact() {
             self.synced_range_groups += 1;
         }
     }
 
-    /// Removes group `g` from range `i`'s synced list.
+    /// Removes group `g` from range `i`'s synced groups.
     pub(crate) fn unlink_synced(&mut self, i: u32, g: u32) {
         let r = self.ranges.at_mut(i);
-        r.synced.remove(g);
+        if r.first_synced == g {
+            r.first_synced = NONE;
+            if let Some(more) = self.more_synced.get_mut(&i) {
+                r.first_synced = more.pop().expect("no empty overflow lists");
+                if more.is_empty() {
+                    self.more_synced.remove(&i);
+                }
+            }
+        } else if let Some(more) = self.more_synced.get_mut(&i) {
+            if let Some(at) = more.iter().position(|&x| x == g) {
+                more.swap_remove(at);
+            }
+            if more.is_empty() {
+                self.more_synced.remove(&i);
+            }
+        }
         self.synced_groups -= 1;
-        if !r.range.is_exact() {
+        if !self.ranges.at(i).1.range.is_exact() {
             self.synced_range_groups -= 1;
         }
     }
@@ -282,21 +279,33 @@ impl Shard {
         self.tree_dirty = false;
         let ranges = &self.ranges;
         let spans = Ranges(ranges);
-        let live = |h: &Handle| ranges.get(*h).is_some();
-        let mut added: Vec<Handle> = std::mem::take(&mut self.added).into_iter().filter(live).collect();
-        added.sort_unstable_by(|a, b| spans.order(a.index, b.index));
+        let live = |i: &u32| ranges.at(*i).1.refs > 0;
+        // Every non-exact range is in the old tree or among the added ones, so the
+        // dying ones are all found here.
+        let (mut added, mut dead): (Vec<u32>, Vec<u32>) = std::mem::take(&mut self.added).into_iter().partition(live);
+        added.sort_unstable_by(|&a, &b| spans.order(a, b));
         let old = std::mem::take(&mut self.tree_order);
         let mut order = Vec::with_capacity(old.len() + added.len());
         let mut new = added.into_iter().peekable();
-        for h in old.into_iter().filter(live) {
-            while let Some(n) = new.next_if(|n| spans.order(n.index, h.index).is_lt()) {
+        for i in old {
+            if !live(&i) {
+                dead.push(i);
+                continue;
+            }
+            while let Some(n) = new.next_if(|&n| spans.order(n, i).is_lt()) {
                 order.push(n);
             }
-            order.push(h);
+            order.push(i);
         }
         order.extend(new);
-        self.tree = IntervalTree::build(order.iter().map(|h| h.index).collect(), &spans);
+        self.tree = IntervalTree::build(order.clone(), &spans);
         self.tree_order = order;
+        debug_assert_eq!(dead.len(), self.dying);
+        for i in dead {
+            let h = self.ranges.handle(i);
+            self.ranges.remove(h);
+        }
+        self.dying = 0;
     }
 
     /// Calls `f` with every synced group whose range holds `key`. The shard must be
@@ -306,16 +315,10 @@ impl Shard {
         let ranges = &self.ranges;
         let h = self.hash_exact(key);
         if let Some(&i) = self.exact.find(h, |&i| ranges.at(i).1.range.key() == key) {
-            for &g in ranges.at(i).1.synced.as_slice() {
-                f(g);
-            }
+            self.synced(i).for_each(&mut f);
         }
         if self.synced_range_groups > 0 {
-            self.tree.stab(&Ranges(ranges), key, &mut |i| {
-                for &g in ranges.at(i).1.synced.as_slice() {
-                    f(g);
-                }
-            });
+            self.tree.stab(&Ranges(ranges), key, &mut |i| self.synced(i).for_each(&mut f));
         }
     }
 

@@ -40,11 +40,11 @@ use std::time::Instant;
 
 use super::catchup::{self, event_kind, CatchupJob, CatchupResult, JobGroup, Outcome};
 use super::delivery::{Delivery, Ids, Part};
-use super::group::{Class, Group, Members, State, Watcher};
+use super::group::{member_count, member_id_list, member_ids, Class, Group, MemberList, Members, State, Watcher};
 use super::hub::{Control, HubShared, Registration};
 use super::index::Shard;
-use super::slab::{Handle, Slab};
-use super::stream::{StreamShared, PENDING};
+use super::slab::{Handle, Record, Slab};
+use super::stream::{IdTable, StreamShared, LONE, PENDING};
 use super::types::{Event, RevisionBatch, RevisionEvents, WatchId, WatchResponse};
 use crate::log::record::{RecordKind, RecordRef};
 use crate::log::LogReader;
@@ -97,6 +97,8 @@ struct StreamEntry {
     victims: Vec<Handle>,
 }
 
+impl Record for StreamEntry {}
+
 /// One match: a synced group reached by event `event` of the revision.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Hit {
@@ -118,6 +120,8 @@ pub(crate) struct Notifier {
     stream_slots: HashMap<u64, u32>,
     shards: Vec<Shard>,
     groups: Slab<Group>,
+    /// Member lists of the groups of more than one watcher.
+    lists: Slab<MemberList>,
     watchers: Slab<Watcher>,
     /// Parked groups by start revision (stale handles are skipped).
     parked: BTreeMap<u64, Vec<Handle>>,
@@ -154,7 +158,7 @@ fn compacted_response(id: WatchId, rev: u64, compact: u64) -> WatchResponse {
 fn finish(stream: &StreamShared, id: WatchId, last: WatchResponse) {
     let mut ids = lock(&stream.ids);
     stream.send_control(last);
-    ids.remove(&id);
+    ids.remove(id);
 }
 
 impl Notifier {
@@ -173,6 +177,7 @@ impl Notifier {
             stream_slots: HashMap::new(),
             shards,
             groups: Slab::default(),
+            lists: Slab::default(),
             watchers: Slab::default(),
             parked: BTreeMap::new(),
             parked_index: HashMap::new(),
@@ -262,7 +267,8 @@ impl Notifier {
     fn set_state(&mut self, g: u32, new: State, next: u64) {
         debug_assert!(new != State::Synced);
         let (handle, gr) = self.groups.at(g);
-        let (old, n, stream, range, class) = (gr.state, gr.members.len() as u64, gr.stream, gr.range, gr.class);
+        let (old, n, stream, range, class) =
+            (gr.state, member_count(&self.lists, gr) as u64, gr.stream, gr.range, gr.class);
         let shard = self.streams.at(stream).1.shard as usize;
         self.state_counter(old).fetch_sub(n, Ordering::Relaxed);
         self.state_counter(new).fetch_add(n, Ordering::Relaxed);
@@ -301,69 +307,91 @@ impl Notifier {
     fn make_synced(&mut self, g: u32) -> u32 {
         let (handle, gr) = self.groups.at(g);
         debug_assert!(gr.state != State::Synced);
-        let (old, n, stream, range, class) = (gr.state, gr.members.len() as u64, gr.stream, gr.range, gr.class);
+        let (old, n, stream, range, class, next) =
+            (gr.state, member_count(&self.lists, gr) as u64, gr.stream, gr.range, gr.class, gr.next);
         let shard = self.streams.at(stream).1.shard as usize;
         // Its owed bookmarks are due now: every event up to `notified` is delivered.
         if let Some(owed) = self.owed.remove(&handle) {
             self.send_owed(g, owed);
         }
-        let into = self.shards[shard].range(range).synced.as_slice().iter().copied().find(|&s| {
-            let sg = self.groups.at(s).1;
+        self.state_counter(old).fetch_sub(n, Ordering::Relaxed);
+        self.state_counter(State::Synced).fetch_add(n, Ordering::Relaxed);
+        self.streams.at_mut(stream).unready -= n;
+        if old == State::Parked {
+            self.parked_index.remove(&(next, stream, range, class));
+            self.parked_groups -= 1;
+        }
+        let groups = &self.groups;
+        let into = self.shards[shard].synced(range).find(|&s| {
+            let sg = groups.at(s).1;
             sg.stream == stream && sg.class == class
         });
-        match into {
+        let end = match into {
             Some(s) => {
-                // Leave the old state as set_state would, without linking anything.
-                self.state_counter(old).fetch_sub(n, Ordering::Relaxed);
-                self.state_counter(State::Synced).fetch_add(n, Ordering::Relaxed);
-                if old == State::Parked {
-                    let next = self.groups.at(g).1.next;
-                    self.parked_index.remove(&(next, stream, range, class));
-                    self.parked_groups -= 1;
-                }
-                self.streams.at_mut(stream).unready -= n;
-                let gone = self.groups.remove(handle).expect("a live group");
-                let watchers = &mut self.watchers;
-                self.groups.at_mut(s).members.append(gone.members, |w, pos| {
-                    let wr = watchers.at_mut(w);
-                    wr.group = s;
-                    wr.pos = pos;
-                });
-                self.shards[shard].release(range);
-                self.update_watching();
+                self.absorb(g, s);
                 s
             }
             None => {
-                self.state_counter(old).fetch_sub(n, Ordering::Relaxed);
-                self.state_counter(State::Synced).fetch_add(n, Ordering::Relaxed);
-                if old == State::Parked {
-                    let next = self.groups.at(g).1.next;
-                    self.parked_index.remove(&(next, stream, range, class));
-                    self.parked_groups -= 1;
-                }
-                self.streams.at_mut(stream).unready -= n;
                 self.shards[shard].link_synced(range, g);
                 self.synced_groups += 1;
                 let gr = self.groups.at_mut(g);
                 gr.state = State::Synced;
                 gr.next = self.notified + 1;
-                self.update_watching();
                 g
+            }
+        };
+        self.update_watching();
+        end
+    }
+
+    /// Moves every member of group `from` into group `to` (same stream, range and
+    /// class; the caller has moved the state counters) and frees `from`'s record.
+    fn absorb(&mut self, from: u32, to: u32) {
+        let h = self.groups.handle(from);
+        let gone = self.groups.remove(h).expect("a live group");
+        let shared = Arc::clone(&self.streams.at(gone.stream).1.shared);
+        let mut ids = lock(&shared.ids);
+        let list = self.make_many(to, &mut ids);
+        match gone.members() {
+            Members::One(id) => {
+                let w = self.watchers.insert(Watcher { id, group: to, pos: 0 }).index;
+                self.watchers.at_mut(w).pos = self.lists.at_mut(list).push(id, w);
+                ids.insert(id, w);
+            }
+            Members::Many(l) => {
+                let moved = self.lists.remove(self.lists.handle(l)).expect("a live list");
+                for (id, w) in moved.records() {
+                    let pos = self.lists.at_mut(list).push(id, w);
+                    let wr = self.watchers.at_mut(w);
+                    wr.group = to;
+                    wr.pos = pos;
+                }
+            }
+        }
+        drop(ids);
+        let shard = self.streams.at(gone.stream).1.shard as usize;
+        self.shards[shard].release(gone.range);
+    }
+
+    /// Gives the lone member of group `g`, if it is alone, a watcher record and the
+    /// group a member list (it is about to have company). Returns the list.
+    fn make_many(&mut self, g: u32, ids: &mut IdTable) -> u32 {
+        match self.groups.at(g).1.members() {
+            Members::Many(l) => l,
+            Members::One(id) => {
+                let w = self.watchers.insert(Watcher { id, group: g, pos: 0 }).index;
+                let l = self.lists.insert(MemberList::new([(id, w)])).index;
+                self.groups.at_mut(g).set_list(l);
+                ids.insert(id, w);
+                l
             }
         }
     }
 
-    fn new_group(&mut self, stream: u32, range: u32, class: Class, id: WatchId, watcher: u32) -> u32 {
-        let h = self.groups.insert(Group {
-            stream,
-            range,
-            class,
-            // Counted as unsynced until moved (by the caller) to its real state.
-            state: State::Unsynced,
-            sent_since_tick: false,
-            next: 0,
-            members: Members::One { id, watcher },
-        });
+    fn new_group(&mut self, stream: u32, range: u32, class: Class, id: WatchId) -> u32 {
+        // Counted as unsynced until moved (by the caller) to its real state.
+        let h = self.groups.insert(Group::new(stream, range, class, State::Unsynced, id));
+        assert!(h.index < LONE, "fewer than 2^31 groups");
         self.hub.metrics.unsynced.fetch_add(1, Ordering::Relaxed);
         self.streams.at_mut(stream).unready += 1;
         if class.progress_notify() {
@@ -372,27 +400,41 @@ impl Notifier {
         h.index
     }
 
-    /// Removes watcher `w` from its group (freeing the group with its last member)
-    /// and from the slab.
-    fn remove_watcher(&mut self, w: u32) {
-        let wr = self.watchers.remove(self.watchers.handle(w)).expect("a live watcher");
-        let g = wr.group;
+    /// The group of an id-table entry.
+    fn group_of(&self, entry: u32) -> u32 {
+        if entry & LONE != 0 {
+            entry & !LONE
+        } else {
+            self.watchers.at(entry).1.group
+        }
+    }
+
+    /// Removes the watcher of id-table entry `entry` from its group (freeing the group
+    /// with its last member) and drops its record. The caller frees the id.
+    fn remove_watcher(&mut self, entry: u32) {
+        let g = self.group_of(entry);
         let gr = self.groups.at(g).1;
-        let (state, stream) = (gr.state, gr.stream);
+        let (state, stream, last) = (gr.state, gr.stream, member_count(&self.lists, gr) == 1);
         self.state_counter(state).fetch_sub(1, Ordering::Relaxed);
         self.hub.metrics.watchers.fetch_sub(1, Ordering::Relaxed);
         if state != State::Synced {
             self.streams.at_mut(stream).unready -= 1;
         }
-        if gr.members.len() == 1 {
+        let mut id = None;
+        if entry & LONE == 0 {
+            let wr = self.watchers.remove(self.watchers.handle(entry)).expect("a live watcher");
+            id = Some(wr.id);
+            if !last {
+                let Members::Many(l) = self.groups.at(g).1.members() else { unreachable!("a record is in a list") };
+                if let Some(moved) = self.lists.at_mut(l).swap_remove(wr.pos) {
+                    self.watchers.at_mut(moved).pos = wr.pos;
+                }
+            }
+        }
+        if last {
             self.free_group(g);
-            return;
-        }
-        if let Some(moved) = self.groups.at_mut(g).members.swap_remove(wr.pos) {
-            self.watchers.at_mut(moved).pos = wr.pos;
-        }
-        if let Some(Owed::Ids(ids)) = self.owed.get_mut(&self.groups.handle(g)) {
-            ids.retain(|i| *i != wr.id);
+        } else if let (Some(Owed::Ids(owed)), Some(id)) = (self.owed.get_mut(&self.groups.handle(g)), id) {
+            owed.retain(|i| *i != id);
         }
     }
 
@@ -413,17 +455,27 @@ impl Notifier {
             _ => {}
         }
         self.owed.remove(&handle);
-        self.groups.remove(handle);
+        if let Some(Members::Many(l)) = self.groups.remove(handle).map(|g| g.members()) {
+            self.lists.remove(self.lists.handle(l));
+        }
         self.shards[shard].release(range);
         self.update_watching();
     }
 
+    /// `(id, id-table entry)` of every member of group `g`.
+    fn entries(&self, g: u32) -> Vec<(WatchId, u32)> {
+        match self.groups.at(g).1.members() {
+            Members::One(id) => vec![(id, LONE | g)],
+            Members::Many(l) => self.lists.at(l).1.records().collect(),
+        }
+    }
+
     /// Cancels every watcher of group `g` with `last(id)` as its final response.
     fn cancel_group(&mut self, g: u32, last: impl Fn(WatchId) -> WatchResponse) {
-        let members: Vec<(WatchId, u32)> = self.groups.at(g).1.members.iter().collect();
+        let members = self.entries(g);
         let stream = Arc::clone(&self.streams.at(self.groups.at(g).1.stream).1.shared);
-        for (id, w) in members {
-            self.remove_watcher(w);
+        for (id, entry) in members {
+            self.remove_watcher(entry);
             finish(&stream, id, last(id));
         }
     }
@@ -467,14 +519,13 @@ impl Notifier {
         self.hub.metrics.watchers.fetch_add(1, Ordering::Relaxed);
         let shard = self.streams.at(slot).1.shard as usize;
         let range = self.shards[shard].intern(r.range);
-        // A placeholder until the group is known.
-        let w = self.watchers.insert(Watcher { id: r.id, group: 0, pos: 0 }).index;
         let ready = self.notified + 1;
         // Join an existing group where one has the same future: the synced group of
         // this range and class, or a parked one with the same start.
+        let groups = &self.groups;
         let existing = if r.min_rev == ready {
-            self.shards[shard].range(range).synced.as_slice().iter().copied().find(|&g| {
-                let gr = self.groups.at(g).1;
+            self.shards[shard].synced(range).find(|&g| {
+                let gr = groups.at(g).1;
                 gr.stream == slot && gr.class == r.class
             })
         } else if r.min_rev > ready {
@@ -485,20 +536,21 @@ impl Notifier {
         match existing {
             Some(g) => {
                 self.shards[shard].release(range); // the group holds the reference
-                let gr = self.groups.at_mut(g);
-                let pos = gr.members.push(r.id, w);
-                let state = gr.state;
-                let wr = self.watchers.at_mut(w);
-                wr.group = g;
-                wr.pos = pos;
+                let mut ids = lock(&shared.ids);
+                let list = self.make_many(g, &mut ids);
+                let w = self.watchers.insert(Watcher { id: r.id, group: g, pos: 0 }).index;
+                self.watchers.at_mut(w).pos = self.lists.at_mut(list).push(r.id, w);
+                let state = self.groups.at(g).1.state;
+                ids.insert(r.id, w);
+                drop(ids);
                 self.state_counter(state).fetch_add(1, Ordering::Relaxed);
                 if state != State::Synced {
                     self.streams.at_mut(slot).unready += 1;
                 }
             }
             None => {
-                let g = self.new_group(slot, range, r.class, r.id, w);
-                self.watchers.at_mut(w).group = g;
+                let g = self.new_group(slot, range, r.class, r.id);
+                lock(&shared.ids).insert(r.id, LONE | g);
                 if r.min_rev == ready {
                     self.groups.at_mut(g).next = ready;
                     self.make_synced(g);
@@ -509,19 +561,18 @@ impl Notifier {
                 }
             }
         }
-        lock(&shared.ids).insert(r.id, w);
     }
 
-    /// The watcher record of `id` on stream `slot`, if registered.
-    fn watcher_of(&self, slot: u32, id: WatchId) -> Option<u32> {
+    /// The id-table entry of `id` on stream `slot`, if registered.
+    fn entry_of(&self, slot: u32, id: WatchId) -> Option<u32> {
         let shared = &self.streams.at(slot).1.shared;
-        lock(&shared.ids).get(&id).copied().filter(|&w| w != PENDING)
+        lock(&shared.ids).get(id).filter(|&e| e != PENDING)
     }
 
     fn cancel(&mut self, stream: u64, id: WatchId) {
         let Some(&slot) = self.stream_slots.get(&stream) else { return };
-        let Some(w) = self.watcher_of(slot, id) else { return };
-        self.remove_watcher(w);
+        let Some(entry) = self.entry_of(slot, id) else { return };
+        self.remove_watcher(entry);
         let shared = Arc::clone(&self.streams.at(slot).1.shared);
         let mut r = WatchResponse::control(id, self.notified);
         r.canceled = true;
@@ -531,9 +582,11 @@ impl Notifier {
     fn close_stream(&mut self, stream: u64) {
         let Some(slot) = self.stream_slots.remove(&stream) else { return };
         let shared = Arc::clone(&self.streams.at(slot).1.shared);
-        let ids: Vec<u32> = lock(&shared.ids).drain().map(|(_, w)| w).filter(|&w| w != PENDING).collect();
-        for w in ids {
-            self.remove_watcher(w);
+        let entries = lock(&shared.ids).drain();
+        for (_, e) in entries {
+            if e != PENDING {
+                self.remove_watcher(e);
+            }
         }
         self.streams.remove(self.streams.handle(slot));
         self.hub.metrics.streams.fetch_sub(1, Ordering::Relaxed);
@@ -545,7 +598,7 @@ impl Notifier {
         let gr = self.groups.at(g).1;
         let shared = &self.streams.at(gr.stream).1.shared;
         let ids = match owed {
-            Owed::All => gr.members.ids(),
+            Owed::All => member_ids(&self.lists, gr),
             Owed::Ids(v) if v.is_empty() => return,
             Owed::Ids(v) => v.into(),
         };
@@ -588,20 +641,20 @@ impl Notifier {
                 }
                 // Not every watcher is synced: answer each synced group now, the
                 // others as soon as they are synced.
-                let ws: Vec<u32> = lock(&shared.ids).values().copied().filter(|&w| w != PENDING).collect();
-                let groups: HashSet<u32> = ws.into_iter().map(|w| self.watchers.at(w).1.group).collect();
+                let entries: Vec<u32> = lock(&shared.ids).iter().map(|(_, e)| e).filter(|&e| e != PENDING).collect();
+                let groups: HashSet<u32> = entries.into_iter().map(|e| self.group_of(e)).collect();
                 for g in groups {
                     let gr = self.groups.at(g).1;
                     if gr.state == State::Synced {
-                        shared.send_progress(rev, gr.members.ids());
+                        shared.send_progress(rev, member_ids(&self.lists, gr));
                     } else {
                         self.owe(g, None);
                     }
                 }
             }
             Some(id) => {
-                let Some(w) = self.watcher_of(slot, id) else { return };
-                let g = self.watchers.at(w).1.group;
+                let Some(entry) = self.entry_of(slot, id) else { return };
+                let g = self.group_of(entry);
                 if self.groups.at(g).1.state == State::Synced {
                     shared.send_progress(rev, Ids::One(id));
                 } else {
@@ -726,15 +779,16 @@ impl Notifier {
             rest = &rest[n..];
         }
         let parallel = runs.len() > 1 && hits.len() >= self.hub.opts.parallel_match_threshold;
-        let (groups, streams) = (&self.groups, &self.streams);
+        let (groups, lists, streams) = (&self.groups, &self.lists, &self.streams);
         let n_events = recs.len();
-        let sent = self.hub.pool.par_map(&runs, parallel, |run| send_run(groups, streams, &batch, n_events, run));
+        let sent =
+            self.hub.pool.par_map(&runs, parallel, |run| send_run(groups, lists, streams, &batch, n_events, run));
         self.notified = rev;
         for s in sent {
             match s {
                 Sent::Accepted { progress_groups } => {
                     for g in progress_groups {
-                        self.groups.at_mut(g).sent_since_tick = true;
+                        self.groups.at_mut(g).set_sent_since_tick(true);
                     }
                 }
                 Sent::Refused { stream, groups } => {
@@ -837,22 +891,14 @@ impl Notifier {
         if let Some(owed) = self.owed.remove(&h) {
             // Bookmarks owed to `from`'s watchers become owed to them by id in `to`.
             let ids: Vec<WatchId> = match owed {
-                Owed::All => self.groups.at(from).1.members.iter().map(|(id, _)| id).collect(),
+                Owed::All => member_id_list(&self.lists, self.groups.at(from).1).to_vec(),
                 Owed::Ids(v) => v,
             };
             for id in ids {
                 self.owe(to, Some(id));
             }
         }
-        let gone = self.groups.remove(h).expect("a live group");
-        let watchers = &mut self.watchers;
-        self.groups.at_mut(to).members.append(gone.members, |w, pos| {
-            let wr = watchers.at_mut(w);
-            wr.group = to;
-            wr.pos = pos;
-        });
-        let shard = self.streams.at(gone.stream).1.shard as usize;
-        self.shards[shard].release(gone.range);
+        self.absorb(from, to);
     }
 
     fn catchup_done(&mut self, result: CatchupResult) {
@@ -885,7 +931,7 @@ impl Notifier {
     fn deliver_caught(&mut self, g: u32, revisions: Vec<RevisionEvents>, cuts: Vec<u32>, next: u64) {
         let gr = self.groups.at(g).1;
         let shared = Arc::clone(&self.streams.at(gr.stream).1.shared);
-        let (prev_kv, ids) = (gr.class.prev_kv(), gr.members.ids());
+        let (prev_kv, ids) = (gr.class.prev_kv(), member_ids(&self.lists, gr));
         let all: Arc<[RevisionEvents]> = revisions.into();
         let mut start = 0usize;
         let mut stalled_at = None;
@@ -897,7 +943,7 @@ impl Notifier {
                 stalled_at = Some(all[start].batch.revision);
                 break;
             }
-            self.groups.at_mut(g).sent_since_tick = true;
+            self.groups.at_mut(g).set_sent_since_tick(true);
             start = end;
         }
         match stalled_at {
@@ -935,12 +981,13 @@ impl Notifier {
         for h in std::mem::take(&mut self.progress_groups) {
             let Some(g) = self.groups.get_mut(h) else { continue };
             keep.push(h);
-            let sent = std::mem::replace(&mut g.sent_since_tick, false);
+            let sent = g.sent_since_tick();
+            g.set_sent_since_tick(false);
             if g.state != State::Synced || sent {
                 continue; // not eligible, or it had events this interval
             }
             let g = self.groups.get(h).expect("live");
-            self.streams.at(g.stream).1.shared.send_progress(rev, g.members.ids());
+            self.streams.at(g.stream).1.shared.send_progress(rev, member_ids(&self.lists, g));
         }
         self.progress_groups = keep;
     }
@@ -951,6 +998,7 @@ impl Notifier {
 /// many groups, on the engine's threads in parallel (read-only access).
 fn send_run(
     groups: &Slab<Group>,
+    lists: &Slab<MemberList>,
     streams: &Slab<StreamEntry>,
     batch: &Arc<RevisionBatch>,
     n_events: usize,
@@ -969,7 +1017,7 @@ fn send_run(
         let g = groups.at(first.group).1;
         let selection = if n == n_events { None } else { Some(these.iter().map(|h| h.event).collect()) };
         let ev = RevisionEvents { batch: Arc::clone(batch), selection };
-        let ids = g.members.ids();
+        let ids = member_ids(lists, g);
         bytes += ev.size() + 8 * ids.len();
         events += ev.len() as u64 * ids.len() as u64;
         parts.push(Part::one(ids, g.class.prev_kv(), ev));

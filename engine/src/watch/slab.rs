@@ -1,10 +1,11 @@
 //! A slab of fixed-size records addressed by `u32` handles, with a generation
 //! against reuse.
 //!
-//! Algorithm. Records live in one `Vec` of slots; a free slot holds the index of the
-//! next free slot, so insertion and removal are O(1) and never move a live record.
-//! Each slot carries a generation that is bumped when its record is removed, and a
-//! [`Handle`] names a slot *and* the generation it was issued at.
+//! Algorithm. Records live in one `Vec` of slots; free slots are kept on a free list,
+//! so insertion and removal are O(1) and never move a live record. A record that
+//! handles may outlive carries the generation it was stored at (from a counter of
+//! the slab), and a [`Handle`] names a slot *and* that generation. A slab that
+//! becomes mostly empty gives back its free tail.
 //!
 //! Invariants:
 //! - a live record's index never changes while it lives, so anything may keep its
@@ -22,101 +23,106 @@ pub(crate) struct Handle {
     pub(crate) gen: u32,
 }
 
-enum Slot<T> {
-    Live { gen: u32, value: T },
-    Free { gen: u32, next: u32 },
+/// A record kept in a [`Slab`]. Records that handles may outlive keep the
+/// generation they were stored at (in what is usually padding); records never
+/// named by a handle kept across a change keep none (every generation is 0).
+pub(crate) trait Record {
+    fn gen(&self) -> u32 {
+        0
+    }
+    fn set_gen(&mut self, _gen: u32) {}
 }
 
-/// No next free slot.
-const NONE: u32 = u32::MAX;
-
+/// Layout: `slots[i]` is the record (an `Option`, which costs nothing for records
+/// with a niche), and `free` the free slots (only while free). Generations come from
+/// one counter per slab, so a record stored in a reused slot never has the
+/// generation of the one before (unless 2^32 records were stored in between while a
+/// handle was kept: handles live for the length of a catch-up job).
 pub(crate) struct Slab<T> {
-    slots: Vec<Slot<T>>,
-    free: u32,
+    slots: Vec<Option<T>>,
+    free: Vec<u32>,
+    next_gen: u32,
     len: usize,
 }
 
 impl<T> Default for Slab<T> {
     fn default() -> Self {
-        Slab { slots: Vec::new(), free: NONE, len: 0 }
+        Slab { slots: Vec::new(), free: Vec::new(), next_gen: 0, len: 0 }
     }
 }
 
-impl<T> Slab<T> {
+impl<T: Record> Slab<T> {
     /// Stores `value`; returns its handle.
-    pub(crate) fn insert(&mut self, value: T) -> Handle {
+    pub(crate) fn insert(&mut self, mut value: T) -> Handle {
         self.len += 1;
-        if self.free != NONE {
-            let index = self.free;
+        let gen = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1);
+        value.set_gen(gen);
+        let gen = value.gen();
+        if let Some(index) = self.free.pop() {
             let slot = &mut self.slots[index as usize];
-            let Slot::Free { gen, next } = *slot else { unreachable!("the free list holds only free slots") };
-            self.free = next;
-            *slot = Slot::Live { gen, value };
+            debug_assert!(slot.is_none(), "the free list holds only free slots");
+            *slot = Some(value);
             return Handle { index, gen };
         }
         let index = u32::try_from(self.slots.len()).expect("fewer than 2^32 records");
-        assert!(index != NONE, "fewer than 2^32 - 1 records");
-        self.slots.push(Slot::Live { gen: 0, value });
-        Handle { index, gen: 0 }
+        self.slots.push(Some(value));
+        Handle { index, gen }
     }
 
     /// Removes the record `h` names, if it is still live.
     pub(crate) fn remove(&mut self, h: Handle) -> Option<T> {
         let slot = self.slots.get_mut(h.index as usize)?;
-        match slot {
-            Slot::Live { gen, .. } if *gen == h.gen => {}
-            _ => return None,
+        if slot.as_ref()?.gen() != h.gen {
+            return None;
         }
-        let next_gen = h.gen.wrapping_add(1);
-        let old = std::mem::replace(slot, Slot::Free { gen: next_gen, next: self.free });
-        self.free = h.index;
+        let value = slot.take();
+        self.free.push(h.index);
         self.len -= 1;
-        match old {
-            Slot::Live { value, .. } => Some(value),
-            Slot::Free { .. } => unreachable!(),
+        if self.free.len() > 64 && self.free.len() * 2 > self.slots.len() {
+            // Mostly empty: give back the free tail.
+            while self.slots.last().is_some_and(Option::is_none) {
+                self.slots.pop();
+            }
+            let n = self.slots.len() as u32;
+            self.free.retain(|&i| i < n);
+            self.slots.shrink_to(self.slots.len() * 2);
+            self.free.shrink_to(self.free.len() * 2);
         }
+        value
     }
 
     /// The record `h` names, if it is still live.
     pub(crate) fn get(&self, h: Handle) -> Option<&T> {
-        match self.slots.get(h.index as usize)? {
-            Slot::Live { gen, value } if *gen == h.gen => Some(value),
-            _ => None,
-        }
+        self.slots.get(h.index as usize)?.as_ref().filter(|v| v.gen() == h.gen)
     }
 
     /// The record `h` names, if it is still live.
     pub(crate) fn get_mut(&mut self, h: Handle) -> Option<&mut T> {
-        match self.slots.get_mut(h.index as usize)? {
-            Slot::Live { gen, value } if *gen == h.gen => Some(value),
-            _ => None,
-        }
+        self.slots.get_mut(h.index as usize)?.as_mut().filter(|v| v.gen() == h.gen)
     }
 
     /// The live record at `index`, whatever its generation (only the seeded
     /// stale-handle bug of the loom twin uses this).
     #[cfg(feature = "bug-stale-handle")]
     pub(crate) fn any_at(&self, index: u32) -> Option<&T> {
-        match self.slots.get(index as usize)? {
-            Slot::Live { value, .. } => Some(value),
-            Slot::Free { .. } => None,
-        }
+        self.slots.get(index as usize)?.as_ref()
     }
 
     /// The live record at `index` and its handle (for owners that keep bare
     /// indices of records they know to be live).
     pub(crate) fn at(&self, index: u32) -> (Handle, &T) {
         match &self.slots[index as usize] {
-            Slot::Live { gen, value } => (Handle { index, gen: *gen }, value),
-            Slot::Free { .. } => panic!("slot {index} is not live"),
+            Some(v) => (Handle { index, gen: v.gen() }, v),
+            None => panic!("slot {index} is not live"),
         }
     }
 
     /// The live record at `index`.
     pub(crate) fn at_mut(&mut self, index: u32) -> &mut T {
         match &mut self.slots[index as usize] {
-            Slot::Live { value, .. } => value,
-            Slot::Free { .. } => panic!("slot {index} is not live"),
+            Some(v) => v,
+            None => panic!("slot {index} is not live"),
         }
     }
 
@@ -137,16 +143,28 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
+    #[derive(Debug, PartialEq, Eq, Clone, Copy)]
+    struct R(u64, u32);
+
+    impl Record for R {
+        fn gen(&self) -> u32 {
+            self.1
+        }
+        fn set_gen(&mut self, gen: u32) {
+            self.1 = gen;
+        }
+    }
+
     #[test]
     fn a_removed_handle_never_reaches_the_record_that_reuses_its_slot() {
-        let mut s = Slab::default();
-        let a = s.insert("a");
-        assert_eq!(s.remove(a), Some("a"));
-        let b = s.insert("b");
+        let mut s: Slab<R> = Slab::default();
+        let a = s.insert(R(1, 0));
+        assert_eq!(s.remove(a).map(|r| r.0), Some(1));
+        let b = s.insert(R(2, 0));
         assert_eq!(b.index, a.index, "the slot is reused");
         assert_eq!(s.get(a), None);
         assert_eq!(s.remove(a), None);
-        assert_eq!(s.get(b), Some(&"b"));
+        assert_eq!(s.get(b).map(|r| r.0), Some(2));
         assert_eq!(s.len(), 1);
     }
 
@@ -157,20 +175,22 @@ mod tests {
         let seed: u64 = std::env::var("ARGUS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
         println!("slab seed {seed} (replay with ARGUS_SEED={seed})");
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let mut s = Slab::default();
+        let mut s: Slab<R> = Slab::default();
         let mut live: Vec<(Handle, u64)> = Vec::new();
         let mut dead: Vec<Handle> = Vec::new();
         for i in 0..20_000u64 {
-            if !live.is_empty() && rng.random_bool(0.45) {
+            // Phases of mostly removals let the slab give back its tail.
+            let p_remove = if (i / 2000) % 3 == 2 { 0.9 } else { 0.45 };
+            if !live.is_empty() && rng.random_bool(p_remove) {
                 let (h, v) = live.swap_remove(rng.random_range(0..live.len()));
-                assert_eq!(s.remove(h), Some(v), "seed {seed}");
+                assert_eq!(s.remove(h).map(|r| r.0), Some(v), "seed {seed}");
                 dead.push(h);
             } else {
-                live.push((s.insert(i), i));
+                live.push((s.insert(R(i, 0)), i));
             }
             if i % 997 == 0 {
                 for &(h, v) in &live {
-                    assert_eq!(s.get(h), Some(&v), "seed {seed}");
+                    assert_eq!(s.get(h).map(|r| r.0), Some(v), "seed {seed}");
                 }
                 for &h in &dead {
                     assert_eq!(s.get(h), None, "seed {seed}");

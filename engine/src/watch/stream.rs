@@ -53,14 +53,122 @@ pub(crate) enum Queued {
     Closed,
 }
 
-/// Marks an id claimed by `watch()` whose registration the notifier has not yet
-/// processed.
-pub(crate) const PENDING: u32 = u32::MAX;
+/// What the stream's id table says of an id: claimed by `watch()` and not yet
+/// registered by the notifier.
+pub(crate) const PENDING: u32 = u32::MAX - 1;
+/// Tag of an entry naming the group record of a watcher alone in its group (an
+/// entry without it names a watcher record).
+pub(crate) const LONE: u32 = 1 << 31;
+/// A free slot of the dense window.
+const EMPTY: u32 = u32::MAX;
 
-/// The stream's watch ids and, once registered, each one's watcher record (slab
-/// index in the notifier). Claimed by `watch()`, filled in and freed by the notifier,
-/// always under the stream's `ids` lock.
-pub(crate) type IdTable = hashbrown::HashMap<WatchId, u32>;
+/// The stream's watch ids and, once registered, each one's record in the notifier
+/// (`LONE | group` or a watcher record). Claimed by `watch()`, filled in and freed
+/// by the notifier, always under the stream's `ids` lock.
+///
+/// Layout: ids that `watch()` assigns (1, 2, 3, ...) fill a dense window, 4 bytes an
+/// id; ids a client chose elsewhere, and those of a window that became mostly
+/// empty, are in a hash map.
+#[derive(Default)]
+pub(crate) struct IdTable {
+    /// `dense[i]` is the entry of id `base + i`.
+    base: WatchId,
+    dense: std::collections::VecDeque<u32>,
+    in_dense: usize,
+    sparse: hashbrown::HashMap<WatchId, u32>,
+}
+
+impl IdTable {
+    fn slot(&self, id: WatchId) -> Option<usize> {
+        let i = id.checked_sub(self.base)?;
+        (i >= 0 && (i as u64) < self.dense.len() as u64).then_some(i as usize)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.in_dense + self.sparse.len()
+    }
+
+    pub(crate) fn get(&self, id: WatchId) -> Option<u32> {
+        match self.slot(id) {
+            Some(i) => Some(self.dense[i]).filter(|&v| v != EMPTY),
+            None => self.sparse.get(&id).copied(),
+        }
+    }
+
+    pub(crate) fn contains(&self, id: WatchId) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// Sets the entry of `id` (new or not).
+    pub(crate) fn insert(&mut self, id: WatchId, v: u32) {
+        debug_assert!(v != EMPTY);
+        if let Some(i) = self.slot(id) {
+            if self.dense[i] == EMPTY {
+                self.in_dense += 1;
+            }
+            self.dense[i] = v;
+            return;
+        }
+        if self.sparse.contains_key(&id) {
+            self.sparse.insert(id, v);
+            return;
+        }
+        if self.dense.is_empty() {
+            self.base = id;
+        }
+        if Some(id) == self.base.checked_add(self.dense.len() as WatchId) {
+            self.dense.push_back(v);
+            self.in_dense += 1;
+        } else {
+            self.sparse.insert(id, v);
+        }
+    }
+
+    pub(crate) fn remove(&mut self, id: WatchId) -> Option<u32> {
+        let Some(i) = self.slot(id) else { return self.sparse.remove(&id) };
+        let v = std::mem::replace(&mut self.dense[i], EMPTY);
+        if v == EMPTY {
+            return None;
+        }
+        self.in_dense -= 1;
+        while self.dense.front() == Some(&EMPTY) {
+            self.dense.pop_front();
+            self.base += 1;
+        }
+        while self.dense.back() == Some(&EMPTY) {
+            self.dense.pop_back();
+        }
+        if self.dense.len() > 64 && self.in_dense * 4 < self.dense.len() {
+            // Mostly holes (one old watcher among many canceled ones): keep the few
+            // live ids in the map instead.
+            for (i, v) in std::mem::take(&mut self.dense).into_iter().enumerate() {
+                if v != EMPTY {
+                    self.sparse.insert(self.base + i as WatchId, v);
+                }
+            }
+            self.in_dense = 0;
+        }
+        if self.dense.capacity() > 4 * self.dense.len().max(16) {
+            self.dense.shrink_to(self.dense.len() * 2);
+        }
+        Some(v)
+    }
+
+    /// Every `(id, entry)`, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (WatchId, u32)> + '_ {
+        let base = self.base;
+        let dense =
+            self.dense.iter().enumerate().filter(|(_, v)| **v != EMPTY).map(move |(i, v)| (base + i as WatchId, *v));
+        dense.chain(self.sparse.iter().map(|(k, v)| (*k, *v)))
+    }
+
+    /// Takes every `(id, entry)` out.
+    pub(crate) fn drain(&mut self) -> Vec<(WatchId, u32)> {
+        let all: Vec<(WatchId, u32)> = self.iter().collect();
+        *self = IdTable::default();
+        all
+    }
+}
 
 /// The part of a stream shared by its owner, the notifier and matchers.
 pub(crate) struct StreamShared {
@@ -267,14 +375,14 @@ impl WatchController {
             return Err(WatchError::TooManyWatchers(self.hub.opts.max_watchers_per_stream));
         }
         let id = if req.watch_id != 0 {
-            if ids.contains_key(&req.watch_id) {
+            if ids.contains(req.watch_id) {
                 return Err(WatchError::DuplicateId(req.watch_id));
             }
             req.watch_id
         } else {
             loop {
                 let cand = self.shared.next_id.fetch_add(1, Ordering::Relaxed) as WatchId + 1;
-                if !ids.contains_key(&cand) {
+                if !ids.contains(cand) {
                     break cand;
                 }
             }
@@ -303,7 +411,7 @@ impl WatchController {
     ///
     /// [`WatchError::UnknownId`] when no live watcher has that id.
     pub fn cancel(&self, id: WatchId) -> Result<(), WatchError> {
-        if !lock(&self.shared.ids).contains_key(&id) {
+        if !lock(&self.shared.ids).contains(id) {
             return Err(WatchError::UnknownId(id));
         }
         self.hub.control(Control::Cancel { stream: self.shared.id, id });
@@ -617,5 +725,55 @@ impl WatchStream {
     /// See [`WatchReceiver::recv_item_async`].
     pub async fn recv_item_async(&mut self) -> Option<Item> {
         self.rx.recv_item_async().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// The id table agrees with a map through random claims (mostly sequential, as
+    /// `watch()` assigns them, some chosen anywhere) and releases.
+    #[test]
+    fn id_table_agrees_with_a_map() {
+        let seed: u64 = std::env::var("ARGUS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+        println!("id table seed {seed} (replay with ARGUS_SEED={seed})");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut t = IdTable::default();
+        let mut m: std::collections::BTreeMap<WatchId, u32> = Default::default();
+        let mut next = 0;
+        for step in 0..50_000u32 {
+            let roll = rng.random_range(0..100);
+            if roll < 45 {
+                next += 1;
+                t.insert(next, step);
+                m.insert(next, step);
+            } else if roll < 50 {
+                let id = rng.random_range(-5..200_000);
+                t.insert(id, step);
+                m.insert(id, step);
+            } else if !m.is_empty() {
+                // Mostly the oldest or newest, sometimes anywhere.
+                let k = match rng.random_range(0..3) {
+                    0 => *m.keys().next().unwrap(),
+                    1 => *m.keys().next_back().unwrap(),
+                    _ => *m.keys().nth(rng.random_range(0..m.len())).unwrap(),
+                };
+                assert_eq!(t.remove(k), m.remove(&k), "seed {seed}");
+                assert_eq!(t.remove(k), None);
+            }
+            if step % 1000 == 0 {
+                assert_eq!(t.len(), m.len(), "seed {seed}");
+                let mut all: Vec<_> = t.iter().collect();
+                all.sort();
+                assert_eq!(all, m.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>(), "seed {seed}");
+                for (k, v) in m.iter().take(50) {
+                    assert_eq!(t.get(*k), Some(*v));
+                }
+            }
+        }
+        assert_eq!(t.drain().len(), m.len());
+        assert_eq!(t.len(), 0);
     }
 }
