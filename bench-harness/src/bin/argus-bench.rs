@@ -123,7 +123,7 @@ enum Command {
         /// Puts per second.
         #[arg(long, default_value_t = 100.0)]
         rate: f64,
-        /// Concurrent put clients (on the first connection).
+        /// Concurrent put clients (client i on connection i % connections).
         #[arg(long, default_value_t = 1)]
         put_clients: usize,
     },

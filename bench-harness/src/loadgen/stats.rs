@@ -1,5 +1,7 @@
 //! Latency histograms (hdrhistogram, nanoseconds) and what `/proc` says about a
-//! process: CPU seconds (utime + stime) and resident memory.
+//! process: CPU seconds (utime + stime), resident memory, and the CPU of each of
+//! its threads by name, which splits an Argus server's CPU into the parts of the
+//! server ([`Part`], [`Threads::until`]).
 
 use std::path::Path;
 
