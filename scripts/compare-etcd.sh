@@ -6,19 +6,19 @@
 # results/compare-etcd.md and results/compare-etcd-*.svg from that one run; never
 # edit those by hand: rerun this script.
 #
-#   scripts/compare-etcd.sh              # full matrix, under 20 minutes on 2 cores
-#   QUICK=1 scripts/compare-etcd.sh      # tiny sizes, a smoke test (~3 minutes after the build)
+#   scripts/compare-etcd.sh              # full matrix, 54 runs: an estimated 6 minutes on
+#                                        # 2 cores with the build (well under 20)
+#   QUICK=1 scripts/compare-etcd.sh      # tiny sizes, a smoke test (~1 minute after the build)
 #
 # Durability is matched: etcd fsyncs every commit, so Argus runs with
-# `--fsync always`; `--fsync batch` is shown beside it. If a C compiler is there,
-# a diagnostic system `argus-always-nodelay` (the same Argus build with TCP_NODELAY
-# forced on its accepted sockets by an LD_PRELOAD shim) runs the latency-bound
-# scenarios once, to measure how much of Argus's latency is Nagle's algorithm.
+# `--fsync always`; `--fsync batch` is shown beside it in the scenarios bounded by
+# latency or put throughput. For every Argus run the load generator also splits
+# the server's CPU by thread name (engine, wire, kv, other; see
+# bench-harness/src/loadgen/stats.rs).
 #
 # Environment: REPS (2), QUICK (0), OUT_DIR (results), ETCD_PORT (23790),
 # ETCD_PEER_PORT (23800), ARGUS_PORT (23791), ARGUS_BENCH_DIR (where data
-# directories go; default the temporary directory), NODELAY_DIAG (1; 0 to skip),
-# TIME_BUDGET_S (1080: the diagnostic is skipped once the script has run this long).
+# directories go; default the temporary directory).
 # Only the processes this script starts are stopped, by pid (trap EXIT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,8 +30,6 @@ OUT_DIR="${OUT_DIR:-results}"
 ETCD_PORT="${ETCD_PORT:-23790}"
 ETCD_PEER_PORT="${ETCD_PEER_PORT:-23800}"
 ARGUS_PORT="${ARGUS_PORT:-23791}"
-NODELAY_DIAG="${NODELAY_DIAG:-1}"
-TIME_BUDGET_S="${TIME_BUDGET_S:-1080}"
 DATE="$(date -u)"
 
 log() { echo "[compare-etcd $(($(date +%s) - START_S))s] $*" >&2; }
@@ -103,32 +101,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# The diagnostic shim: TCP_NODELAY on every accepted socket.
-SHIM=""
-if [ "$NODELAY_DIAG" = 1 ] && command -v cc >/dev/null 2>&1; then
-    cat >"$WORK/nodelay.c" <<'EOF'
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
-static void nodelay(int fd) { if (fd >= 0) { int one = 1; setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); } }
-int accept4(int s, struct sockaddr *a, socklen_t *l, int f) {
-    static int (*real)(int, struct sockaddr *, socklen_t *, int);
-    if (!real) real = (int (*)(int, struct sockaddr *, socklen_t *, int))dlsym(RTLD_NEXT, "accept4");
-    int fd = real(s, a, l, f); nodelay(fd); return fd;
-}
-int accept(int s, struct sockaddr *a, socklen_t *l) {
-    static int (*real)(int, struct sockaddr *, socklen_t *);
-    if (!real) real = (int (*)(int, struct sockaddr *, socklen_t *))dlsym(RTLD_NEXT, "accept");
-    int fd = real(s, a, l); nodelay(fd); return fd;
-}
-EOF
-    if cc -shared -fPIC -O2 -o "$WORK/nodelay.so" "$WORK/nodelay.c" -ldl 2>"$WORK/logs/shim.log"; then
-        SHIM="$WORK/nodelay.so"
-    fi
-fi
-
 # start_server SYSTEM: a fresh data directory and server; sets SERVER_PID, SERVER_ADDR.
 start_server() {
     local system="$1" n
@@ -147,11 +119,6 @@ start_server() {
         argus-always | argus-batch)
             "$ARGUS_BIN" serve --listen "127.0.0.1:$ARGUS_PORT" --data-dir "$SERVER_DATA" --fsync "${system#argus-}" \
                 --progress-interval 10m >>"$WORK/logs/argus.log" 2>&1 &
-            SERVER_ADDR="127.0.0.1:$ARGUS_PORT"
-            ;;
-        argus-always-nodelay)
-            LD_PRELOAD="$SHIM" "$ARGUS_BIN" serve --listen "127.0.0.1:$ARGUS_PORT" --data-dir "$SERVER_DATA" \
-                --fsync always --progress-interval 10m >>"$WORK/logs/argus.log" 2>&1 &
             SERVER_ADDR="127.0.0.1:$ARGUS_PORT"
             ;;
         *)
@@ -178,10 +145,10 @@ run() {
 
 # --- the matrix -----------------------------------------------------------------
 if [ "$QUICK" = 1 ]; then
-    H=5000; W_CATCHUP=20; P_FAN=500; P_RATE=200; P_10K=20; W_10K=1000; P_W1=1000; P_W100=300
+    H=5000; W_CATCHUP=20; P_FAN=500; P_RATE=200; P_LIGHT=200; P_10K=20; W_10K=1000; P_W1=1000; P_W100=300
     P_PUT=2000; W_PUT=1000; W_C1=1000; W_C2=5000; MAXS=5
 else
-    H=100000; W_CATCHUP=100; P_FAN=5000; P_RATE=2000; P_10K=300; W_10K=10000; P_W1=10000; P_W100=3000
+    H=100000; W_CATCHUP=100; P_FAN=5000; P_RATE=2000; P_LIGHT=1000; P_10K=300; W_10K=10000; P_W1=10000; P_W100=3000
     P_PUT=10000; W_PUT=10000; W_C1=10000; W_C2=100000; MAXS=10
 fi
 
@@ -213,6 +180,9 @@ for rep in $(seq 1 "$REPS"); do
     scenario catchup "$rep" "${TWO[@]}" -- catchup --history "$H" --watchers "$W_CATCHUP" --streams 1 --connections 4 --check-watchers 2
     scenario fanout-w1000 "$rep" "${ALL[@]}" -- fanout --watchers 1000 --streams 1 --puts "$P_FAN"
     scenario fanout-rate200 "$rep" "${ALL[@]}" -- fanout --watchers 1000 --streams 1 --rate 200 --puts "$P_RATE"
+    # Light load (etcd's `benchmark watch-latency` shape): 100 watchers on one key,
+    # 10 connections each carrying one Watch stream of 10, one put client at 100/s.
+    scenario light-w100 "$rep" "${ALL[@]}" -- light --watchers 100 --streams 10 --connections 10 --rate 100 --puts "$P_LIGHT" --put-clients 1
     scenario fanout-w10k "$rep" "${TWO[@]}" -- fanout --watchers "$W_10K" --streams 100 --connections 4 --puts "$P_10K"
     scenario fanout-w1 "$rep" "${ALL[@]}" -- fanout --watchers 1 --puts "$P_W1" --max-put-secs "$MAXS"
     scenario fanout-w100 "$rep" "${TWO[@]}" -- fanout --watchers 100 --puts "$P_W100" --max-put-secs "$MAXS"
@@ -221,18 +191,6 @@ for rep in $(seq 1 "$REPS"); do
     scenario create-10k "$rep" "${TWO[@]}" -- watch-create --watchers "$W_C1" --streams 100
     scenario create-100k "$rep" "${TWO[@]}" -- watch-create --watchers "$W_C2" --streams 100
 done
-
-if [ -n "$SHIM" ] && [ $(($(date +%s) - START_S)) -lt "$TIME_BUDGET_S" ]; then
-    log "diagnostic: argus-always with TCP_NODELAY forced (LD_PRELOAD shim)"
-    D=argus-always-nodelay
-    scenario fanout-w1 1 "$D" -- fanout --watchers 1 --puts "$P_W1" --max-put-secs "$MAXS"
-    scenario fanout-rate200 1 "$D" -- fanout --watchers 1000 --streams 1 --rate 200 --puts "$P_RATE"
-    scenario put-c16 1 "$D" -- put --clients 16 --puts "$P_PUT" --max-put-secs "$MAXS"
-    scenario put-c16-w10k 1 "$D" -- put --clients 16 --puts "$P_PUT" --watchers "$W_PUT" --streams 100 --max-put-secs "$MAXS"
-    scenario fanout-w1000 1 "$D" -- fanout --watchers 1000 --streams 1 --puts "$P_FAN"
-elif [ "$NODELAY_DIAG" = 1 ]; then
-    log "diagnostic skipped (no C compiler, or past the time budget)"
-fi
 
 # --- the report -----------------------------------------------------------------
 mkdir -p "$OUT_DIR"

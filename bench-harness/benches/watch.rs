@@ -15,15 +15,25 @@
 //!   one prefix), on 1 stream or on 100 streams of 1,000, one consumer thread per
 //!   stream draining. One iteration: put the key, then wait until every watcher has
 //!   received its response (each consumer reports when its stream's share has
-//!   arrived). Throughput is 100,000 deliveries per iteration. Each criterion sample
-//!   is paired with a floor sample of the same iteration count timed right before
-//!   it, so the ratio (per-delivery cost / per-push floor) comes from
-//!   measurements side by side; a breakdown pass then splits a round into the
-//!   notifier's part (put until `notified_revision`, consumers held back) and the
-//!   consumers' part (expansion into per-watcher responses and their drop).
+//!   arrived). Throughput is 100,000 deliveries per iteration. The consumers read
+//!   items (`WatchReceiver::recv_item`: one `Item::Events` per delivery, whose
+//!   parts name their watchers and share their revisions) and, per watcher id of
+//!   every part, find the watcher in their own table and add the part's events to
+//!   its count, as a server writing one response per watcher would; the
+//!   `…_streams_per_watcher` variants read the same rig through the per-watcher view
+//!   (`WatchReceiver::recv`: one `WatchResponse` built per watcher) with the same
+//!   accounting, so both costs show. At the end every watcher must have had one
+//!   response of one event per round. Each criterion sample is paired with a floor
+//!   sample of the same iteration count timed right before it, so the ratio
+//!   (per-delivery cost / per-push floor) comes from measurements side by side; a
+//!   breakdown pass then splits a round into the notifier's part (put until
+//!   `notified_revision`, consumers held back) and the consumers' part (reading and
+//!   accounting the responses).
 //! - `etcd/*`, equivalents of etcd's `mvcc` watch benchmarks:
 //!   `watchable_store_put` (BenchmarkWatchableStorePut: 10-byte keys and values, a
-//!   hub with no watchers) and `store_put_no_hub` beside it; `watch_put_sync/10000`
+//!   hub with no watchers, each sample paired with as many puts on a store without a
+//!   hub, and the notifier thread's CPU, `argus-notifier`, over the sample) and
+//!   `store_put_no_hub` beside it; `watch_put_sync/10000`
 //!   (BenchmarkWatchableStoreWatchPutSync: 10,000 watchers on one key on one stream
 //!   from revision 0; one put, then drain the 10,000 responses); `watch_put_unsync/10000`
 //!   (…WatchPutUnsync: the put is in the past; create 10,000 watchers from its
@@ -40,8 +50,9 @@
 //!   per stream) of which 10 streams (10,000 watchers) are never read and become
 //!   victims, against a store whose hub has no watchers, alternating between the two
 //!   every 250 puts (paced, 2,000 puts/s; 80 rounds) or 1,000 puts (back to back; 40
-//!   rounds), with the CPU time of the writer, the notifiers, the consumers and the
-//!   rest (rayon's pool) during each side's phases.
+//!   rounds), with the CPU time of the writer, the notifiers, the consumers (reading
+//!   items, accounting per watcher as above) and the rest (rayon's pool) during each
+//!   side's phases.
 //!
 //! Measurements that criterion does not keep go to `<target>/watch-results/*.json`
 //! (see `watch_common::out_dir`); `watch-report` turns them and criterion's
@@ -52,7 +63,7 @@ mod common;
 
 use std::collections::VecDeque;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -60,8 +71,8 @@ use std::time::{Duration, Instant};
 
 use argus_engine::store::{KeyValue, Store};
 use argus_engine::watch::{
-    Event, EventKind, RevisionBatch, WatchController, WatchHub, WatchId, WatchOptions, WatchReceiver, WatchRequest,
-    WatchStream,
+    Event, EventKind, Item, RevisionBatch, WatchController, WatchHub, WatchId, WatchOptions, WatchReceiver,
+    WatchRequest, WatchStream,
 };
 use common::{open_store, wait_notified, wait_synced, wait_until, DataDir};
 use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode, Throughput};
@@ -74,6 +85,27 @@ const FANOUT_WATCHERS: usize = 100_000;
 const ETCD_WATCHERS: usize = 10_000;
 /// Watchers in the pool of the cancel benchmarks.
 const CANCEL_POOL: usize = 100_000;
+
+/// `ARGUS_WATCH_QUICK=1` (`QUICK=1 scripts/bench-watch.sh`): a smoke run, every
+/// criterion time and the isolation rounds cut to a tenth. Its figures are no
+/// results; it shows that every part runs and the report can be made.
+fn quick() -> bool {
+    std::env::var_os("ARGUS_WATCH_QUICK").is_some_and(|v| v == "1")
+}
+
+/// A criterion warm-up or measurement time of `ms` milliseconds (a tenth in a quick run).
+fn span(ms: u64) -> Duration {
+    Duration::from_millis(if quick() { ms / 10 } else { ms })
+}
+
+/// `n` rounds (a tenth in a quick run, at least 2).
+fn rounds(n: usize) -> usize {
+    if quick() {
+        (n / 10).max(2)
+    } else {
+        n
+    }
+}
 
 /// Measurements kept beside criterion's, saved by `main` at the end.
 static EXTRA: Mutex<Vec<(String, Value)>> = Mutex::new(Vec::new());
@@ -153,7 +185,7 @@ impl Floor {
 fn bench_floor(c: &mut Criterion) {
     let mut floor = Floor::new(FANOUT_WATCHERS);
     let mut g = c.benchmark_group("floor");
-    g.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    g.sample_size(20).warm_up_time(span(500)).measurement_time(span(2000));
     g.throughput(Throughput::Elements(FANOUT_WATCHERS as u64));
     g.bench_function("push_100k", |b| b.iter_custom(|iters| (0..iters).map(|_| floor.push_round()).sum()));
     g.bench_function("push_pop_100k", |b| b.iter_custom(|iters| (0..iters).map(|_| floor.push_pop_round()).sum()));
@@ -191,6 +223,93 @@ enum Target {
     Prefix,
 }
 
+/// How a consumer reads its stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum View {
+    /// `recv_item`: one [`Item::Events`] per delivery, its parts naming the watchers
+    /// (what a server that writes bytes reads).
+    Items = 0,
+    /// `recv`: one etcd-style `WatchResponse` per watcher, built from the items.
+    PerWatcher = 1,
+}
+
+impl View {
+    fn from_u8(v: u8) -> View {
+        if v == View::PerWatcher as u8 {
+            View::PerWatcher
+        } else {
+            View::Items
+        }
+    }
+}
+
+/// A consumer's own watchers and what each has received: the per-watcher work a
+/// real consumer does for every response (find the watcher, account its events).
+struct Mine {
+    base: WatchId,
+    /// Watch id − `base` → slot; `u32::MAX` for ids that are not ours.
+    slot: Vec<u32>,
+    /// Events received, per slot.
+    events: Vec<u64>,
+    /// Responses accounted, all watchers.
+    responses: u64,
+}
+
+impl Mine {
+    fn new(ids: &[WatchId]) -> Mine {
+        let base = ids.iter().copied().min().unwrap_or(0);
+        let span = ids.iter().map(|&id| (id - base) as usize + 1).max().unwrap_or(0);
+        let mut slot = vec![u32::MAX; span];
+        for (i, &id) in ids.iter().enumerate() {
+            slot[(id - base) as usize] = i as u32;
+        }
+        Mine { base, slot, events: vec![0; ids.len()], responses: 0 }
+    }
+
+    /// One response of `n` events for watcher `id`; panics if `id` is not ours.
+    #[inline]
+    fn account(&mut self, id: WatchId, n: u64) {
+        let s = usize::try_from(id - self.base).ok().and_then(|i| self.slot.get(i).copied()).unwrap_or(u32::MAX);
+        assert!(s != u32::MAX, "a response for watch id {id}, not one of this consumer's watchers");
+        self.events[s as usize] += n;
+        self.responses += 1;
+    }
+
+    /// Reads one item or response from `rx` and accounts every watcher response it
+    /// carries; returns how many (0 for a response without events), or `None` once
+    /// the stream is closed. `wait`: block for it, else only take what is queued.
+    fn take(&mut self, rx: &mut WatchReceiver, view: View, wait: bool) -> Option<u64> {
+        let before = self.responses;
+        match view {
+            View::Items => {
+                let item = if wait { rx.recv_item()? } else { rx.try_recv_item()? };
+                if let Item::Events(d) = item {
+                    for part in d.parts() {
+                        // A part's events are shared by all its watchers: count them once.
+                        let n = part.revisions().iter().map(|r| r.len() as u64).sum();
+                        for &id in part.ids().iter() {
+                            self.account(id, n);
+                        }
+                    }
+                }
+            }
+            View::PerWatcher => {
+                let r = if wait { rx.recv()? } else { rx.try_recv()? };
+                let n = r.event_count() as u64;
+                if n > 0 {
+                    self.account(r.watch_id, n);
+                }
+            }
+        }
+        Some(self.responses - before)
+    }
+
+    fn events(&self) -> u64 {
+        self.events.iter().sum()
+    }
+}
+
 /// A store, its hub, and `streams` streams of synced watchers on one key or
 /// prefix, each drained by its own consumer thread.
 struct FanoutRig {
@@ -199,9 +318,13 @@ struct FanoutRig {
     ctls: Vec<WatchController>,
     gate: Arc<Gate>,
     stop: Arc<AtomicBool>,
+    /// The [`View`] the consumers read the next round with.
+    view: Arc<AtomicU8>,
     done_rx: mpsc::Receiver<u64>,
-    threads: Vec<JoinHandle<()>>,
+    /// Each consumer's responses and events accounted, when it ends.
+    threads: Vec<JoinHandle<(u64, u64)>>,
     round: u64,
+    watchers: usize,
     /// Latency of the first put after the watchers were registered (it builds the
     /// index snapshot).
     first_put: Duration,
@@ -209,24 +332,34 @@ struct FanoutRig {
     _dir: DataDir,
 }
 
-fn consume(mut rx: WatchReceiver, per_round: usize, gate: Arc<Gate>, stop: Arc<AtomicBool>, done: mpsc::Sender<u64>) {
+/// A consumer thread: in each round, reads its stream (with the round's view)
+/// until each of its `per_round` watchers has had its response, then reports.
+fn consume(
+    mut rx: WatchReceiver,
+    mut mine: Mine,
+    per_round: u64,
+    gate: Arc<Gate>,
+    view: Arc<AtomicU8>,
+    stop: Arc<AtomicBool>,
+    done: mpsc::Sender<u64>,
+) -> (u64, u64) {
     let mut round = 0;
     loop {
         round += 1;
         gate.wait(round);
         if stop.load(Ordering::Acquire) {
-            return;
+            return (mine.responses, mine.events());
         }
+        let v = View::from_u8(view.load(Ordering::Acquire));
         let mut got = 0;
         while got < per_round {
-            match rx.recv() {
-                Some(r) if !r.events.is_empty() => got += 1,
-                Some(_) => {}
-                None => return,
+            match mine.take(&mut rx, v, true) {
+                Some(n) => got += n,
+                None => return (mine.responses, mine.events()),
             }
         }
         if done.send(round).is_err() {
-            return;
+            return (mine.responses, mine.events());
         }
     }
 }
@@ -240,25 +373,28 @@ impl FanoutRig {
         let per = watchers / streams;
         let gate = Arc::new(Gate::default());
         let stop = Arc::new(AtomicBool::new(false));
+        let view = Arc::new(AtomicU8::new(View::Items as u8));
         let (done_tx, done_rx) = mpsc::channel();
         let mut ctls = Vec::new();
         let mut threads = Vec::new();
         for _ in 0..streams {
             let mut s = hub.stream();
+            let mut ids = Vec::with_capacity(per);
             for _ in 0..per {
                 let req = match target {
                     Target::Key => WatchRequest::key("/fan/key"),
                     Target::Prefix => WatchRequest::prefix("/fan/"),
                 };
-                s.watch(req).expect("watch");
+                ids.push(s.watch(req).expect("watch"));
             }
             for _ in 0..per {
                 assert!(s.recv().expect("created").created);
             }
             let (ctl, rx) = s.split();
             ctls.push(ctl);
-            let (g, st, tx) = (Arc::clone(&gate), Arc::clone(&stop), done_tx.clone());
-            threads.push(std::thread::spawn(move || consume(rx, per, g, st, tx)));
+            let (g, v, st, tx) = (Arc::clone(&gate), Arc::clone(&view), Arc::clone(&stop), done_tx.clone());
+            let mine = Mine::new(&ids);
+            threads.push(std::thread::spawn(move || consume(rx, mine, per as u64, g, v, st, tx)));
         }
         wait_synced(&hub, (per * streams) as u64);
         let setup = t0.elapsed();
@@ -268,15 +404,22 @@ impl FanoutRig {
             ctls,
             gate,
             stop,
+            view,
             done_rx,
             threads,
             round: 0,
+            watchers: per * streams,
             first_put: Duration::ZERO,
             setup,
             _dir: dir,
         };
         rig.first_put = rig.round();
         rig
+    }
+
+    /// The consumers read the rounds from now on with `view`.
+    fn set_view(&self, view: View) {
+        self.view.store(view as u8, Ordering::Release);
     }
 
     /// One put, then wait until every watcher has its response.
@@ -310,18 +453,35 @@ impl FanoutRig {
         }
         (t1 - t0, t1.elapsed())
     }
-}
 
-impl Drop for FanoutRig {
-    fn drop(&mut self) {
+    /// Stops the consumers and checks their accounts: every watcher had one response
+    /// of one event in every round.
+    fn finish(mut self) {
+        let want = self.round * self.watchers as u64;
+        let (responses, events) = self.stop_consumers();
+        assert_eq!((responses, events), (want, want), "responses and events accounted over {} rounds", self.round);
+    }
+
+    fn stop_consumers(&mut self) -> (u64, u64) {
         self.stop.store(true, Ordering::Release);
         self.gate.open(u64::MAX);
         for c in &self.ctls {
             c.close();
         }
+        let mut sum = (0, 0);
         for t in self.threads.drain(..) {
-            let _ = t.join();
+            if let Ok((r, e)) = t.join() {
+                sum.0 += r;
+                sum.1 += e;
+            }
         }
+        sum
+    }
+}
+
+impl Drop for FanoutRig {
+    fn drop(&mut self) {
+        self.stop_consumers();
     }
 }
 
@@ -329,62 +489,75 @@ fn bench_fanout(c: &mut Criterion) {
     let mut floor = Floor::new(FANOUT_WATCHERS);
     let mut g = c.benchmark_group("fanout");
     g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(6))
+        .warm_up_time(span(1000))
+        .measurement_time(span(6000))
         .sampling_mode(SamplingMode::Flat)
         .throughput(Throughput::Elements(FANOUT_WATCHERS as u64));
     for (target, tname) in [(Target::Key, "key"), (Target::Prefix, "prefix")] {
         for streams in [1, 100] {
-            let id = format!("{tname}/{streams}_streams");
-            if !selected(&format!("fanout/{id}")) {
+            let base = format!("{streams}_streams");
+            let views: Vec<(View, String)> =
+                [(View::Items, base.clone()), (View::PerWatcher, format!("{base}_per_watcher"))]
+                    .into_iter()
+                    .filter(|(_, name)| selected(&format!("fanout/{tname}/{name}")))
+                    .collect();
+            if views.is_empty() {
                 continue;
             }
-            eprintln!("[watch] fanout {id}: registering {FANOUT_WATCHERS} watchers");
+            eprintln!("[watch] fanout {tname}/{base}: registering {FANOUT_WATCHERS} watchers");
             let mut rig = FanoutRig::new(target, FANOUT_WATCHERS, streams);
-            eprintln!("[watch] fanout {id}: setup {:.2?}, first put (index build) {:.2?}", rig.setup, rig.first_put);
-            let mut pairs: Vec<(u64, f64, f64)> = Vec::new();
-            g.bench_function(BenchmarkId::new(tname, format!("{streams}_streams")), |b| {
-                b.iter_custom(|iters| {
-                    let fl: Duration = (0..iters).map(|_| floor.push_round()).sum();
-                    let fan: Duration = (0..iters).map(|_| rig.round()).sum();
-                    pairs.push((iters, fl.as_nanos() as f64, fan.as_nanos() as f64));
-                    fan
-                })
-            });
-            let mut notif = Vec::new();
-            let mut recv = Vec::new();
-            for _ in 0..7 {
-                let (a, b) = rig.split_round();
-                notif.push(a.as_nanos() as f64);
-                recv.push(b.as_nanos() as f64);
-            }
-            if pairs.is_empty() {
-                continue;
-            }
-            let rounds: u64 = pairs.iter().map(|p| p.0).sum();
-            let floor_ns: f64 = pairs.iter().map(|p| p.1).sum();
-            let fan_ns: f64 = pairs.iter().map(|p| p.2).sum();
-            let mut per_sample: Vec<f64> = pairs.iter().map(|p| p.2 / p.1).collect();
-            let n = FANOUT_WATCHERS as f64;
-            record(
-                &format!("fanout/{id}"),
-                json!({
-                    "watchers": FANOUT_WATCHERS,
-                    "streams": streams,
-                    "target": tname,
-                    "setup_s": rig.setup.as_secs_f64(),
-                    "first_put_s": rig.first_put.as_secs_f64(),
-                    "paired_rounds": rounds,
-                    "paired_samples": pairs.len(),
-                    "floor_ns_per_push": floor_ns / rounds as f64 / n,
-                    "fanout_ns_per_delivery": fan_ns / rounds as f64 / n,
-                    "ratio": fan_ns / floor_ns,
-                    "ratio_median_of_samples": common::median(&mut per_sample),
-                    "split_notifier_ns_per_delivery": common::median(&mut notif) / n,
-                    "split_consumers_ns_per_delivery": common::median(&mut recv) / n,
-                }),
+            eprintln!(
+                "[watch] fanout {tname}/{base}: setup {:.2?}, first put (index build) {:.2?}",
+                rig.setup, rig.first_put
             );
-            drop(rig);
+            for (view, name) in views {
+                rig.set_view(view);
+                let id = format!("{tname}/{name}");
+                let mut pairs: Vec<(u64, f64, f64)> = Vec::new();
+                g.bench_function(BenchmarkId::new(tname, &name), |b| {
+                    b.iter_custom(|iters| {
+                        let fl: Duration = (0..iters).map(|_| floor.push_round()).sum();
+                        let fan: Duration = (0..iters).map(|_| rig.round()).sum();
+                        pairs.push((iters, fl.as_nanos() as f64, fan.as_nanos() as f64));
+                        fan
+                    })
+                });
+                let mut notif = Vec::new();
+                let mut recv = Vec::new();
+                for _ in 0..7 {
+                    let (a, b) = rig.split_round();
+                    notif.push(a.as_nanos() as f64);
+                    recv.push(b.as_nanos() as f64);
+                }
+                if pairs.is_empty() {
+                    continue;
+                }
+                let rounds: u64 = pairs.iter().map(|p| p.0).sum();
+                let floor_ns: f64 = pairs.iter().map(|p| p.1).sum();
+                let fan_ns: f64 = pairs.iter().map(|p| p.2).sum();
+                let mut per_sample: Vec<f64> = pairs.iter().map(|p| p.2 / p.1).collect();
+                let n = FANOUT_WATCHERS as f64;
+                record(
+                    &format!("fanout/{id}"),
+                    json!({
+                        "watchers": FANOUT_WATCHERS,
+                        "streams": streams,
+                        "target": tname,
+                        "view": match view { View::Items => "items", View::PerWatcher => "per_watcher" },
+                        "setup_s": rig.setup.as_secs_f64(),
+                        "first_put_s": rig.first_put.as_secs_f64(),
+                        "paired_rounds": rounds,
+                        "paired_samples": pairs.len(),
+                        "floor_ns_per_push": floor_ns / rounds as f64 / n,
+                        "fanout_ns_per_delivery": fan_ns / rounds as f64 / n,
+                        "ratio": fan_ns / floor_ns,
+                        "ratio_median_of_samples": common::median(&mut per_sample),
+                        "split_notifier_ns_per_delivery": common::median(&mut notif) / n,
+                        "split_consumers_ns_per_delivery": common::median(&mut recv) / n,
+                    }),
+                );
+            }
+            rig.finish();
         }
     }
     g.finish();
@@ -406,7 +579,7 @@ fn drain(s: &mut WatchStream, n: usize, mut want: impl FnMut(&argus_engine::watc
 
 fn bench_etcd(c: &mut Criterion) {
     let mut g = c.benchmark_group("etcd");
-    g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+    g.sample_size(10).warm_up_time(span(1000)).measurement_time(span(4000));
 
     // BenchmarkWatchableStorePut, and the same store without a hub. Each sample of
     // the first is paired with as many puts on the store without a hub, timed just
@@ -456,7 +629,10 @@ fn bench_etcd(c: &mut Criterion) {
                 "paired_ns_per_put_with_hub": paired_hub / paired_n as f64,
                 "paired_ns_per_put_without_hub": paired_bare / paired_n as f64,
                 "paired_ratio": paired_hub / paired_bare,
-                "notifier_cpu_ns_per_put": notifier_cpu * 1e9 / paired_n as f64,
+                // Thread id 0: no thread named `argus-notifier` appeared with the hub,
+                // so its CPU was not measured.
+                "notifier_thread": tid,
+                "notifier_cpu_ns_per_put": (tid != 0).then(|| notifier_cpu * 1e9 / paired_n as f64),
             }),
         );
         drop(hub);
@@ -689,26 +865,26 @@ fn isolation() {
     let (hub_b, tid_b) = common::hub_with_tid(&bare, WatchOptions::default());
 
     // 100 streams of 1,000 watchers; watcher i of every stream watches key i.
-    let mut live: Vec<Vec<WatchReceiver>> = (0..CONSUMERS).map(|_| Vec::new()).collect();
+    let mut live: Vec<Vec<(WatchReceiver, Mine)>> = (0..CONSUMERS).map(|_| Vec::new()).collect();
     let mut stalled = Vec::new();
     let mut ctls = Vec::new();
     for s_i in 0..STREAMS {
         let mut s = hub_w.stream();
-        for k in keys.iter().take(PER_STREAM) {
-            s.watch(WatchRequest::key(k.clone())).expect("watch");
-        }
+        let ids: Vec<WatchId> =
+            keys.iter().take(PER_STREAM).map(|k| s.watch(WatchRequest::key(k.clone())).expect("watch")).collect();
         drain(&mut s, PER_STREAM, |r| r.created);
         let (ctl, rx) = s.split();
         ctls.push(ctl);
         if s_i < STALLED {
             stalled.push(rx);
         } else {
-            live[s_i % CONSUMERS].push(rx);
+            live[s_i % CONSUMERS].push((rx, Mine::new(&ids)));
         }
     }
     wait_synced(&hub_w, (STREAMS * PER_STREAM) as u64);
     // Consumers: a couple of threads polling their streams, as an async runtime's
-    // workers would (one thread per stream would mostly measure the scheduler).
+    // workers would (one thread per stream would mostly measure the scheduler),
+    // reading items and accounting each watcher's response as a server would.
     let stop = Arc::new(AtomicBool::new(false));
     let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let threads: Vec<_> = live
@@ -718,9 +894,9 @@ fn isolation() {
             std::thread::Builder::new().name(CONSUMER_THREAD.into()).spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let mut any = 0;
-                    for rx in &mut rxs {
-                        while let Some(r) = rx.try_recv() {
-                            any += u64::from(!r.events.is_empty());
+                    for (rx, mine) in &mut rxs {
+                        while let Some(n) = mine.take(rx, View::Items, false) {
+                            any += n;
                         }
                     }
                     if any == 0 {
@@ -764,9 +940,10 @@ fn isolation() {
 
     let mut out = serde_json::Map::new();
     // (mode, rounds, puts per phase, pacing)
-    for (mode, rounds, per_phase, pace) in
-        [("paced_2000_per_s", 80usize, 250usize, Some(Duration::from_micros(500))), ("back_to_back", 40, 1000, None)]
-    {
+    for (mode, rounds, per_phase, pace) in [
+        ("paced_2000_per_s", rounds(80), 250usize, Some(Duration::from_micros(500))),
+        ("back_to_back", rounds(40), 1000, None),
+    ] {
         let mut lat_w = Lat::new();
         let mut lat_b = Lat::new();
         let mut k = 0usize;
@@ -924,6 +1101,9 @@ criterion_group!(benches, bench_floor, bench_fanout, bench_etcd);
 fn main() {
     let started = argus_bench::unix_now();
     let load_start = common::loadavg();
+    if quick() {
+        eprintln!("[watch] ARGUS_WATCH_QUICK=1: a smoke run, times cut to a tenth; its figures are no results");
+    }
     benches();
     if custom_selected("isolation") {
         isolation();
@@ -936,7 +1116,7 @@ fn main() {
         }
         m.insert(
             "run".into(),
-            json!({"started_unix": started, "loadavg_at_start": load_start, "loadavg_at_end": common::loadavg()}),
+            json!({"started_unix": started, "loadavg_at_start": load_start, "loadavg_at_end": common::loadavg(), "quick": quick()}),
         );
         common::save_merged("bench", Value::Object(m));
     }

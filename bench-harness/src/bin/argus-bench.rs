@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! argus-bench fanout       --endpoint 127.0.0.1:2379 [--watchers 1000 --streams 1 --puts 5000 --rate 0 ...]
+//! argus-bench light        --endpoint 127.0.0.1:2379 [--watchers 100 --streams 10 --puts 1000 --rate 100 ...]
 //! argus-bench catchup      --endpoint 127.0.0.1:2379 [--history 100000 --watchers 100 ...]
 //! argus-bench put          --endpoint 127.0.0.1:2379 [--clients 16 --puts 20000 --watchers 0 ...]
 //! argus-bench watch-create --endpoint 127.0.0.1:2379 [--watchers 10000 --streams 100 ...]
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use loadgen::scenario::{self, Catchup, Common, Mode, RunRecord, WriteWatch};
+use loadgen::stats::Part;
 
 /// Load generator for etcd v3 endpoints (Argus or etcd), and the side-by-side report.
 #[derive(Parser, Debug)]
@@ -52,9 +54,9 @@ struct CommonArgs {
     /// Bound of the whole run (e.g. 300s, 5m).
     #[arg(long, default_value = "300s", value_parser = humantime_secs)]
     timeout: Duration,
-    /// HTTP/2 connections to the server.
-    #[arg(long, default_value_t = 1)]
-    connections: usize,
+    /// HTTP/2 connections to the server (default: 1; `light`: one per stream).
+    #[arg(long)]
+    connections: Option<usize>,
     /// Bytes per value (at least 8: the send time, nanoseconds, little endian).
     #[arg(long, default_value_t = 32)]
     value_size: usize,
@@ -100,6 +102,30 @@ enum Command {
         /// Start no put after this many seconds (0: no bound); watchers then expect what was written.
         #[arg(long, default_value_t = 0.0)]
         max_put_secs: f64,
+    },
+    /// Light load, the shape of etcd's `benchmark watch-latency`: W watchers on one
+    /// key over S streams, each stream on a connection of its own (etcd's clients
+    /// open one Watch stream per connection), and P puts of that key at a steady R
+    /// puts/s from one client: event latency (mean, p99), every watcher checked.
+    Light {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Watchers, all on one key.
+        #[arg(long, default_value_t = 100)]
+        watchers: usize,
+        /// Watch streams (watcher i on stream i % S), one per connection unless
+        /// `--connections` says otherwise.
+        #[arg(long, default_value_t = 10)]
+        streams: usize,
+        /// Puts.
+        #[arg(long, default_value_t = 1000)]
+        puts: u64,
+        /// Puts per second.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// Concurrent put clients (client i on connection i % connections).
+        #[arg(long, default_value_t = 1)]
+        put_clients: usize,
     },
     /// Write H revisions, then W watchers from revision 1: time until all have everything.
     Catchup {
@@ -176,7 +202,8 @@ fn humantime_secs(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn common(a: &CommonArgs, kind: &str) -> Common {
+/// The settings of a run; `connections` unless `--connections` was given.
+fn common(a: &CommonArgs, kind: &str, connections: usize) -> Common {
     Common {
         endpoint: a.endpoint,
         server_pid: a.server_pid,
@@ -184,7 +211,7 @@ fn common(a: &CommonArgs, kind: &str) -> Common {
         scenario: a.scenario.clone().unwrap_or_else(|| kind.to_string()),
         rep: a.rep,
         timeout: a.timeout,
-        connections: a.connections.max(1),
+        connections: a.connections.unwrap_or(connections).max(1),
         value_size: a.value_size.max(8),
         check_watchers: a.check_watchers,
         progress: !a.quiet,
@@ -210,16 +237,22 @@ fn emit(rec: &RunRecord, out: Option<&PathBuf>) -> ExitCode {
     }
     println!("{text}");
     let summary = format!(
-        "{} {} rep {}: {} wall {:.2}s, events/s {}, event p50/p99 {} µs, puts/s {}, server CPU {} s, client CPU {} s",
+        "{} {} rep {}: {} wall {:.2}s, events/s {}, event mean/p50/p99 {} µs, puts/s {}, server CPU {} s{}, client CPU {} s",
         rec.system,
         rec.scenario,
         rec.rep,
         if rec.ok { "ok" } else { "FAILED" },
         rec.wall_s,
         rec.events_per_s.map_or("-".into(), |v| format!("{v:.0}")),
-        rec.event_latency.as_ref().map_or("-".into(), |l| format!("{:.0}/{:.0}", l.p50_us, l.p99_us)),
+        rec.event_latency.as_ref().map_or("-".into(), |l| format!("{:.0}/{:.0}/{:.0}", l.mean_us, l.p50_us, l.p99_us)),
         rec.puts_per_s.map_or("-".into(), |v| format!("{v:.0}")),
         rec.server_cpu_s.map_or("-".into(), |v| format!("{v:.2}")),
+        // The split, once the server names its threads (etcd's are all `etcd`).
+        rec.server_cpu_split.as_ref().filter(|s| s.by_name.iter().any(|n| n.part != Part::Other)).map_or(String::new(), |s| {
+            let parts: Vec<String> =
+                Part::ALL.iter().map(|&p| format!("{} {:.2}", p.label(), s.part_s(p))).collect();
+            format!(" ({})", parts.join(", "))
+        }),
         rec.client_cpu_s.map_or("-".into(), |v| format!("{v:.2}")),
     );
     eprintln!("{summary}");
@@ -260,7 +293,7 @@ fn main() -> ExitCode {
     let (rec, out) = rt.block_on(async {
         match &cli.command {
             Command::Fanout { common: a, watchers, streams, mode, keys, puts, rate, put_clients, max_put_secs } => {
-                let c = common(a, "fanout");
+                let c = common(a, "fanout", 1);
                 let keys = keys.unwrap_or(match mode {
                     Mode::Prefix => 100,
                     Mode::Keys => (*watchers).max(1),
@@ -277,8 +310,22 @@ fn main() -> ExitCode {
                 };
                 (scenario::write_watch(&c, "fanout", &p).await, a.out.clone())
             }
+            Command::Light { common: a, watchers, streams, puts, rate, put_clients } => {
+                let c = common(a, "light", *streams);
+                let p = WriteWatch {
+                    mode: Mode::Keys,
+                    watchers: *watchers,
+                    streams: *streams,
+                    keys: 1,
+                    puts: *puts,
+                    rate: *rate,
+                    put_clients: *put_clients,
+                    max_put_secs: 0.0,
+                };
+                (scenario::write_watch(&c, "light", &p).await, a.out.clone())
+            }
             Command::Catchup { common: a, history, watchers, streams, write_clients, keys } => {
-                let c = common(a, "catchup");
+                let c = common(a, "catchup", 1);
                 let p = Catchup {
                     history: *history,
                     watchers: *watchers,
@@ -289,7 +336,7 @@ fn main() -> ExitCode {
                 (scenario::catchup(&c, &p).await, a.out.clone())
             }
             Command::Put { common: a, clients, puts, keys, watchers, streams, max_put_secs } => {
-                let c = common(a, "put");
+                let c = common(a, "put", 1);
                 let p = WriteWatch {
                     mode: Mode::Keys,
                     watchers: *watchers,
@@ -303,7 +350,7 @@ fn main() -> ExitCode {
                 (scenario::write_watch(&c, "put", &p).await, a.out.clone())
             }
             Command::WatchCreate { common: a, watchers, streams, mode } => {
-                let c = common(a, "watch-create");
+                let c = common(a, "watch-create", 1);
                 (scenario::watch_create(&c, *mode, *watchers, *streams).await, a.out.clone())
             }
             Command::Report(_) => unreachable!("handled above"),

@@ -8,8 +8,8 @@
 //!   decoding bounds every fan-out figure on a 2-core machine, so it is kept cheap);
 //! - [`watchers`]: opens watchers over streams and connections and keeps, per
 //!   watcher, the count, order and a fingerprint of what it received;
-//! - [`scenario`]: `fanout`, `catchup`, `put`, `watch-create`;
-//! - [`stats`]: latency histograms, CPU and memory of processes;
+//! - [`scenario`]: `fanout`, `light`, `catchup`, `put`, `watch-create`;
+//! - [`stats`]: latency histograms, CPU and memory of processes, server CPU by thread;
 //! - [`report`] and [`plot`]: the side-by-side tables and SVG plots.
 
 pub mod client;

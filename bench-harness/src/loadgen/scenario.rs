@@ -1,6 +1,7 @@
-//! The workloads: `fanout` and `put` (writes while watchers watch), `catchup`
-//! (write a history, then watchers from revision 1) and `watch-create` (open many
-//! idle watchers). Each returns one [`RunRecord`], the JSON the tool prints.
+//! The workloads: `fanout`, `light` and `put` (writes while watchers watch),
+//! `catchup` (write a history, then watchers from revision 1) and `watch-create`
+//! (open many idle watchers). Each returns one [`RunRecord`], the JSON the tool
+//! prints.
 //!
 //! Every run is bounded by [`Common::timeout`]: a run that does not finish in time
 //! stops where it is and says so (`ok: false`, `errors`).
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::client::{connect, value_of, wait_ready, Ack, Writer};
-use super::stats::{histogram, loadavg, record, rss_bytes, Cpu, Latency};
+use super::stats::{histogram, loadavg, record, rss_bytes, Cpu, CpuSplit, CpuUsed, Latency};
 use super::watchers::{Collected, WatchSet, WatcherSpec};
 use super::{event_fp, key_hash, now_ns, prefix_end};
 
@@ -83,7 +84,7 @@ pub struct CheckSummary {
 pub struct RunRecord {
     /// Scenario name (the script's matrix entry).
     pub scenario: String,
-    /// `fanout`, `catchup`, `put` or `watch-create`.
+    /// `fanout`, `light`, `catchup`, `put` or `watch-create`.
     pub kind: String,
     /// System under test.
     pub system: String,
@@ -135,6 +136,10 @@ pub struct RunRecord {
     pub client_cpu_per_event_us: Option<f64>,
     /// Server CPU per put, µs.
     pub server_cpu_per_put_us: Option<f64>,
+    /// Server CPU of the measured phase by the part of the server its threads work
+    /// for (`/proc/<pid>/task/*/stat`; see [`CpuSplit`]).
+    #[serde(default)]
+    pub server_cpu_split: Option<CpuSplit>,
     /// Server RSS before the watchers were opened.
     pub rss_before: Option<u64>,
     /// Server RSS with the watchers open (after one more revision was notified).
@@ -179,9 +184,10 @@ impl RunRecord {
         self
     }
 
-    fn set_cpu(&mut self, cpu: Cpu) {
+    fn set_cpu(&mut self, cpu: CpuUsed) {
         self.server_cpu_s = cpu.server;
         self.client_cpu_s = cpu.client;
+        self.server_cpu_split = cpu.server_split;
         let per = |s: Option<f64>, n: u64| s.filter(|_| n > 0).map(|s| s / n as f64 * 1e6);
         self.server_cpu_per_event_us = per(cpu.server, self.events);
         self.client_cpu_per_event_us = per(cpu.client, self.events);
@@ -498,8 +504,8 @@ async fn sleep(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
-/// `fanout` and `put`: open the watchers, measure the server's memory, then write
-/// and wait until every watcher has every event.
+/// `fanout`, `light` and `put`: open the watchers, measure the server's memory,
+/// then write and wait until every watcher has every event.
 pub async fn write_watch(c: &Common, kind: &str, p: &WriteWatch) -> RunRecord {
     let mut rec = RunRecord::new(c, kind);
     rec.param("mode", p.mode);
@@ -785,9 +791,8 @@ pub async fn watch_create(c: &Common, mode: Mode, watchers: usize, streams: usiz
     rec.wall_s = secs;
     rec.create_s = Some(secs);
     rec.watchers_per_s = (secs > 0.0).then(|| set.settled() as f64 / secs);
-    rec.create_server_cpu_s = cpu0.until(&cpu1).server;
-    rec.server_cpu_s = rec.create_server_cpu_s;
-    rec.client_cpu_s = cpu0.until(&cpu1).client;
+    rec.set_cpu(cpu0.until(&cpu1));
+    rec.create_server_cpu_s = rec.server_cpu_s;
     if ok {
         if let Err(e) = warm_put(&writer, &keys).await {
             rec.ok = false;
