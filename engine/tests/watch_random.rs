@@ -621,6 +621,7 @@ fn random_options(rng: &mut StdRng) -> WatchOptions {
         index_shards: rng.random_range(1..=8),
         parallel_match_threshold: [1, 8, 8192][rng.random_range(0..3)],
         engine_threads: rng.random_range(1..=3),
+        catchup_paused: false,
     }
 }
 

@@ -39,6 +39,10 @@ pub struct WatchOptions {
     /// Threads of the engine's own pool (`argus-engine-N`: catch-up jobs and
     /// parallel fan-out); 0: one per core.
     pub engine_threads: usize,
+    /// Runs no catch-up job, so watchers that start in the past stay unsynced: for
+    /// benchmarks of the unsynced state (etcd's `UnsyncedCancel` keeps its sync
+    /// loop off the same way). Never set it in a server.
+    pub catchup_paused: bool,
 }
 
 impl Default for WatchOptions {
@@ -55,6 +59,7 @@ impl Default for WatchOptions {
             index_shards: 16,
             parallel_match_threshold: 256,
             engine_threads: 0,
+            catchup_paused: false,
         }
     }
 }

@@ -202,7 +202,15 @@ impl Notifier {
         #[cfg(not(loom))]
         while !self.hub.stop.load(Ordering::Acquire) {
             if !self.step() {
-                let wait = self.next_tick.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
+                // Everything that needs the notifier rings its doorbell (commits while
+                // somebody watches, requests, retries, finished jobs); the timeout only
+                // serves periodic progress and moves an idle notifier's retention hold
+                // along (an idle wake costs tens of microseconds on a VM: not often).
+                let wait = if self.progress_groups.is_empty() {
+                    Duration::from_secs(1)
+                } else {
+                    self.next_tick.saturating_duration_since(Instant::now()).min(Duration::from_secs(1))
+                };
                 self.hub.doorbell.wait(wait);
             }
         }
@@ -806,7 +814,7 @@ impl Notifier {
 
     /// Sends out catch-up jobs for unsynced groups. Returns whether it did any.
     fn dispatch_catchup(&mut self) -> bool {
-        if self.jobs_in_flight >= self.max_jobs || self.unsynced.is_empty() {
+        if self.hub.opts.catchup_paused || self.jobs_in_flight >= self.max_jobs || self.unsynced.is_empty() {
             return false;
         }
         let compact = self.hub.store.compact_revision();
