@@ -47,7 +47,7 @@ use crate::error::Result;
 use crate::sync::{lock, Arc, Condvar, Mutex, MutexGuard};
 
 /// A revision appended and not yet taken by a syncer.
-pub(super) struct Pending {
+struct Pending {
     rev: u64,
     segment: Arc<Segment>,
     /// Offset just past the revision's last record in `segment`.
