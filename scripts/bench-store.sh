@@ -5,6 +5,11 @@
 #
 #   scripts/bench-store.sh            # whole suite, about 5 minutes on 2 cores
 #   BASELINE=name scripts/bench-store.sh
+#   scripts/bench-store.sh --group-commit
+#                                     # only put/always/{1,16} and the interleaved
+#                                     # group_commit_pairs (under a minute); prints
+#                                     # puts/s, ratios and median group sizes, and
+#                                     # writes no results/ file
 #
 # Environment: CARGO_TARGET_DIR (default ./target-bench, kept apart from the other
 # engineers' target dirs), ARGUS_BENCH_DIR (where data directories are made;
@@ -13,10 +18,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target-bench}"
+mkdir -p "$CARGO_TARGET_DIR"
+
+if [ "${1:-}" = "--group-commit" ]; then
+    # Its own meta file, so a partial run never mixes with a full one's.
+    export ARGUS_STORE_META="$CARGO_TARGET_DIR/criterion/argus-store-group-commit-meta.json"
+    CMD=(cargo bench -p argus-bench --bench store -- put/always)
+    echo "+ CARGO_TARGET_DIR=$CARGO_TARGET_DIR ${CMD[*]}" >&2
+    "${CMD[@]}" 2>&1 | tee "$CARGO_TARGET_DIR/bench-store-group-commit.log" \
+        | grep -E '^put/always|thrpt|group_commit_pairs|groups of' || true
+    echo "(meta: $ARGUS_STORE_META)"
+    exit 0
+fi
+
 BASELINE="${BASELINE:-store-report}"
 export ARGUS_STORE_META="$CARGO_TARGET_DIR/criterion/argus-store-meta.json"
 LOG="$CARGO_TARGET_DIR/bench-store.log"
-mkdir -p "$CARGO_TARGET_DIR"
 
 DATE="$(date -u)"
 # What is measured: the commit, and a digest of uncommitted changes to the code

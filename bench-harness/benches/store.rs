@@ -16,7 +16,8 @@
 //!   index build;
 //! - not a criterion benchmark, `group_commit_pairs`: 1 and 16 writers under
 //!   `always` alternating on one store in 1.5 s runs, six rounds, recording the
-//!   ratio per round (a check of the criterion ratio against the disk's drift);
+//!   ratio and the median group size per run (a check of the criterion ratio
+//!   against the disk's drift);
 //! - `fs/pwrite_376b_fdatasync`: the file system's own cost of what `always` does
 //!   per commit (one record-sized `pwrite` into a preallocated file, then
 //!   `fdatasync`), run right after the puts, to explain their figures.
@@ -24,7 +25,13 @@
 //! The put benchmarks open their store on a `FileStorage` wrapped to count the
 //! log's fdatasyncs and writes, and meter the process's CPU time and context
 //! switches (getrusage), so the report can say how many puts shared one fsync and
-//! whether the cores were the limit.
+//! whether the cores were the limit. They also record the log's own group commit
+//! counters (`RevisionLog::commit_stats`: groups, revisions per group as a
+//! histogram, so the median group size, and syncer hand-offs).
+//!
+//! `cargo bench -p argus-bench --bench store -- put/always` runs only the group
+//! commit part: `put/always/{1,16}` and `group_commit_pairs` (which ignores the
+//! filter); `scripts/bench-store.sh --group-commit` does that.
 //!
 //! Data directories are temporary directories under `$ARGUS_BENCH_DIR` or the
 //! system temporary directory, unless that is tmpfs (then under the cargo target
@@ -44,7 +51,7 @@ use std::time::{Duration, Instant};
 
 use argus_bench::{fs_of, target_dir, unix_now, RunMeta};
 use argus_engine::log::storage::Mapping;
-use argus_engine::log::{FileStorage, FsyncPolicy, RevisionLog, Storage, StorageFile};
+use argus_engine::log::{CommitStats, FileStorage, FsyncPolicy, RevisionLog, Storage, StorageFile, GROUP_SIZE_BOUNDS};
 use argus_engine::store::{prefix_end, RangeOptions, Store, StoreOptions};
 use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode, Throughput};
 use serde_json::json;
@@ -162,6 +169,46 @@ impl CpuMeter {
             }),
         );
     }
+}
+
+/// The group commit counters of an interval (`RevisionLog::commit_stats`), as JSON:
+/// groups (one fsync round each), revisions, the median and mean group size
+/// (revisions made durable per group) and the histogram (bucket upper bound →
+/// groups).
+fn commit_json(c: &CommitStats) -> serde_json::Value {
+    let histogram: Vec<serde_json::Value> = GROUP_SIZE_BOUNDS
+        .iter()
+        .zip(c.group_sizes.iter())
+        .filter(|(_, &n)| n > 0)
+        .map(|(&le, &n)| json!({ "le": if le == u64::MAX { json!("inf") } else { json!(le) }, "groups": n }))
+        .collect();
+    json!({
+        "groups": c.groups,
+        "fsyncs": c.fsyncs,
+        "revisions": c.revisions,
+        "handoffs": c.handoffs,
+        "median_group_size": c.median_group_size(),
+        "mean_group_size": c.mean_group_size(),
+        "group_sizes": histogram,
+    })
+}
+
+/// Records a benchmark's group commit counters (the whole life of its store,
+/// warm-up included, like the CPU meter) and prints a line about them.
+fn note_commit(id: &str, store: &Store) {
+    let c = store.log().commit_stats();
+    if c.groups == 0 {
+        return;
+    }
+    eprintln!(
+        "{id}: {} groups of {} revisions, median group size {}, mean {:.2}, {} syncer hand-offs",
+        c.groups,
+        c.revisions,
+        c.median_group_size().unwrap_or(0),
+        c.mean_group_size().unwrap_or(0.0),
+        c.handoffs
+    );
+    note(&format!("commit:{id}"), commit_json(&c));
 }
 
 // ---------------------------------------------------------------------------
@@ -365,7 +412,9 @@ fn bench_put(c: &mut Criterion) {
             });
         });
         meter.note(&format!("put/{policy}/1"));
-        drop(fixture.take());
+        if let Some(fx) = fixture.take() {
+            note_commit(&format!("put/{policy}/1"), &fx.store);
+        }
 
         // Flat sampling: every sample is a long run of puts, so thread start-up and
         // the ramp of group commit are a small part of it.
@@ -398,7 +447,9 @@ fn bench_put(c: &mut Criterion) {
             });
         });
         meter.note(&format!("put/{policy}/{WRITERS}"));
-        drop(fixture.take());
+        if let Some(fx) = fixture.take() {
+            note_commit(&format!("put/{policy}/{WRITERS}"), &fx.store);
+        }
     }
     group.finish();
 }
@@ -616,8 +667,10 @@ fn bench_recovery(c: &mut Criterion) {
 const PAIR_ROUNDS: usize = 6;
 const PAIR_RUN: Duration = Duration::from_millis(1500);
 
-/// `writers` threads putting on `store` for `dur`; returns puts/s.
-fn run_writers(store: &Store, keys: &[Vec<u8>], value: &[u8], writers: usize, dur: Duration) -> f64 {
+/// `writers` threads putting on `store` for `dur`; returns puts/s and the log's
+/// group commit counters of the run.
+fn run_writers(store: &Store, keys: &[Vec<u8>], value: &[u8], writers: usize, dur: Duration) -> (f64, CommitStats) {
+    let before = store.log().commit_stats();
     let start = Instant::now();
     let deadline = start + dur;
     let total = AtomicU64::new(0);
@@ -636,7 +689,8 @@ fn run_writers(store: &Store, keys: &[Vec<u8>], value: &[u8], writers: usize, du
             });
         }
     });
-    total.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    let rate = total.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+    (rate, store.log().commit_stats().since(&before))
 }
 
 /// Not a criterion benchmark: the group-commit ratio measured with 1 and 16
@@ -648,10 +702,11 @@ fn group_commit_pairs(_: &mut Criterion) {
     let keys: Vec<Vec<u8>> = (0..PUT_KEYS).map(|i| key("/registry/bench/", i)).collect();
     let value = value();
     let fx = Fixture::new("pairs-", FsyncPolicy::Always);
-    run_writers(&fx.store, &keys, &value, WRITERS, Duration::from_millis(300)); // warm-up
+    let _ = run_writers(&fx.store, &keys, &value, WRITERS, Duration::from_millis(300)); // warm-up
     let (mut one, mut many, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut groups_one, mut groups_many) = (Vec::new(), Vec::new());
     for round in 0..PAIR_ROUNDS {
-        let (a, b) = if round % 2 == 0 {
+        let ((a, ca), (b, cb)) = if round % 2 == 0 {
             let a = run_writers(&fx.store, &keys, &value, 1, PAIR_RUN);
             (a, run_writers(&fx.store, &keys, &value, WRITERS, PAIR_RUN))
         } else {
@@ -661,11 +716,23 @@ fn group_commit_pairs(_: &mut Criterion) {
         one.push(a);
         many.push(b);
         ratios.push(b / a);
+        groups_one.push(ca);
+        groups_many.push(cb);
     }
     let mut sorted = ratios.clone();
     sorted.sort_by(f64::total_cmp);
     let median = (sorted[(PAIR_ROUNDS - 1) / 2] + sorted[PAIR_ROUNDS / 2]) / 2.0;
-    eprintln!("group_commit_pairs: 16-writer / 1-writer puts/s per round {ratios:.2?}, median {median:.2}");
+    let medians = |cs: &[CommitStats]| cs.iter().map(|c| c.median_group_size()).collect::<Vec<_>>();
+    let means = |cs: &[CommitStats]| cs.iter().map(|c| c.mean_group_size()).collect::<Vec<_>>();
+    eprintln!(
+        "group_commit_pairs: 16-writer / 1-writer puts/s per round {ratios:.2?}, median {median:.2}; \
+         median group size of the 16-writer runs [{}]",
+        medians(&groups_many)
+            .iter()
+            .map(|m| m.map_or("-".to_string(), |g| g.to_string()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     note(
         "group_commit_pairs",
         json!({
@@ -675,6 +742,10 @@ fn group_commit_pairs(_: &mut Criterion) {
             "puts_per_sec_16_writers": many,
             "ratios": ratios,
             "median_ratio": median,
+            "median_group_size_1_writer": medians(&groups_one),
+            "median_group_size_16_writers": medians(&groups_many),
+            "mean_group_size_16_writers": means(&groups_many),
+            "commit_16_writers": groups_many.iter().map(commit_json).collect::<Vec<_>>(),
         }),
     );
 }

@@ -7,30 +7,37 @@
 //!    fit) and queues the revision for commit;
 //! 2. [`RevisionLog::wait_durable`] returns once the revision is committed: at once
 //!    under [`FsyncPolicy::Never`], after one shared fsync under `Always` and `Batch`
-//!    (group commit: every writer that queued before the fsync started rides on it);
+//!    (group commit, in `commit.rs`: one writer at a time syncs everything queued,
+//!    then wakes exactly the writers it made durable and hands its role to one
+//!    writer whose revision came in meanwhile; [`RevisionLog::commit_stats`] counts
+//!    the groups);
 //! 3. commit publishes, in revision order, the segment's committed length and then
 //!    `committed_rev`, both with `Release`. Readers load `committed_rev` with
 //!    `Acquire` and never look past it.
 //!
 //! A write or fsync error poisons the log: the revision that failed and every later
-//! one are never published, and later appends fail with [`Error::Poisoned`].
+//! one are never published (nor, once the log is poisoned, any revision not yet
+//! published), and later appends fail with [`Error::Poisoned`].
 //! Mappings are never remapped or truncated; compaction removes whole segments from
 //! the list, and readers holding the old list keep reading them.
 
+mod commit;
 pub mod record;
 mod segment;
 pub mod storage;
+#[cfg(test)]
+mod tests;
 
-use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+pub use commit::{CommitStats, GROUP_SIZE_BOUNDS};
 use record::{RecordData, RecordKind, RecordRef, FILE_HEADER, SEGMENT_MAGIC, SNAPSHOT_MAGIC};
 use segment::Segment;
 pub use storage::{CrashMode, FileStorage, MemStorage, Storage, StorageFile};
 
 use crate::error::{Error, Result};
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use crate::sync::{lock, Arc, Condvar, Mutex, SwapCell};
+use crate::sync::{lock, Arc, Mutex, SwapCell};
 
 /// When an appended revision is made durable before it is acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,10 +110,12 @@ impl Loc {
         debug_assert!(offset < (1 << 40) && file_no < (1 << 24));
         Loc(((file_no as u64) << 40) | offset)
     }
-    pub(crate) fn file_no(self) -> u32 {
+    /// The number of the file (unique in the log while it is open).
+    pub fn file_no(self) -> u32 {
         (self.0 >> 40) as u32
     }
-    pub(crate) fn offset(self) -> u64 {
+    /// The byte offset in that file.
+    pub fn offset(self) -> u64 {
         self.0 & ((1 << 40) - 1)
     }
 }
@@ -193,12 +202,6 @@ impl FileSet {
     }
 }
 
-struct Pending {
-    rev: u64,
-    segment: Arc<Segment>,
-    end: u64,
-}
-
 struct WriterState {
     active: Arc<Segment>,
     write_off: u64,
@@ -207,23 +210,14 @@ struct WriterState {
     buf: Vec<u8>,
 }
 
-struct SyncState {
-    pending: VecDeque<Pending>,
-    pending_bytes: u64,
-    first_pending_at: Option<Instant>,
-    syncing: bool,
-    /// `Batch`: a wait for company brought no new writer; sync now.
-    batch_settled: bool,
-}
-
 struct Inner {
     storage: Arc<dyn Storage>,
     opts: LogOptions,
     files: SwapCell<FileSet>,
     committed_rev: AtomicU64,
     writer: Mutex<WriterState>,
-    sync: Mutex<SyncState>,
-    synced_cv: Condvar,
+    /// The group commit's state (see the `commit` module).
+    sync: Mutex<commit::SyncState>,
     poisoned: AtomicBool,
     poison_reason: Mutex<String>,
     /// Called after every publish of `committed_rev` (the watch notifier's doorbell).
@@ -471,14 +465,7 @@ impl RevisionLog {
             files: SwapCell::new(Arc::new(FileSet { segments, snapshots: snapshot.into_iter().collect() })),
             committed_rev: AtomicU64::new(last_rev),
             writer: Mutex::new(WriterState { active, write_off, last_rev, next_file_no, buf: Vec::new() }),
-            sync: Mutex::new(SyncState {
-                pending: VecDeque::new(),
-                pending_bytes: 0,
-                first_pending_at: None,
-                syncing: false,
-                batch_settled: false,
-            }),
-            synced_cv: Condvar::new(),
+            sync: Mutex::new(commit::SyncState::new()),
             poisoned: AtomicBool::new(false),
             poison_reason: Mutex::new(String::new()),
             listeners: Mutex::new(Vec::new()),
@@ -612,25 +599,6 @@ impl RevisionLog {
         Ok((seg, off))
     }
 
-    /// Publishes a written revision (`Never`) or queues it for the group fsync.
-    fn queue_commit(&self, rev: u64, seg: Arc<Segment>, end: u64, len: u64) {
-        let inner = &*self.inner;
-        if inner.opts.fsync == FsyncPolicy::Never {
-            seg.publish(end);
-            self.publish_committed(rev);
-            return;
-        }
-        let mut s = lock(&inner.sync);
-        if s.pending.is_empty() {
-            s.first_pending_at = Some(Instant::now());
-        }
-        s.pending.push_back(Pending { rev, segment: seg, end });
-        s.pending_bytes += len;
-        if inner.opts.fsync == FsyncPolicy::Batch && s.pending_bytes >= inner.opts.batch_bytes {
-            inner.synced_cv.notify_all();
-        }
-    }
-
     fn publish_committed(&self, rev: u64) {
         self.inner.committed_rev.store(rev, Ordering::Release);
         for l in lock(&self.inner.listeners).iter() {
@@ -671,90 +639,6 @@ impl RevisionLog {
         w.active = seg;
         w.write_off = FILE_HEADER as u64;
         Ok(())
-    }
-
-    /// Returns once revision `ticket.rev` is committed (durable under `Always` and
-    /// `Batch`), taking part in a group fsync if none is running.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Poisoned`] if an fsync failed before the revision was made durable.
-    pub fn wait_durable(&self, ticket: Ticket) -> Result<()> {
-        let inner = &*self.inner;
-        if inner.opts.fsync == FsyncPolicy::Never {
-            return Ok(());
-        }
-        let mut s = lock(&inner.sync);
-        loop {
-            if self.committed_rev() >= ticket.rev {
-                return Ok(());
-            }
-            if self.is_poisoned() {
-                return Err(self.poisoned_error());
-            }
-            if s.syncing || s.pending.is_empty() {
-                s = match inner.synced_cv.wait(s) {
-                    Ok(g) => g,
-                    Err(p) => p.into_inner(),
-                };
-                continue;
-            }
-            if inner.opts.fsync == FsyncPolicy::Batch && s.pending_bytes < inner.opts.batch_bytes && !s.batch_settled {
-                // Wait for company in slices of an eighth of the delay: stop as soon as
-                // a slice brings no new writer (everyone who will come is here), and
-                // in any case once `batch_delay` has passed since the first write.
-                let since = s.first_pending_at.map_or(Duration::ZERO, |t| t.elapsed());
-                if since < inner.opts.batch_delay {
-                    let before = s.pending.len();
-                    let slice = (inner.opts.batch_delay / 8).max(Duration::from_micros(50));
-                    s = match inner.synced_cv.wait_timeout(s, slice.min(inner.opts.batch_delay - since)) {
-                        Ok((g, _)) => g,
-                        Err(p) => p.into_inner().0,
-                    };
-                    if s.pending.len() == before {
-                        s.batch_settled = true;
-                    }
-                    continue;
-                }
-            }
-            // Become the syncer for everything queued so far.
-            s.syncing = true;
-            s.batch_settled = false;
-            let batch: Vec<Pending> = s.pending.drain(..).collect();
-            s.pending_bytes = 0;
-            s.first_pending_at = None;
-            drop(s);
-            let mut failed = None;
-            let mut last_synced: Option<&Arc<Segment>> = None;
-            for p in &batch {
-                if last_synced.is_some_and(|l| Arc::ptr_eq(l, &p.segment)) {
-                    continue;
-                }
-                // Only the last pending entry of each segment matters; syncing each
-                // distinct segment once covers all of its entries.
-                if let Err(e) = p.segment.file.sync() {
-                    failed = Some(format!("fsync of {}: {e}", p.segment.name));
-                    break;
-                }
-                last_synced = Some(&p.segment);
-            }
-            s = lock(&inner.sync);
-            s.syncing = false;
-            match failed {
-                None => {
-                    for p in &batch {
-                        p.segment.publish(p.end);
-                    }
-                    if let Some(p) = batch.last() {
-                        self.publish_committed(p.rev);
-                    }
-                }
-                Some(reason) => {
-                    let _ = self.poison(reason);
-                }
-            }
-            inner.synced_cv.notify_all();
-        }
     }
 
     /// Makes everything written so far durable (used at shutdown under `Never`).

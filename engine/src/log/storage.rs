@@ -454,6 +454,15 @@ impl MemStorage {
         let dir = lock(&self.dir);
         dir.live.get(name).map(|f| f.buf.read(0, f.buf.len))
     }
+
+    /// The durable content of `name`, if it exists: what a crash now would leave of
+    /// it under [`CrashMode::DropUnsynced`] (every write synced so far, zeros
+    /// elsewhere), had its directory entry been synced.
+    pub fn read_durable(&self, name: &str) -> Option<Vec<u8>> {
+        let f = lock(&self.dir).live.get(name).map(Arc::clone)?;
+        let durable = lock(&f.durable).clone();
+        Some(durable)
+    }
 }
 
 impl Storage for MemStorage {
