@@ -4,8 +4,9 @@
 //! Algorithm. Records live in one `Vec` of slots; free slots are kept on a free list,
 //! so insertion and removal are O(1) and never move a live record. A record that
 //! handles may outlive carries the generation it was stored at (from a counter of
-//! the slab), and a [`Handle`] names a slot *and* that generation. A slab that
-//! becomes mostly empty gives back its free tail.
+//! the slab), and a [`Handle`] names a slot *and* that generation. A slab keeps the
+//! capacity it grew to (a free slot is reused before it grows again) until it is
+//! empty, when it gives everything back.
 //!
 //! Invariants:
 //! - a live record's index never changes while it lives, so anything may keep its
@@ -79,15 +80,11 @@ impl<T: Record> Slab<T> {
         let value = slot.take();
         self.free.push(h.index);
         self.len -= 1;
-        if self.free.len() > 64 && self.free.len() * 2 > self.slots.len() {
-            // Mostly empty: give back the free tail.
-            while self.slots.last().is_some_and(Option::is_none) {
-                self.slots.pop();
-            }
-            let n = self.slots.len() as u32;
-            self.free.retain(|&i| i < n);
-            self.slots.shrink_to(self.slots.len() * 2);
-            self.free.shrink_to(self.free.len() * 2);
+        if self.len == 0 {
+            // Empty: give everything back (generations come from the counter, so no
+            // old handle matches what is stored next).
+            self.slots = Vec::new();
+            self.free = Vec::new();
         }
         value
     }
@@ -179,7 +176,7 @@ mod tests {
         let mut live: Vec<(Handle, u64)> = Vec::new();
         let mut dead: Vec<Handle> = Vec::new();
         for i in 0..20_000u64 {
-            // Phases of mostly removals let the slab give back its tail.
+            // Phases of mostly removals (down to empty, now and then) reuse slots.
             let p_remove = if (i / 2000) % 3 == 2 { 0.9 } else { 0.45 };
             if !live.is_empty() && rng.random_bool(p_remove) {
                 let (h, v) = live.swap_remove(rng.random_range(0..live.len()));
