@@ -146,8 +146,11 @@ pub async fn serve(
     opts.max_request_bytes = cfg.max_request_bytes;
     opts.max_key_bytes = cfg.max_request_bytes;
     opts.max_value_bytes = cfg.max_request_bytes;
+    let kv_pool = kv::KvPool::new().map_err(|e| format!("cannot start the KV thread pool: {e}"))?;
     let data_dir = cfg.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, opts))
+    let store = kv_pool
+        .handle()
+        .spawn_blocking(move || Store::open(&data_dir, opts))
         .await
         .map_err(|e| format!("open task failed: {e}"))?
         .map_err(|e| format!("cannot open data directory {}: {e}", cfg.data_dir.display()))?;
@@ -195,7 +198,7 @@ pub async fn serve(
     // above the limit itself with etcd's status (see `KvService::check_size`).
     let max = cfg.max_recv_bytes;
     let transport_max = max.saturating_mul(4);
-    let kv = kv_server::KvServer::new(kv::KvService::new(store.clone(), header, max))
+    let kv = kv_server::KvServer::new(kv::KvService::new(store.clone(), header, max, kv_pool.handle()))
         .max_decoding_message_size(transport_max);
     let watch = proto::watch::watch_server::WatchServer::new(watch::WatchService::new(
         Arc::clone(&hub),
@@ -236,7 +239,7 @@ pub async fn serve(
     if let Some(t) = metrics_task {
         let _ = t.await;
     }
-    let flushed = tokio::task::spawn_blocking(move || store.flush()).await;
+    let flushed = kv_pool.handle().spawn_blocking(move || store.flush()).await;
     match flushed {
         Ok(Ok(())) => tracing::info!("log flushed; argus stopped"),
         Ok(Err(e)) => tracing::error!(error = %e, "flushing the log at shutdown failed"),
