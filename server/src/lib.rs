@@ -6,12 +6,12 @@
 
 #![deny(missing_docs)]
 
-pub mod codec;
 pub mod convert;
 pub mod kv;
 pub mod metrics;
 pub mod other;
 pub mod watch;
+pub mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,13 +31,9 @@ pub mod proto {
         tonic::include_proto!("mvccpb");
     }
     /// `etcdserverpb`: every message, the KV / Lease / Cluster / Maintenance / Auth
-    /// services and their clients.
+    /// services and their clients (Watch is served by hand: [`crate::watch`]).
     pub mod etcdserverpb {
         tonic::include_proto!("etcdserverpb");
-    }
-    /// The Watch server, generated with Argus's own codec.
-    pub mod watch {
-        include!(concat!(env!("OUT_DIR"), "/watch/etcdserverpb.rs"));
     }
 }
 
@@ -200,12 +196,8 @@ pub async fn serve(
     let transport_max = max.saturating_mul(4);
     let kv = kv_server::KvServer::new(kv::KvService::new(store.clone(), header, max, kv_pool.handle()))
         .max_decoding_message_size(transport_max);
-    let watch = proto::watch::watch_server::WatchServer::new(watch::WatchService::new(
-        Arc::clone(&hub),
-        header,
-        cfg.max_request_bytes + 512 * 1024,
-    ))
-    .max_decoding_message_size(transport_max);
+    let watch =
+        watch::WatchService::new(Arc::clone(&hub), header, cfg.max_request_bytes + 512 * 1024, max, transport_max);
     let maintenance = maintenance_server::MaintenanceServer::new(other::MaintenanceService::new(
         store.clone(),
         header,
