@@ -170,10 +170,21 @@ impl Out {
         }
     }
 
-    /// A new buffer for at least `need` bytes (the current one becomes a frame).
+    /// Room for at least `need` more bytes. An empty buffer is allocated for what
+    /// the current item is expected to add; a buffer that fills up while a round
+    /// goes on is grown to a whole target (copying what it holds, less than one
+    /// HTTP/2 frame), so that a round of many small items is one frame rather than
+    /// one per item; one that holds a frame's worth already is sent as it is.
     fn grow(&mut self, need: usize) {
-        self.flush();
-        self.buf.reserve(need.max(self.hint).clamp(MIN_ALLOC, TARGET_BYTES));
+        if self.buf.len() >= SHARE_MIN_BYTES {
+            self.flush();
+        }
+        let additional = if self.buf.is_empty() {
+            need.max(self.hint).clamp(MIN_ALLOC, TARGET_BYTES)
+        } else {
+            need.max(TARGET_BYTES.saturating_sub(self.buf.len()))
+        };
+        self.buf.reserve(additional);
     }
 
     fn spare(&self) -> usize {

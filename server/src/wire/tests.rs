@@ -458,6 +458,37 @@ fn a_large_item_is_written_in_rounds_and_the_buffer_is_released() {
     assert_eq!(f.held_capacity(), 0, "an idle framer keeps no buffer");
 }
 
+/// Many small items written in one round (what a body poll drains while the
+/// engine has them) make one frame, not one per item: h2 gives every DATA frame of
+/// 256 bytes or more a write call of its own. A longer round makes frames of at
+/// least an HTTP/2 frame's worth.
+#[test]
+fn a_round_of_small_items_is_one_frame() {
+    let mut f = Framer::new(header(), 1 << 20);
+    let item = |i: u64| Item::Progress { revision: 10 + i, ids: vec![i as i64 + 1].into() };
+    let mut expected = Vec::new();
+    for i in 0..200 {
+        expected.extend(plain_item(&header(), &item(i), &HashSet::new(), 1 << 20));
+        assert!(f.push_item(item(i)));
+    }
+    let frames: Vec<Bytes> = std::iter::from_fn(|| f.next_frame()).collect();
+    assert_eq!(frames.len(), 1, "sizes {:?}", frames.iter().map(Bytes::len).collect::<Vec<_>>());
+    assert_frames(&frames, &expected, "small items");
+
+    let mut expected = Vec::new();
+    let mut i = 0;
+    while !f.is_full() {
+        expected.extend(plain_item(&header(), &item(i), &HashSet::new(), 1 << 20));
+        assert!(f.push_item(item(i)));
+        i += 1;
+    }
+    let frames: Vec<Bytes> = std::iter::from_fn(|| f.next_frame()).collect();
+    let sizes: Vec<usize> = frames.iter().map(Bytes::len).collect();
+    assert!(sizes[..sizes.len() - 1].iter().all(|&n| n >= SHARE_MIN_BYTES), "sizes {sizes:?}");
+    assert!(sizes.len() <= 1 + TARGET_BYTES / SHARE_MIN_BYTES, "sizes {sizes:?}");
+    assert_frames(&frames, &expected, "a full round");
+}
+
 /// A request body of the given bytes (one frame).
 struct OneFrame(Option<Bytes>);
 
