@@ -23,7 +23,7 @@ use std::collections::{HashSet, VecDeque};
 use std::ops::Range;
 
 use argus_engine::watch::{EncodedEvents, Item, Part, RevisionBatch, RevisionEvents, WatchId, WatchResponse};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use prost::Message;
 use tonic::codec::{BufferSettings, DecodeBuf, Decoder};
 use tonic::Status;
@@ -333,19 +333,9 @@ impl Framer {
         done
     }
 
-    /// Whether an item is partly written.
-    pub fn is_writing(&self) -> bool {
-        self.current.is_some()
-    }
-
     /// Drops the rest of a partly written item (the stream is ending in error).
     pub fn abandon(&mut self) {
         self.current = None;
-    }
-
-    /// Bytes written and not yet taken.
-    pub fn queued(&self) -> usize {
-        self.out.queued
     }
 
     /// Whether the byte target is reached.
@@ -534,13 +524,4 @@ impl Decoder for RequestDecoder {
         // The yield threshold is tonic's default (32 KiB).
         BufferSettings::new(REQUEST_BUFFER_BYTES, 32 * 1024)
     }
-}
-
-/// Writes `msg` as one gRPC message into `out` (tests and callers that frame a
-/// single prost message).
-pub fn frame_message(msg: &impl Message, out: &mut impl BufMut) {
-    let len = msg.encoded_len();
-    out.put_u8(0);
-    out.put_u32(u32::try_from(len).expect("a message below 4 GiB"));
-    msg.encode_raw(out);
 }
