@@ -1,7 +1,8 @@
 //! etcd's KV service (Range, Put, DeleteRange, Txn, Compact) on the store.
 //!
-//! Store calls may wait for an fsync, so each runs on tokio's blocking pool; the
-//! store itself lets concurrent writers share one fsync (group commit).
+//! Store calls may wait for an fsync, so each runs on a blocking pool of its own
+//! ([`KvPool`], threads named `argus-kv`); the store itself lets concurrent writers
+//! share one fsync (group commit).
 
 use argus_engine::store::{
     Compare, CompareOp, CompareTarget, RangeOptions, RangeResult, Store, TxnOp, TxnOpResult, TxnResult,
@@ -13,17 +14,72 @@ use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::Header;
 
+/// Most threads of the KV pool (tokio's default for a blocking pool, which the KV
+/// calls used before they had a pool of their own). A write waiting for an fsync
+/// holds one.
+pub const KV_MAX_THREADS: usize = 512;
+
+/// The blocking pool that KV calls run on, apart from the runtime that serves the
+/// connections (whose workers are `argus-io`): its threads are named `argus-kv`, so
+/// a CPU profile or `/proc/<pid>/task/*/comm` tells store work from wire work.
+///
+/// It is the blocking pool of a current-thread tokio runtime that is never driven:
+/// blocking tasks need no scheduler, and their join handles are awaited from the
+/// serving runtime.
+pub struct KvPool {
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl KvPool {
+    /// Starts the pool (threads are spawned on demand).
+    ///
+    /// # Errors
+    ///
+    /// When the runtime cannot be built.
+    pub fn new() -> std::io::Result<KvPool> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .thread_name("argus-kv")
+            .max_blocking_threads(KV_MAX_THREADS)
+            .build()?;
+        Ok(KvPool { rt: Some(rt) })
+    }
+
+    /// A handle to spawn blocking calls with (`handle.spawn_blocking`).
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.rt.as_ref().expect("the pool is running until dropped").handle().clone()
+    }
+}
+
+impl Drop for KvPool {
+    fn drop(&mut self) {
+        // Not waiting: the pool may be dropped on an async task, and a call still
+        // running finishes on its own.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// The KV service.
 pub struct KvService {
     store: Store,
     header: Header,
     max_recv_bytes: usize,
+    pool: tokio::runtime::Handle,
 }
 
 impl KvService {
-    /// A KV service on `store` taking requests of at most `max_recv_bytes`.
-    pub fn new(store: Store, header: Header, max_recv_bytes: usize) -> Self {
-        KvService { store, header, max_recv_bytes }
+    /// A KV service on `store` taking requests of at most `max_recv_bytes`, running
+    /// its store calls on `pool` (see [`KvPool`]).
+    pub fn new(store: Store, header: Header, max_recv_bytes: usize, pool: tokio::runtime::Handle) -> Self {
+        KvService { store, header, max_recv_bytes, pool }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
+        self.pool.spawn_blocking(f).await.map_err(|e| Status::internal(format!("argus: task failed: {e}")))?
     }
 
     /// etcd (grpc-go) refuses a message above its receive limit with
@@ -39,10 +95,6 @@ impl KvService {
         }
         Ok(())
     }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Status> + Send + 'static) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Status::internal(format!("argus: task failed: {e}")))?
 }
 
 /// Whether a non-empty range end lies at or below the key (etcd answers such a range
@@ -224,13 +276,13 @@ impl Kv for KvService {
     async fn range(&self, req: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
         self.check_size(req.get_ref())?;
         let (store, h, r) = (self.store.clone(), self.header, req.into_inner());
-        blocking(move || Ok(Response::new(range_response(&h, do_range(&store, &r)?)))).await
+        self.blocking(move || Ok(Response::new(range_response(&h, do_range(&store, &r)?)))).await
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         self.check_size(req.get_ref())?;
         let (store, h, p) = (self.store.clone(), self.header, req.into_inner());
-        blocking(move || {
+        self.blocking(move || {
             let op = put_op(&p)?;
             let t = store.txn(&[], &[op], &[]).map_err(convert::status)?;
             let Some(TxnOpResult::Put(r)) = t.responses.into_iter().next() else {
@@ -250,7 +302,7 @@ impl Kv for KvService {
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         self.check_size(req.get_ref())?;
         let (store, h, d) = (self.store.clone(), self.header, req.into_inner());
-        blocking(move || {
+        self.blocking(move || {
             if empty_range(&d.key, &d.range_end) && !d.key.is_empty() {
                 return Ok(Response::new(pb::DeleteRangeResponse {
                     header: Some(h.at(store.current_revision())),
@@ -270,7 +322,7 @@ impl Kv for KvService {
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
         self.check_size(req.get_ref())?;
         let (store, h, t) = (self.store.clone(), self.header, req.into_inner());
-        blocking(move || {
+        self.blocking(move || {
             let compares = t.compare.iter().map(compare).collect::<Result<Vec<_>, _>>()?;
             let success = ops(&t.success)?;
             let failure = ops(&t.failure)?;
@@ -282,7 +334,7 @@ impl Kv for KvService {
 
     async fn compact(&self, req: Request<pb::CompactionRequest>) -> Result<Response<pb::CompactionResponse>, Status> {
         let (store, h, c) = (self.store.clone(), self.header, req.into_inner());
-        blocking(move || {
+        self.blocking(move || {
             store.compact(c.revision.max(0) as u64).map_err(convert::status)?;
             Ok(Response::new(pb::CompactionResponse { header: Some(h.at(store.current_revision())) }))
         })

@@ -6,12 +6,12 @@
 
 #![deny(missing_docs)]
 
-pub mod codec;
 pub mod convert;
 pub mod kv;
 pub mod metrics;
 pub mod other;
 pub mod watch;
+pub mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,13 +31,9 @@ pub mod proto {
         tonic::include_proto!("mvccpb");
     }
     /// `etcdserverpb`: every message, the KV / Lease / Cluster / Maintenance / Auth
-    /// services and their clients.
+    /// services and their clients (Watch is served by hand: [`crate::watch`]).
     pub mod etcdserverpb {
         tonic::include_proto!("etcdserverpb");
-    }
-    /// The Watch server, generated with Argus's own codec.
-    pub mod watch {
-        include!(concat!(env!("OUT_DIR"), "/watch/etcdserverpb.rs"));
     }
 }
 
@@ -146,8 +142,11 @@ pub async fn serve(
     opts.max_request_bytes = cfg.max_request_bytes;
     opts.max_key_bytes = cfg.max_request_bytes;
     opts.max_value_bytes = cfg.max_request_bytes;
+    let kv_pool = kv::KvPool::new().map_err(|e| format!("cannot start the KV thread pool: {e}"))?;
     let data_dir = cfg.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, opts))
+    let store = kv_pool
+        .handle()
+        .spawn_blocking(move || Store::open(&data_dir, opts))
         .await
         .map_err(|e| format!("open task failed: {e}"))?
         .map_err(|e| format!("cannot open data directory {}: {e}", cfg.data_dir.display()))?;
@@ -195,14 +194,10 @@ pub async fn serve(
     // above the limit itself with etcd's status (see `KvService::check_size`).
     let max = cfg.max_recv_bytes;
     let transport_max = max.saturating_mul(4);
-    let kv = kv_server::KvServer::new(kv::KvService::new(store.clone(), header, max))
+    let kv = kv_server::KvServer::new(kv::KvService::new(store.clone(), header, max, kv_pool.handle()))
         .max_decoding_message_size(transport_max);
-    let watch = proto::watch::watch_server::WatchServer::new(watch::WatchService::new(
-        Arc::clone(&hub),
-        header,
-        cfg.max_request_bytes + 512 * 1024,
-    ))
-    .max_decoding_message_size(transport_max);
+    let watch =
+        watch::WatchService::new(Arc::clone(&hub), header, cfg.max_request_bytes + 512 * 1024, max, transport_max);
     let maintenance = maintenance_server::MaintenanceServer::new(other::MaintenanceService::new(
         store.clone(),
         header,
@@ -236,7 +231,7 @@ pub async fn serve(
     if let Some(t) = metrics_task {
         let _ = t.await;
     }
-    let flushed = tokio::task::spawn_blocking(move || store.flush()).await;
+    let flushed = kv_pool.handle().spawn_blocking(move || store.flush()).await;
     match flushed {
         Ok(Ok(())) => tracing::info!("log flushed; argus stopped"),
         Ok(Err(e)) => tracing::error!(error = %e, "flushing the log at shutdown failed"),

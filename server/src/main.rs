@@ -110,7 +110,11 @@ fn main() -> ExitCode {
         max_streams_per_connection: args.max_streams_per_connection,
         ..ServerConfig::default()
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Connections, gRPC framing and the Watch streams run on these workers; KV calls
+    // run on the `argus-kv` pool (`argus_server::kv::KvPool`) and the watch engine on
+    // its own threads (`argus-notifier`, rayon's), so that thread names split the
+    // server's CPU into wire, store and engine.
+    let rt = match tokio::runtime::Builder::new_multi_thread().thread_name("argus-io").enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("argus: cannot start the runtime: {e}");

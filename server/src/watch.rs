@@ -1,62 +1,167 @@
-//! etcd's Watch service: one engine [`WatchStream`](argus_engine::watch::WatchStream)
-//! per gRPC stream.
+//! etcd's Watch service, served by hand beside tonic's generated services: one
+//! engine [`WatchStream`](argus_engine::watch::WatchStream) per gRPC stream, and no
+//! task or channel of its own.
 //!
-//! Two tasks per stream. The receive task turns create / cancel / progress requests
-//! into engine calls (a refused create is answered at once, as etcd does, with
-//! `created` and `canceled` set and watch id -1). The send task turns engine
-//! responses into [`WatchFrame`]s and hands them to tonic through a small bounded
-//! channel: a client that stops reading fills it, the send task waits, the engine
-//! stream fills, and the client's watchers become victims that hold only a cursor.
-//! Nothing is buffered without bound.
+//! [`WatchService`] answers `POST /etcdserverpb.Watch/Watch` with a response whose
+//! body, a [`WatchBody`], does all of the stream's work when hyper polls it: it
+//! takes every request that has arrived (create, cancel, progress: engine calls; a
+//! refused create is answered at once, as etcd does, with `created` and `canceled`
+//! set and watch id -1), then writes what the engine stream has for it, many
+//! responses per frame (see [`crate::wire`]), up to
+//! [`TARGET_BYTES`](crate::wire::TARGET_BYTES) per poll.
+//! hyper polls a body only when HTTP/2 flow control lets it send, so a client that
+//! stops reading stops the draining: the engine stream fills and the client's
+//! watchers become victims that hold only a cursor. Nothing is buffered without
+//! bound, and an idle stream keeps no buffer.
+//!
+//! The stream ends when the client half-closes (the engine stream is closed, what it
+//! still holds is sent, then `grpc-status: 0`), or on a request that does not decode
+//! (its status), or when the body is dropped (client reset, connection gone): the
+//! engine stream closes when its halves, owned by the body, are dropped.
 
-use std::collections::HashMap;
+use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use argus_engine::watch::{Filters, WatchError, WatchHub, WatchRequest, WatchResponse};
+use argus_engine::watch::{Filters, WatchController, WatchError, WatchHub, WatchReceiver, WatchRequest};
+use bytes::Bytes;
 use futures::Stream;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderValue, Method};
+use http_body::Frame;
+use tonic::metadata::{MetadataValue, GRPC_CONTENT_TYPE};
+use tonic::{Status, Streaming};
 
-use crate::codec::{EventsPart, WatchFrame};
-use crate::convert;
 use crate::proto::etcdserverpb as pb;
-use crate::proto::watch::watch_server::Watch;
+use crate::wire::{Framer, RequestDecoder};
 use crate::Header;
 
-/// The Watch service.
+/// The gRPC path of the Watch method.
+pub const WATCH_PATH: &str = "/etcdserverpb.Watch/Watch";
+
+/// The Watch service (cheap to clone: one per connection).
+#[derive(Clone)]
 pub struct WatchService {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     hub: Arc<WatchHub>,
     header: Header,
-    /// Responses above this many bytes are split for watchers that asked for
-    /// `fragment` (etcd: max request bytes + 512 KiB).
     fragment_bytes: usize,
+    max_recv_bytes: usize,
+    max_decoding_bytes: usize,
 }
 
 impl WatchService {
-    /// A Watch service on `hub`.
-    pub fn new(hub: Arc<WatchHub>, header: Header, fragment_bytes: usize) -> Self {
-        WatchService { hub, header, fragment_bytes }
+    /// A Watch service on `hub`. Responses of watchers that asked for `fragment` are
+    /// split above `fragment_bytes` (etcd: max request bytes + 512 KiB); requests
+    /// above `max_recv_bytes` are refused with etcd's ResourceExhausted status, and
+    /// messages above `max_decoding_bytes` by tonic's decoder (OutOfRange).
+    pub fn new(
+        hub: Arc<WatchHub>,
+        header: Header,
+        fragment_bytes: usize,
+        max_recv_bytes: usize,
+        max_decoding_bytes: usize,
+    ) -> Self {
+        WatchService { shared: Arc::new(Shared { hub, header, fragment_bytes, max_recv_bytes, max_decoding_bytes }) }
+    }
+
+    fn respond(&self, req: http::Request<tonic::body::Body>) -> http::Response<tonic::body::Body> {
+        if req.uri().path() != WATCH_PATH || req.method() != Method::POST {
+            return unimplemented();
+        }
+        if let Err(status) = request_encoding(req.headers()) {
+            return status.into_http();
+        }
+        let s = &self.shared;
+        let requests = Streaming::new_request(
+            RequestDecoder::new(s.max_recv_bytes),
+            req.into_body(),
+            None,
+            Some(s.max_decoding_bytes),
+        );
+        let (ctl, rx) = s.hub.stream().split();
+        let body = WatchBody {
+            requests: Some(requests),
+            ctl: Some(ctl),
+            rx,
+            shared: Arc::clone(s),
+            framer: Framer::new(s.header, s.fragment_bytes),
+            engine_done: false,
+            error: None,
+            finished: false,
+        };
+        let mut resp = http::Response::new(tonic::body::Body::new(body));
+        resp.headers_mut().insert(CONTENT_TYPE, GRPC_CONTENT_TYPE);
+        resp
     }
 }
 
-type Fragmenting = Arc<Mutex<HashMap<i64, bool>>>;
+impl tonic::server::NamedService for WatchService {
+    const NAME: &'static str = "etcdserverpb.Watch";
+}
 
-fn refused(h: &Header, rev: u64, e: &WatchError) -> WatchFrame {
+impl tower_service::Service<http::Request<tonic::body::Body>> for WatchService {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        std::future::ready(Ok(self.respond(req)))
+    }
+}
+
+/// What tonic's generated services answer for a method they do not have: HTTP 200,
+/// `grpc-status: 12` (Unimplemented), no body.
+fn unimplemented() -> http::Response<tonic::body::Body> {
+    let mut resp = http::Response::new(tonic::body::Body::empty());
+    let h = resp.headers_mut();
+    h.insert("grpc-status", HeaderValue::from(tonic::Code::Unimplemented as i32));
+    h.insert(CONTENT_TYPE, GRPC_CONTENT_TYPE);
+    resp
+}
+
+/// The request's `grpc-encoding`, which must be absent or `identity`: no
+/// compression is enabled, and tonic's generated server refuses any other with this
+/// status (and ignores `grpc-accept-encoding`: responses are never compressed).
+/// `grpc-timeout` is the transport's business (it bounds the time to the response
+/// head, which this service answers at once), as for every tonic service.
+fn request_encoding(headers: &HeaderMap) -> Result<(), Status> {
+    let Some(v) = headers.get("grpc-encoding") else { return Ok(()) };
+    if v.as_bytes() == b"identity" {
+        return Ok(());
+    }
+    let name = match std::str::from_utf8(v.as_bytes()) {
+        Ok(s) => s.to_string(),
+        Err(_) => format!("{:?}", v.as_bytes()),
+    };
+    let mut status = Status::unimplemented(format!("Content is compressed with `{name}` which isn't supported"));
+    status.metadata_mut().insert("grpc-accept-encoding", MetadataValue::from_static("identity"));
+    Err(status)
+}
+
+pub(crate) fn refused(h: &Header, rev: u64, e: &WatchError) -> pb::WatchResponse {
     let reason = match e {
         WatchError::DuplicateId(_) => "mvcc: duplicate watch ID provided on the WatchStream".to_string(),
         WatchError::EmptyRange => "mvcc: watcher range is empty".to_string(),
         WatchError::NegativeRevision(_) => "mvcc: required revision has been compacted".to_string(),
         other => other.to_string(),
     };
-    WatchFrame::control(pb::WatchResponse {
+    pb::WatchResponse {
         header: Some(h.at(rev)),
         watch_id: -1,
         created: true,
         canceled: true,
         cancel_reason: reason,
         ..Default::default()
-    })
+    }
 }
 
 fn engine_request(c: pb::WatchCreateRequest) -> WatchRequest {
@@ -81,125 +186,165 @@ fn engine_request(c: pb::WatchCreateRequest) -> WatchRequest {
     }
 }
 
-/// Turns one engine response into the frames to send (more than one only when the
-/// watcher asked for `fragment` and the response is too large).
-fn frames(h: &Header, r: WatchResponse, fragment: bool, limit: usize) -> Vec<WatchFrame> {
-    let head = pb::WatchResponse {
-        header: Some(h.at(r.revision)),
-        watch_id: r.watch_id,
-        created: r.created,
-        canceled: r.canceled,
-        compact_revision: r.compact_revision as i64,
-        cancel_reason: r.cancel_reason.clone(),
-        fragment: false,
-        events: Vec::new(),
-    };
-    let parts: Vec<EventsPart> = r
-        .events
-        .iter()
-        .map(|re| match &re.selection {
-            None => EventsPart::Whole { batch: Arc::clone(&re.batch), prev_kv: r.prev_kv },
-            Some(_) => EventsPart::Events(re.iter().map(|e| convert::event(e, r.prev_kv)).collect()),
-        })
-        .collect();
-    let frame = WatchFrame { head, parts };
-    if !fragment || r.event_count() < 2 || frame.encoded_len() <= limit {
-        return vec![frame];
-    }
-    // Fragment: split at event boundaries into frames of at most `limit` bytes (a
-    // single larger event goes alone), all but the last flagged `fragment`.
-    let events: Vec<_> = r.events().map(|e| convert::event(&e, r.prev_kv)).collect();
-    let head = frame.head;
-    let base = prost::Message::encoded_len(&head) + 2;
-    let mut out = Vec::new();
-    let mut cur: Vec<crate::proto::mvccpb::Event> = Vec::new();
-    let mut size = base;
-    for e in events {
-        let n = prost::encoding::message::encoded_len(11, &e);
-        if !cur.is_empty() && size + n > limit {
-            let mut h = head.clone();
-            h.fragment = true;
-            out.push(WatchFrame { head: h, parts: vec![EventsPart::Events(std::mem::take(&mut cur))] });
-            size = base;
-        }
-        size += n;
-        cur.push(e);
-    }
-    out.push(WatchFrame { head, parts: vec![EventsPart::Events(cur)] });
-    out
+/// The response body of one Watch stream: owns the request stream, both halves of
+/// the engine stream and the framer.
+pub struct WatchBody {
+    /// `None` once the client half-closed or a request failed to decode.
+    requests: Option<Streaming<pb::WatchRequest>>,
+    /// `None` once the engine stream was closed.
+    ctl: Option<WatchController>,
+    rx: WatchReceiver,
+    shared: Arc<Shared>,
+    framer: Framer,
+    /// The engine stream is closed and drained.
+    engine_done: bool,
+    /// The status the stream ends with, if not OK.
+    error: Option<Status>,
+    /// Trailers were returned.
+    finished: bool,
 }
 
-#[tonic::async_trait]
-impl Watch for WatchService {
-    type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchFrame, Status>> + Send + 'static>>;
+impl WatchBody {
+    fn close_engine(&mut self) {
+        if let Some(ctl) = self.ctl.take() {
+            ctl.close();
+        }
+    }
 
-    async fn watch(&self, req: Request<Streaming<pb::WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
-        let mut incoming = req.into_inner();
-        let (ctl, mut rx) = self.hub.stream().split();
-        let (tx, out) = tokio::sync::mpsc::channel::<Result<WatchFrame, Status>>(16);
-        let fragmenting: Fragmenting = Arc::default();
-        let header = self.header;
-        let store = self.hub.store().clone();
-
-        let (ctl_r, tx_r, frag_r) = (ctl.clone(), tx.clone(), Arc::clone(&fragmenting));
-        tokio::spawn(async move {
-            use pb::watch_request::RequestUnion as U;
-            loop {
-                let msg = match incoming.message().await {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break,
-                    Err(status) => {
-                        tracing::debug!(%status, "watch stream receive ended");
-                        break;
-                    }
-                };
-                match msg.request_union {
-                    Some(U::CreateRequest(c)) => {
-                        let fragment = c.fragment;
-                        match ctl_r.watch(engine_request(c)) {
-                            Ok(id) => {
-                                if fragment {
-                                    frag_r.lock().unwrap_or_else(|p| p.into_inner()).insert(id, true);
-                                }
-                            }
-                            Err(e) => {
-                                let f = refused(&header, store.current_revision(), &e);
-                                if tx_r.send(Ok(f)).await.is_err() {
-                                    break;
-                                }
-                            }
+    /// Takes every request that has arrived.
+    fn poll_requests(&mut self, cx: &mut Context<'_>) {
+        use pb::watch_request::RequestUnion as U;
+        while let Some(requests) = self.requests.as_mut() {
+            let msg = match Pin::new(requests).poll_next(cx) {
+                Poll::Pending => return,
+                Poll::Ready(Some(Ok(m))) => m,
+                Poll::Ready(None) => {
+                    // Half-closed: what the engine still holds is sent, then trailers.
+                    self.requests = None;
+                    self.close_engine();
+                    return;
+                }
+                Poll::Ready(Some(Err(status))) => {
+                    tracing::debug!(%status, "watch stream receive failed");
+                    self.requests = None;
+                    self.close_engine();
+                    self.framer.abandon();
+                    self.error = Some(status);
+                    return;
+                }
+            };
+            let Some(ctl) = self.ctl.as_ref() else { continue };
+            match msg.request_union {
+                Some(U::CreateRequest(c)) => {
+                    let fragment = c.fragment;
+                    match ctl.watch(engine_request(c)) {
+                        Ok(id) if fragment => self.framer.expect_fragment(id),
+                        Ok(_) => {}
+                        Err(e) => {
+                            let rev = self.shared.hub.store().current_revision();
+                            self.framer.push_message(&refused(&self.shared.header, rev, &e));
                         }
                     }
-                    Some(U::CancelRequest(c)) => {
-                        // Canceling an unknown id gets no answer, as in etcd.
-                        let _ = ctl_r.cancel(c.watch_id);
-                    }
-                    Some(U::ProgressRequest(_)) => ctl_r.request_progress_all(),
-                    None => {}
                 }
+                Some(U::CancelRequest(c)) => {
+                    // Canceling an unknown id gets no answer, as in etcd.
+                    let _ = ctl.cancel(c.watch_id);
+                }
+                Some(U::ProgressRequest(_)) => ctl.request_progress_all(),
+                None => {}
             }
-            ctl_r.close();
-        });
+        }
+    }
 
-        let limit = self.fragment_bytes;
-        tokio::spawn(async move {
-            while let Some(r) = rx.recv_async().await {
-                let fragment = {
-                    let mut f = fragmenting.lock().unwrap_or_else(|p| p.into_inner());
-                    if r.canceled {
-                        f.remove(&r.watch_id).unwrap_or(false)
-                    } else {
-                        f.get(&r.watch_id).copied().unwrap_or(false)
-                    }
-                };
-                for frame in frames(&header, r, fragment, limit) {
-                    if tx.send(Ok(frame)).await.is_err() {
-                        ctl.close(); // the client went away
-                        return;
-                    }
-                }
+    /// Writes what the engine stream holds until the byte target.
+    fn poll_engine(&mut self, cx: &mut Context<'_>) {
+        while !self.engine_done && !self.framer.is_full() {
+            if !self.framer.resume() {
+                return;
             }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+            match self.rx.poll_recv_item(cx) {
+                Poll::Pending => return,
+                Poll::Ready(Some(item)) => {
+                    self.framer.push_item(item);
+                }
+                Poll::Ready(None) => self.engine_done = true,
+            }
+        }
+    }
+
+    fn next_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame<Bytes>>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        // Frames already made go first (they hold at most about a target's worth).
+        if self.framer.has_frame() {
+            return Poll::Ready(self.framer.next_frame().map(Frame::data));
+        }
+        self.poll_requests(cx);
+        if self.error.is_none() {
+            self.poll_engine(cx);
+        }
+        if let Some(f) = self.framer.next_frame() {
+            return Poll::Ready(Some(Frame::data(f)));
+        }
+        if self.error.is_some() || self.engine_done {
+            self.finished = true;
+            return Poll::Ready(Some(Frame::trailers(trailers(self.error.take()))));
+        }
+        // Every source polled above is pending and will wake this task.
+        self.framer.release_idle();
+        Poll::Pending
+    }
+}
+
+/// The trailers that end a stream: `grpc-status` (and message) of `error`, or 0.
+fn trailers(error: Option<Status>) -> HeaderMap {
+    let status = error.unwrap_or_else(|| Status::new(tonic::Code::Ok, ""));
+    let mut h = HeaderMap::new();
+    if status.add_header(&mut h).is_err() {
+        h.insert("grpc-status", HeaderValue::from(status.code() as i32));
+    }
+    h
+}
+
+impl http_body::Body for WatchBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.get_mut().next_frame(cx).map(|f| f.map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.finished
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compressed_request_gets_tonics_unimplemented_status() {
+        let mut h = HeaderMap::new();
+        assert!(request_encoding(&h).is_ok());
+        h.insert("grpc-encoding", HeaderValue::from_static("identity"));
+        assert!(request_encoding(&h).is_ok());
+        h.insert("grpc-encoding", HeaderValue::from_static("gzip"));
+        let s = request_encoding(&h).expect_err("gzip is not enabled");
+        assert_eq!(s.code(), tonic::Code::Unimplemented);
+        assert_eq!(s.message(), "Content is compressed with `gzip` which isn't supported");
+        assert_eq!(s.metadata().get("grpc-accept-encoding").map(|v| v.to_str().unwrap()), Some("identity"));
+    }
+
+    #[test]
+    fn trailers_carry_the_status() {
+        let ok = trailers(None);
+        assert_eq!(ok.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]));
+        assert!(ok.get("grpc-message").is_none());
+        let err = trailers(Some(Status::resource_exhausted("too big")));
+        assert_eq!(err.get("grpc-status").map(|v| v.as_bytes()), Some(&b"8"[..]));
+        // Percent-encoded, as gRPC wants it.
+        assert_eq!(err.get("grpc-message").map(|v| v.as_bytes()), Some(&b"too%20big"[..]));
     }
 }

@@ -227,6 +227,11 @@ impl ArgusProcess {
         self.addr.to_string()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
     /// `kill -9`.
     pub fn kill9(mut self) {
         self.child.kill();

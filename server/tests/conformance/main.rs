@@ -2,7 +2,9 @@
 //! `etcdctl` 3.4 outputs compared with real etcd 3.4's ([`etcdctl`]), the Rust
 //! `etcd-client` crate's watches checked with the engine's guarantee checker and
 //! compared with etcd ([`client`]), `kill -9` under load and resume ([`restart`]),
-//! and limits, errors, metrics and slow clients ([`limits`]).
+//! limits, errors, metrics and slow clients ([`limits`]), the binary's thread names
+//! ([`threads`]), and the Watch stream on the wire through a raw HTTP/2 client
+//! ([`wire`]).
 //!
 //! Needs `/usr/bin/etcd` and `/usr/bin/etcdctl` 3.4 (`scripts/test.sh` installs
 //! them from the distribution's packages).
@@ -12,3 +14,5 @@ mod common;
 mod etcdctl;
 mod limits;
 mod restart;
+mod threads;
+mod wire;
