@@ -171,8 +171,12 @@ pub async fn serve(
         revision = store.current_revision(), compact_revision = store.compact_revision(), "argus serving etcd v3 API");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let hub_stop = Arc::clone(&hub);
     tokio::spawn(async move {
         shutdown.await;
+        // Watch streams never end by themselves: end them (each with UNAVAILABLE, so
+        // clients reconnect elsewhere), or the graceful stop would wait for them.
+        hub_stop.shutdown();
         let _ = stop_tx.send(true);
     });
     let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

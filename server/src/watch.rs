@@ -289,6 +289,9 @@ impl WatchBody {
         }
         if self.error.is_some() || self.engine_done {
             self.finished = true;
+            if self.error.is_none() && self.rx.engine_shut_down() {
+                self.error = Some(Status::unavailable("argus: the server is shutting down"));
+            }
             return Poll::Ready(Some(Frame::trailers(trailers(self.error.take()))));
         }
         // Every source polled above is pending and will wake this task.

@@ -269,6 +269,21 @@ impl WatchHub {
         WatchStream::new(ctl, rx)
     }
 
+    /// Stops the engine: every stream receives what was already queued for it and
+    /// then ends (its receiver answers `None`); new watches are refused with
+    /// [`WatchError::Closed`](super::WatchError::Closed). For a server's graceful
+    /// stop: open watch streams would otherwise never end. Dropping the hub does the
+    /// same and also waits for the notifier thread.
+    pub fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.doorbell.ring();
+    }
+
+    /// Whether [`WatchHub::shutdown`] was called (or the hub is being dropped).
+    pub fn is_shut_down(&self) -> bool {
+        self.shared.stop.load(Ordering::Acquire)
+    }
+
     /// The engine's counters.
     pub fn metrics(&self) -> MetricsSnapshot {
         self.shared.metrics.snapshot()

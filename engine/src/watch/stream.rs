@@ -522,6 +522,12 @@ impl WatchReceiver {
         std::future::poll_fn(|cx| self.poll_recv_item(cx)).await
     }
 
+    /// Whether the stream ended (or will) because the engine was shut down, not
+    /// because the stream was closed.
+    pub fn engine_shut_down(&self) -> bool {
+        self.hub.stop.load(Ordering::Acquire)
+    }
+
     /// Polls on this thread, parking it between polls, until `poll_recv_item` is
     /// ready or `deadline` passes.
     fn block_on_item(&mut self, deadline: Option<std::time::Instant>) -> Option<Item> {

@@ -493,3 +493,25 @@ fn commits_do_not_wake_a_hub_that_nobody_watches() {
     st.put(b"x", b"seen").unwrap();
     assert_eq!(events(&mut s, 1)[0].2, b"seen");
 }
+
+#[test]
+fn shutdown_ends_every_stream_after_what_it_queued() {
+    let st = store();
+    let hub = WatchHub::new(st.clone(), WatchOptions::default());
+    let mut s = hub.stream();
+    s.watch(WatchRequest::key("s")).unwrap();
+    wait_synced(&hub, 1);
+    st.put(b"s", b"1").unwrap();
+    while hub.metrics().notified_revision < st.current_revision() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    hub.shutdown();
+    assert!(hub.is_shut_down());
+    let mut got = Vec::new();
+    while let Some(r) = s.recv_timeout(T) {
+        got.push(r);
+    }
+    assert!(got[0].created && got[1].events().next().is_some(), "{got:?}");
+    assert_eq!(got.len(), 2, "then the stream ends: {got:?}");
+    assert_eq!(s.watch(WatchRequest::key("t")), Err(WatchError::Closed));
+}

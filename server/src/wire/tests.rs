@@ -203,7 +203,9 @@ impl Bench {
                     self.seen.many_ids |= p.ids().len() > 1;
                 }
             }
-            Item::Progress { .. } => {}
+            // The engine answers a progress request of synced watchers with a
+            // grouped bookmark.
+            Item::Progress { ids, .. } => self.seen.progress_one |= !ids.is_empty(),
         }
         self.seen.fragmented |= expected.iter().any(|r| r.fragment);
         let frames = frames_of(&mut self.framer, item);

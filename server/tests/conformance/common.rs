@@ -236,6 +236,22 @@ impl ArgusProcess {
     pub fn kill9(mut self) {
         self.child.kill();
     }
+
+    /// Sends SIGTERM (a graceful stop) and waits up to `within` for the process to
+    /// exit; its exit status, or `None` if it is still running (it is then killed).
+    pub fn terminate(mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let ok = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill -TERM {}", self.pid());
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.0.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child.kill();
+        None
+    }
 }
 
 /// A real etcd 3.4 (`/usr/bin/etcd`), single member, on 127.0.0.1 with free ports and

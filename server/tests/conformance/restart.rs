@@ -289,3 +289,33 @@ fn verify(
         assert!(acks >= 200, "too little load to mean anything: {acks} acknowledged writes");
     });
 }
+
+/// SIGTERM with watch streams open: the server ends every stream (UNAVAILABLE, so a
+/// client reconnects elsewhere) after what it had queued, flushes the log and exits,
+/// rather than waiting for streams that never end by themselves.
+#[test]
+fn sigterm_with_watches_open_ends_them_and_exits() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = ArgusProcess::start(&dir.path().join("data"), &[]);
+    let endpoint = server.endpoint();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let (mut client, mut stream) = rt.block_on(async {
+        let mut client = connect(&endpoint).await;
+        let stream = client.watch("/t/", Some(etcd_client::WatchOptions::new().with_prefix())).await.expect("watch");
+        (client, stream)
+    });
+    rt.block_on(async {
+        let created = stream.message().await.expect("a response").expect("created");
+        assert!(created.created());
+        client.put("/t/a", "1", None).await.expect("put");
+        let r = stream.message().await.expect("a response").expect("an event");
+        assert_eq!(r.events().len(), 1);
+    });
+    let status = server.terminate(Duration::from_secs(20)).expect("argus exits within 20 s of SIGTERM");
+    assert!(status.success(), "a graceful stop exits 0: {status:?}");
+    let end = rt.block_on(async { tokio::time::timeout(PATIENCE, stream.message()).await.expect("the stream ends") });
+    match end {
+        Err(etcd_client::Error::GRpcStatus(s)) => assert_eq!(s.code(), tonic::Code::Unavailable, "{s:?}"),
+        other => panic!("the stream ends with UNAVAILABLE, got {other:?}"),
+    }
+}
