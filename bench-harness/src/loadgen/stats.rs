@@ -207,7 +207,14 @@ impl Threads {
         for e in std::fs::read_dir(dir.join("task")).ok()?.flatten() {
             let Ok(tid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
             let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
-            if let Some((name, cpu_s)) = parse_stat(&stat) {
+            if let Some((name, ticks_s)) = parse_stat(&stat) {
+                // `schedstat`'s first field is the thread's CPU time in nanoseconds:
+                // exact, where `stat` rounds each thread to clock ticks (10 ms), which
+                // is all of a short phase's work on a busy pool of idle threads.
+                let cpu_s = std::fs::read_to_string(e.path().join("schedstat"))
+                    .ok()
+                    .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+                    .map_or(ticks_s, |ns| ns / 1e9);
                 threads.push(ThreadCpu { tid, name: name.to_string(), cpu_s });
             }
         }
@@ -275,8 +282,9 @@ pub struct NameCpu {
 }
 
 /// A server's CPU over a phase, by the part of the server its threads work for.
-/// Per-thread times come in clock ticks (10 ms), so each part carries an error of
-/// up to a tick per thread.
+/// Per-thread times come from `schedstat` (nanoseconds; `stat`'s clock ticks where
+/// it is missing); the process total comes in clock ticks (10 ms), so "other"
+/// carries an error of up to a tick.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CpuSplit {
     /// The process's CPU seconds (the same as `server_cpu_s`, read with the threads).
@@ -458,6 +466,19 @@ mod tests {
     }
 
     /// Before the server names its threads, everything but the notifier is "other".
+    #[test]
+    fn schedstat_is_preferred_to_clock_ticks() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_proc(dir.path(), 77, 500, &[(78, "argus-io", 100), (79, "argus-kv", 100)]);
+        // Thread 78 also has a schedstat: 1.234567 s, exactly.
+        std::fs::write(dir.path().join("77/task/78/schedstat"), "1234567000 5 6\n").unwrap();
+        let t = Threads::sample_in(dir.path(), 77).unwrap();
+        let io = t.threads.iter().find(|t| t.tid == 78).unwrap();
+        assert!((io.cpu_s - 1.234567).abs() < 1e-12, "{io:?}");
+        let kv = t.threads.iter().find(|t| t.tid == 79).unwrap();
+        assert!((kv.cpu_s - 100.0 / ticks_per_second()).abs() < 1e-12, "{kv:?}");
+    }
+
     #[test]
     fn unnamed_threads_are_other() {
         let root = tempfile::tempdir().unwrap();
