@@ -13,7 +13,7 @@ use axum::Router;
 /// The metrics page: every counter with its HELP and TYPE lines.
 pub fn render(store: &Store, hub: &WatchHub, data_dir: &std::path::Path) -> String {
     let m = hub.metrics();
-    let rows: [(&str, &str, &str, u64); 12] = [
+    let rows: [(&str, &str, &str, u64); 13] = [
         ("etcd_debugging_mvcc_watcher_total", "gauge", "Total number of watchers.", m.watchers),
         ("etcd_debugging_mvcc_watch_stream_total", "gauge", "Total number of watch streams.", m.streams),
         (
@@ -50,6 +50,12 @@ pub fn render(store: &Store, hub: &WatchHub, data_dir: &std::path::Path) -> Stri
         ("argus_watch_synced_watchers", "gauge", "Watchers in the synced state.", m.synced),
         ("argus_watch_unsynced_watchers", "gauge", "Watchers waiting for or in catch-up.", m.unsynced),
         ("argus_watch_notified_revision", "gauge", "Last revision the notifier has fanned out.", m.notified_revision),
+        (
+            "argus_watch_groups",
+            "gauge",
+            "Watcher groups (watchers of one stream with the same range, filters and position share one).",
+            m.groups,
+        ),
         ("argus_store_index_entries", "gauge", "Retained key-index entries.", store.index_entries() as u64),
     ];
     let mut out = String::new();

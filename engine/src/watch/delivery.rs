@@ -99,9 +99,14 @@ impl Part {
         Part { ids, prev_kv, revisions: Revisions::One(events) }
     }
 
-    /// A part carrying revisions `start..end` of a shared run.
-    pub(crate) fn run(ids: Ids, prev_kv: bool, all: Arc<[RevisionEvents]>, start: usize, end: usize) -> Part {
-        debug_assert!(start < end && end <= all.len());
+    /// A part carrying revisions `start..end` of a shared run (the engine cuts a
+    /// catch-up run into responses this way; consumers' tests build parts with it).
+    ///
+    /// # Panics
+    ///
+    /// If `start..end` is empty or not within `all`.
+    pub fn run(ids: Ids, prev_kv: bool, all: Arc<[RevisionEvents]>, start: usize, end: usize) -> Part {
+        assert!(start < end && end <= all.len(), "a part has revisions {start}..{end} of {}", all.len());
         Part { ids, prev_kv, revisions: Revisions::Run { all, start: start as u32, end: end as u32 } }
     }
 
@@ -166,9 +171,13 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// A delivery of `parts` (at least one).
-    pub(crate) fn new(parts: Vec<Part>) -> Delivery {
-        debug_assert!(!parts.is_empty());
+    /// A delivery of `parts`.
+    ///
+    /// # Panics
+    ///
+    /// If `parts` is empty.
+    pub fn new(parts: Vec<Part>) -> Delivery {
+        assert!(!parts.is_empty(), "a delivery has at least one part");
         Delivery { parts }
     }
 

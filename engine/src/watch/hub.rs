@@ -77,6 +77,9 @@ pub struct WatchMetrics {
     pub unsynced: AtomicU64,
     /// Watchers whose stream was full (`slow_watcher_total`).
     pub victims: AtomicU64,
+    /// Live groups: watchers of one stream with the same range, filters and
+    /// position share one (at most as many as watchers).
+    pub groups: AtomicU64,
     /// Events queued on streams and not yet received (`pending_events_total`).
     pub pending_events: AtomicU64,
     /// Events handed to consumers (`events_total`).
@@ -101,6 +104,8 @@ pub struct MetricsSnapshot {
     pub unsynced: u64,
     /// See [`WatchMetrics::victims`].
     pub victims: u64,
+    /// See [`WatchMetrics::groups`].
+    pub groups: u64,
     /// See [`WatchMetrics::pending_events`].
     pub pending_events: u64,
     /// See [`WatchMetrics::events_delivered`].
@@ -121,6 +126,7 @@ impl WatchMetrics {
             synced: r(&self.synced),
             unsynced: r(&self.unsynced),
             victims: r(&self.victims),
+            groups: r(&self.groups),
             pending_events: r(&self.pending_events),
             events_delivered: r(&self.events_delivered),
             notified_revision: r(&self.notified_revision),

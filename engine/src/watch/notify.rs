@@ -125,9 +125,13 @@ pub(crate) struct Notifier {
     watchers: Slab<Watcher>,
     /// Parked groups by start revision (stale handles are skipped).
     parked: BTreeMap<u64, Vec<Handle>>,
-    /// Parked groups by what makes them one, so that watchers created together while
-    /// the notifier lags share a group.
-    parked_index: HashMap<(u64, u32, u32, Class), Handle>,
+    /// Groups that wait for their cursor (parked, unsynced, catching up) by what
+    /// makes them one: cursor, stream, range, class. A watcher that starts where
+    /// such a group waits joins it (a group in a catch-up job included: the job's
+    /// result goes to the group's members as they are when it comes back), and a
+    /// group that arrives where another waits merges into it, so watchers that agree
+    /// are caught up once.
+    waiting: HashMap<(u64, u32, u32, Class), Handle>,
     /// Groups waiting for a catch-up job (stale handles are skipped).
     unsynced: Vec<Handle>,
     /// Groups of the `progress_notify` class (stale handles are dropped at ticks).
@@ -180,7 +184,7 @@ impl Notifier {
             lists: Slab::default(),
             watchers: Slab::default(),
             parked: BTreeMap::new(),
-            parked_index: HashMap::new(),
+            waiting: HashMap::new(),
             unsynced: Vec::new(),
             progress_groups: Vec::new(),
             owed: HashMap::new(),
@@ -270,13 +274,50 @@ impl Notifier {
         }
     }
 
+    /// Takes group `g` out of the waiting index (if it is there under its key).
+    fn unindex_waiting(&mut self, g: u32) {
+        let (h, gr) = self.groups.at(g);
+        if matches!(gr.state, State::Parked | State::Unsynced | State::CatchingUp) {
+            let key = (gr.next, gr.stream, gr.range, gr.class);
+            if self.waiting.get(&key) == Some(&h) {
+                self.waiting.remove(&key);
+            }
+        }
+    }
+
+    /// The group waiting under `key`, if the index names one that still does.
+    fn waiting_at(&self, key: &(u64, u32, u32, Class)) -> Option<Handle> {
+        let h = *self.waiting.get(key)?;
+        let g = self.groups.get(h)?;
+        let waits = matches!(g.state, State::Parked | State::Unsynced | State::CatchingUp);
+        (waits && (g.next, g.stream, g.range, g.class) == *key).then_some(h)
+    }
+
+    /// Puts waiting group `g` in the waiting index, or merges it into the group that
+    /// already waits there. Returns the group it ended in.
+    fn index_waiting(&mut self, g: u32) -> u32 {
+        let (h, gr) = self.groups.at(g);
+        let key = (gr.next, gr.stream, gr.range, gr.class);
+        if let Some(other) = self.waiting_at(&key) {
+            // Same cursor, so compatible states: parked with parked, unsynced with
+            // unsynced or catching up (counted alike).
+            if other != h {
+                self.merge_into(g, other.index);
+                return other.index;
+            }
+        }
+        self.waiting.insert(key, h);
+        g
+    }
+
     /// Moves group `g` from its state to `new` (never to `Synced`: see
-    /// `make_synced`), with cursor `next`.
-    fn set_state(&mut self, g: u32, new: State, next: u64) {
+    /// `make_synced`), with cursor `next`. Returns the group it ended in (another
+    /// that waits at the same cursor may take it in).
+    fn set_state(&mut self, g: u32, new: State, next: u64) -> u32 {
         debug_assert!(new != State::Synced);
+        self.unindex_waiting(g);
         let (handle, gr) = self.groups.at(g);
-        let (old, n, stream, range, class) =
-            (gr.state, member_count(&self.lists, gr) as u64, gr.stream, gr.range, gr.class);
+        let (old, n, stream, range) = (gr.state, member_count(&self.lists, gr) as u64, gr.stream, gr.range);
         let shard = self.streams.at(stream).1.shard as usize;
         self.state_counter(old).fetch_sub(n, Ordering::Relaxed);
         self.state_counter(new).fetch_add(n, Ordering::Relaxed);
@@ -286,17 +327,12 @@ impl Notifier {
                 self.synced_groups -= 1;
                 self.streams.at_mut(stream).unready += n;
             }
-            State::Parked => {
-                let gr = self.groups.at(g).1;
-                self.parked_index.remove(&(gr.next, stream, range, class));
-                self.parked_groups -= 1;
-            }
+            State::Parked => self.parked_groups -= 1,
             _ => {}
         }
         match new {
             State::Parked => {
                 self.parked.entry(next).or_default().push(handle);
-                self.parked_index.insert((next, stream, range, class), handle);
                 self.parked_groups += 1;
             }
             State::Unsynced => self.unsynced.push(handle),
@@ -306,7 +342,9 @@ impl Notifier {
         let gr = self.groups.at_mut(g);
         gr.state = new;
         gr.next = next;
+        let end = if new == State::Victim { g } else { self.index_waiting(g) };
         self.update_watching();
+        end
     }
 
     /// Makes group `g` synced (its cursor must be `notified + 1`): merges it into the
@@ -322,11 +360,12 @@ impl Notifier {
         if let Some(owed) = self.owed.remove(&handle) {
             self.send_owed(g, owed);
         }
+        let _ = next;
+        self.unindex_waiting(g);
         self.state_counter(old).fetch_sub(n, Ordering::Relaxed);
         self.state_counter(State::Synced).fetch_add(n, Ordering::Relaxed);
         self.streams.at_mut(stream).unready -= n;
         if old == State::Parked {
-            self.parked_index.remove(&(next, stream, range, class));
             self.parked_groups -= 1;
         }
         let groups = &self.groups;
@@ -357,6 +396,7 @@ impl Notifier {
     fn absorb(&mut self, from: u32, to: u32) {
         let h = self.groups.handle(from);
         let gone = self.groups.remove(h).expect("a live group");
+        self.hub.metrics.groups.fetch_sub(1, Ordering::Relaxed);
         let shared = Arc::clone(&self.streams.at(gone.stream).1.shared);
         let mut ids = lock(&shared.ids);
         let list = self.make_many(to, &mut ids);
@@ -400,6 +440,7 @@ impl Notifier {
         // Counted as unsynced until moved (by the caller) to its real state.
         let h = self.groups.insert(Group::new(stream, range, class, State::Unsynced, id));
         assert!(h.index < LONE, "fewer than 2^31 groups");
+        self.hub.metrics.groups.fetch_add(1, Ordering::Relaxed);
         self.hub.metrics.unsynced.fetch_add(1, Ordering::Relaxed);
         self.streams.at_mut(stream).unready += 1;
         if class.progress_notify() {
@@ -448,21 +489,20 @@ impl Notifier {
 
     /// Frees a group whose members are gone (or were moved elsewhere).
     fn free_group(&mut self, g: u32) {
+        self.unindex_waiting(g);
         let (handle, gr) = self.groups.at(g);
-        let (state, stream, range, class, next) = (gr.state, gr.stream, gr.range, gr.class, gr.next);
+        let (state, stream, range) = (gr.state, gr.stream, gr.range);
         let shard = self.streams.at(stream).1.shard as usize;
         match state {
             State::Synced => {
                 self.shards[shard].unlink_synced(range, g);
                 self.synced_groups -= 1;
             }
-            State::Parked => {
-                self.parked_index.remove(&(next, stream, range, class));
-                self.parked_groups -= 1;
-            }
+            State::Parked => self.parked_groups -= 1,
             _ => {}
         }
         self.owed.remove(&handle);
+        self.hub.metrics.groups.fetch_sub(1, Ordering::Relaxed);
         if let Some(Members::Many(l)) = self.groups.remove(handle).map(|g| g.members()) {
             self.lists.remove(self.lists.handle(l));
         }
@@ -536,10 +576,8 @@ impl Notifier {
                 let gr = groups.at(g).1;
                 gr.stream == slot && gr.class == r.class
             })
-        } else if r.min_rev > ready {
-            self.parked_index.get(&(r.min_rev, slot, range, r.class)).map(|h| h.index)
         } else {
-            None
+            self.waiting_at(&(r.min_rev, slot, range, r.class)).map(|h| h.index)
         };
         match existing {
             Some(g) => {
@@ -864,11 +902,16 @@ impl Notifier {
             let target = self.notified.min(min_next.saturating_add(self.hub.opts.catchup_round_revisions - 1));
             let mut groups = Vec::with_capacity(chunk.len());
             for &(next, g) in chunk {
+                if self.set_state(g, State::CatchingUp, next) != g {
+                    continue; // joined a group already in a job at the same cursor
+                }
                 let (h, gr) = self.groups.at(g);
                 let shard = self.streams.at(gr.stream).1.shard as usize;
                 let range = self.shards[shard].range(gr.range).range.clone();
                 groups.push(JobGroup { group: h, range, class: gr.class, next });
-                self.set_state(g, State::CatchingUp, next);
+            }
+            if groups.is_empty() {
+                continue;
             }
             let job = CatchupJob {
                 groups,
@@ -895,6 +938,10 @@ impl Notifier {
     /// Moves every member of unsynced group `from` into group `to` (same stream,
     /// range, class, state and cursor) and frees `from`.
     fn merge_into(&mut self, from: u32, to: u32) {
+        self.unindex_waiting(from);
+        if self.groups.at(from).1.state == State::Parked {
+            self.parked_groups -= 1;
+        }
         let h = self.groups.handle(from);
         if let Some(owed) = self.owed.remove(&h) {
             // Bookmarks owed to `from`'s watchers become owed to them by id in `to`.
@@ -967,6 +1014,8 @@ impl Notifier {
                 #[cfg(feature = "bug-early-handoff")]
                 let caught_up = next + 1 >= self.notified + 1;
                 if caught_up {
+                    // Out of the waiting index under its old cursor first.
+                    self.unindex_waiting(g);
                     self.groups.at_mut(g).next = next;
                     self.make_synced(g);
                 } else {

@@ -515,3 +515,42 @@ fn shutdown_ends_every_stream_after_what_it_queued() {
     assert_eq!(got.len(), 2, "then the stream ends: {got:?}");
     assert_eq!(s.watch(WatchRequest::key("t")), Err(WatchError::Closed));
 }
+
+#[test]
+fn watchers_starting_where_a_group_waits_join_it() {
+    let st = store();
+    for i in 0..10u32 {
+        st.put(b"w", i.to_string().as_bytes()).unwrap();
+    }
+    let mut opts = WatchOptions::default();
+    opts.catchup_paused = true; // they stay where they start
+    let hub = WatchHub::new(st.clone(), opts);
+    let s = hub.stream();
+    let wait_watchers = |n: u64| {
+        let deadline = std::time::Instant::now() + T;
+        while hub.metrics().watchers != n {
+            assert!(std::time::Instant::now() < deadline, "{:?}", hub.metrics());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    // One at a time (each registered in its own notifier turn), from one revision.
+    for n in 1..=20 {
+        s.watch(WatchRequest::key("w").from_revision(3)).unwrap();
+        wait_watchers(n);
+    }
+    assert_eq!(hub.metrics().groups, 1, "{:?}", hub.metrics());
+    // Other starts, filters or keys are other groups.
+    s.watch(WatchRequest::key("w").from_revision(4)).unwrap();
+    s.watch(WatchRequest::key("w").from_revision(3).with_prev_kv()).unwrap();
+    s.watch(WatchRequest::key("v").from_revision(3)).unwrap();
+    wait_watchers(23);
+    let m = hub.metrics();
+    assert_eq!((m.groups, m.unsynced), (4, 23), "{m:?}");
+    // A cancel leaves the group; the last one takes it away.
+    drop(s);
+    let deadline = std::time::Instant::now() + T;
+    while hub.metrics().groups != 0 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", hub.metrics());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}

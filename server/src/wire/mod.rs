@@ -16,6 +16,8 @@
 //!
 //! Event bytes of at least [`SHARE_MIN_BYTES`] are not copied: the buffer so far
 //! becomes a frame and the memo slice (a [`Bytes`] sharing the memo) the next one.
+//! A part made of many small slices that add up to that much (a catch-up response
+//! of many revisions) is joined once into one buffer shared by all its watchers.
 //! Rare responses (created, canceled, per-watcher progress and stream-wide
 //! progress, refused creates) are encoded with prost.
 
@@ -236,6 +238,35 @@ impl Out {
     }
 }
 
+impl Out {
+    /// One gRPC message: `head`, then `body` (a part's event bytes joined once and
+    /// shared by every watcher of the part: nothing of it is copied here).
+    fn message_joined(&mut self, head: &[&[u8]], body: &Bytes) {
+        let head_len: usize = head.iter().map(|h| h.len()).sum();
+        if self.spare() < PREFIX + head_len {
+            self.grow(PREFIX + head_len);
+        }
+        let mut prefix = [0u8; PREFIX];
+        let len = u32::try_from(head_len + body.len()).expect("a Watch response below 4 GiB");
+        prefix[1..].copy_from_slice(&len.to_be_bytes());
+        self.put(&prefix);
+        for h in head {
+            self.put(h);
+        }
+        self.share(body.clone());
+    }
+}
+
+/// A part's event bytes joined into one buffer, for the part they were made for.
+struct Joined {
+    /// The part's revisions (their address and count, valid while the item that
+    /// holds them is being written) and `prev_kv`.
+    key: (usize, usize, bool),
+    body: Bytes,
+    /// Events in the body.
+    count: usize,
+}
+
 /// Field 2 (`watch_id`) as prost writes it: nothing for 0, else tag and varint.
 fn watch_id_field(id: WatchId) -> ([u8; 11], usize) {
     let mut b = [0u8; 11];
@@ -267,6 +298,8 @@ pub struct Framer {
     head_rev: u64,
     out: Out,
     current: Option<Cursor>,
+    /// The joined body of the part being written, if it has one (see `part`).
+    joined: Option<Joined>,
     /// Watchers created with `fragment` whose `created` response has not been
     /// written yet.
     fragment_asked: HashSet<WatchId>,
@@ -285,6 +318,7 @@ impl Framer {
             head_rev: 0,
             out: Out::default(),
             current: None,
+            joined: None,
             fragment_asked: HashSet::new(),
             fragmenting: HashSet::new(),
         }
@@ -329,6 +363,9 @@ impl Framer {
         };
         if !done {
             self.current = Some(c);
+        } else {
+            // The joined body's key names memory of the item just finished.
+            self.joined = None;
         }
         done
     }
@@ -336,6 +373,7 @@ impl Framer {
     /// Drops the rest of a partly written item (the stream is ending in error).
     pub fn abandon(&mut self) {
         self.current = None;
+        self.joined = None;
     }
 
     /// Whether the byte target is reached.
@@ -439,10 +477,53 @@ impl Framer {
     }
 
     /// The response of part `p` for each of its ids from `*at` on.
+    ///
+    /// A part whose events are many small memo slices adding up to a frame or more
+    /// (a catch-up response of up to 1000 revisions) has them joined once into one
+    /// buffer that every watcher of the part shares: one copy per part instead of one
+    /// per watcher, and no per-watcher walk of the revisions.
     fn part(&mut self, p: &Part, at: &mut usize) -> bool {
         let ids = p.ids();
         self.set_head(p.revision());
-        let events = Events::of(p.revisions(), p.prev_kv());
+        let key = (p.revisions().as_ptr() as usize, p.revisions().len(), p.prev_kv());
+        if self.joined.as_ref().is_none_or(|j| j.key != key) {
+            self.joined = None;
+            let events = Events::of(p.revisions(), p.prev_kv());
+            if events.segments.len() > 1 && events.copied >= SHARE_MIN_BYTES && ids.len() - *at > 1 {
+                let mut body = BytesMut::with_capacity(events.len);
+                for (m, r) in &events.segments {
+                    body.extend_from_slice(&m.bytes[r.clone()]);
+                }
+                self.joined = Some(Joined { key, body: body.freeze(), count: events.count });
+            } else {
+                return self.part_copied(p, ids, events, at);
+            }
+        }
+        let j = self.joined.as_ref().expect("set above");
+        let (body, count) = (j.body.clone(), j.count);
+        let base = self.head.len() + body.len();
+        self.out.hint = PREFIX + self.head.len() + 11;
+        let may_fragment = count >= 2 && !self.fragmenting.is_empty();
+        while let Some(&id) = ids.get(*at) {
+            *at += 1;
+            let (idb, n) = watch_id_field(id);
+            if may_fragment && base + n > self.fragment_bytes && self.fragmenting.contains(&id) {
+                let mut head = self.head.clone();
+                head.extend_from_slice(&idb[..n]);
+                self.fragments(&head, p.revisions(), p.prev_kv());
+            } else {
+                self.out.message_joined(&[&self.head, &idb[..n]], &body);
+            }
+            if *at < ids.len() && self.is_full() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// [`Framer::part`] for a part whose event bytes are copied (or shared slice by
+    /// slice) per watcher.
+    fn part_copied(&mut self, p: &Part, ids: &[WatchId], events: Events<'_>, at: &mut usize) -> bool {
         let base = self.head.len() + events.len;
         self.out.hint = (ids.len() - *at).saturating_mul(PREFIX + self.head.len() + 11 + events.copied);
         let may_fragment = events.count >= 2 && !self.fragmenting.is_empty();

@@ -570,3 +570,39 @@ fn requests_decode_and_the_receive_limit_is_etcds() {
     let got = decode_requests(bad, 64);
     assert_eq!(got[0].as_ref().expect_err("malformed").code(), tonic::Code::InvalidArgument);
 }
+
+/// A catch-up response of many small revisions (above a frame in all) for several
+/// watchers: its event bytes are joined once and shared (the same allocation in
+/// every watcher's message), and every message is what prost writes.
+#[test]
+fn a_large_multi_revision_part_is_joined_once_and_shared() {
+    use argus_engine::store::KeyValue;
+    use argus_engine::watch::{Delivery, Event, EventKind, Ids, Part, RevisionBatch, RevisionEvents};
+    use std::sync::Arc;
+    let revs: Vec<RevisionEvents> = (2..400u64)
+        .map(|rev| {
+            let kv = KeyValue {
+                key: format!("/k/{rev}").into_bytes(),
+                value: vec![b'v'; 60],
+                create_revision: 2,
+                mod_revision: rev,
+                version: rev - 1,
+            };
+            let batch = RevisionBatch::new(rev, vec![Event { kind: EventKind::Put, kv, prev_kv: None, sub: 0 }], false);
+            RevisionEvents { batch: Arc::new(batch), selection: None }
+        })
+        .collect();
+    let all: Arc<[RevisionEvents]> = revs.into();
+    let ids = Ids::from(vec![3, 9, 1 << 40]);
+    let part = Part::run(ids.clone(), false, Arc::clone(&all), 10, 390);
+    let item = Item::Events(Delivery::new(vec![part]));
+    let expected = plain_item(&header(), &item, &HashSet::new(), usize::MAX);
+    assert!(expected.iter().all(|r| r.encoded_len() > SHARE_MIN_BYTES), "the test needs responses above a frame");
+    let mut f = Framer::new(header(), usize::MAX);
+    let frames = frames_of(&mut f, item);
+    assert_frames(&frames, &expected, "joined part");
+    // The joined body is one allocation shared by the three messages.
+    let big: Vec<&Bytes> = frames.iter().filter(|b| b.len() > SHARE_MIN_BYTES).collect();
+    assert_eq!(big.len(), 3, "one shared body frame per watcher");
+    assert!(big.windows(2).all(|w| w[0].as_ptr() == w[1].as_ptr()), "the body is shared, not copied");
+}
