@@ -72,7 +72,12 @@ struct Building {
 }
 
 impl Building {
-    fn push(&mut self, ev: RevisionEvents, max_revs: usize, max_bytes: usize) {
+    /// Adds one revision; `left` is how many revisions the job may still add (the
+    /// list is sized for them at the first push rather than grown step by step).
+    fn push(&mut self, ev: RevisionEvents, max_revs: usize, max_bytes: usize, left: u64) {
+        if self.revisions.capacity() == 0 {
+            self.revisions.reserve(left.min(1 << 16) as usize);
+        }
         let size = ev.size();
         if self.revs > 0 && (self.revs >= max_revs || self.bytes + size > max_bytes) {
             self.cuts.push(self.revisions.len() as u32);
@@ -162,7 +167,7 @@ pub(crate) fn run(store: &Store, job: CatchupJob) -> CatchupResult {
                 for &i in members {
                     if rev >= job.groups[i].next {
                         let ev = RevisionEvents { batch: Arc::clone(batch), selection: sel.clone() };
-                        state[i].push(ev, job.max_revs, job.max_bytes);
+                        state[i].push(ev, job.max_revs, job.max_bytes, target - rev + 1);
                     }
                 }
             }
