@@ -302,6 +302,24 @@ impl Doorbell {
         self.state.swap(IDLE, AcqRel) == RUNG
     }
 
+    /// Spins (without sleeping) for at most `limit` while the bell is not rung;
+    /// returns whether it was rung meanwhile (the ring stays for `wait` to take).
+    #[cfg(not(loom))]
+    pub(crate) fn spin(&self, limit: std::time::Duration) -> bool {
+        let start = std::time::Instant::now();
+        loop {
+            for _ in 0..64 {
+                if self.state.load(atomic::Ordering::Acquire) == RUNG {
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            if start.elapsed() >= limit {
+                return false;
+            }
+        }
+    }
+
     /// Consumes a pending ring without waiting (loom models step the notifier by
     /// hand, so nothing ever sleeps on the doorbell there).
     #[cfg(loom)]

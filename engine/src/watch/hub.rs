@@ -9,7 +9,7 @@ use super::types::WatchId;
 use super::victims::RetryQueue;
 use crate::store::Store;
 use crate::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
-use crate::sync::{lock, Arc, Doorbell, Mutex, Pool};
+use crate::sync::{Arc, Doorbell, Pool, Queue};
 
 /// Settings of the watch engine.
 #[derive(Clone, Debug)]
@@ -161,7 +161,9 @@ pub(crate) enum Control {
 pub(crate) struct HubShared {
     pub(crate) store: Store,
     pub(crate) opts: WatchOptions,
-    pub(crate) controls: Mutex<Vec<Control>>,
+    /// Requests for the notifier: a lock-free queue (callers of `watch`, `cancel`
+    /// and the rest never contend with the notifier's drain).
+    pub(crate) controls: Queue<Control>,
     pub(crate) doorbell: Doorbell,
     pub(crate) retry: RetryQueue,
     pub(crate) metrics: WatchMetrics,
@@ -176,20 +178,26 @@ pub(crate) struct HubShared {
 
 impl HubShared {
     pub(crate) fn control(&self, c: Control) {
-        let mut controls = lock(&self.controls);
-        // `stop` is read under the lock the notifier's last drain takes, so a request
-        // is either drained by it or seen here as too late, never lost in between.
-        if self.stop.load(Ordering::Acquire) {
-            drop(controls);
+        self.controls.push(c);
+        // Store-buffering with the notifier's last drain (it stops, then drains): with
+        // the fences, either this sees `stop` and drains what is left itself, or the
+        // notifier's drain sees the request. Nothing is lost in between.
+        fence(Ordering::SeqCst);
+        if self.stop.load(Ordering::Relaxed) {
+            self.drain_stopped();
+        } else {
+            self.doorbell.ring();
+        }
+    }
+
+    /// Answers the requests left after the engine stopped: an accepted watch still
+    /// gets its `created` response; nothing else is done.
+    pub(crate) fn drain_stopped(&self) {
+        while let Some(c) = self.controls.pop() {
             if let Control::Register(r) = c {
-                // Too late to register, but an accepted watch still gets `created`.
                 r.stream.send_control(super::types::WatchResponse::created(r.id, r.created_rev));
             }
-            return;
         }
-        controls.push(c);
-        drop(controls);
-        self.doorbell.ring();
     }
 }
 
@@ -220,7 +228,7 @@ impl WatchHub {
             watching: AtomicBool::new(false),
             store: store.clone(),
             opts,
-            controls: Mutex::new(Vec::new()),
+            controls: Queue::new(),
             doorbell: Doorbell::default(),
             retry: RetryQueue::new(),
             metrics: WatchMetrics::default(),

@@ -33,7 +33,9 @@
 //! - a watcher's `created` is queued (here) before it joins a group, its `canceled`
 //!   after it left it, so `created` precedes and `canceled` follows all its events.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
+
+use hashbrown::HashMap;
 #[cfg(not(loom))]
 use std::time::Duration;
 use std::time::Instant;
@@ -140,6 +142,9 @@ pub(crate) struct Notifier {
     synced_groups: usize,
     parked_groups: usize,
     hits: Vec<Hit>,
+    /// The last busy turn handled requests (the loop then spins briefly before it
+    /// sleeps: requests come in bursts, and a wake-up costs more than the spin).
+    recent_controls: bool,
     jobs_in_flight: usize,
     max_jobs: usize,
     next_tick: Instant,
@@ -191,6 +196,7 @@ impl Notifier {
             synced_groups: 0,
             parked_groups: 0,
             hits: Vec::new(),
+            recent_controls: false,
             jobs_in_flight: 0,
             max_jobs,
             next_tick,
@@ -206,6 +212,9 @@ impl Notifier {
         #[cfg(not(loom))]
         while !self.hub.stop.load(Ordering::Acquire) {
             if !self.step() {
+                if std::mem::take(&mut self.recent_controls) && self.hub.doorbell.spin(Duration::from_micros(20)) {
+                    continue;
+                }
                 // Everything that needs the notifier rings its doorbell (commits while
                 // somebody watches, requests, retries, finished jobs); the timeout only
                 // serves periodic progress and moves an idle notifier's retention hold
@@ -239,12 +248,10 @@ impl Notifier {
 
     fn shutdown(&mut self) {
         // Watchers accepted by `watch()` but not yet registered still get their
-        // `created` response before the stream ends.
-        for c in std::mem::take(&mut *lock(&self.hub.controls)) {
-            if let Control::Register(r) = c {
-                r.stream.send_control(WatchResponse::created(r.id, r.created_rev));
-            }
-        }
+        // `created` response before the stream ends (see `HubShared::control` for
+        // requests that come after this drain).
+        fence(Ordering::SeqCst);
+        self.hub.drain_stopped();
         let slots: Vec<u32> = self.stream_slots.values().copied().collect();
         for slot in slots {
             self.streams.at(slot).1.shared.send_closed();
@@ -357,7 +364,7 @@ impl Notifier {
             (gr.state, member_count(&self.lists, gr) as u64, gr.stream, gr.range, gr.class, gr.next);
         let shard = self.streams.at(stream).1.shard as usize;
         // Its owed bookmarks are due now: every event up to `notified` is delivered.
-        if let Some(owed) = self.owed.remove(&handle) {
+        if let Some(owed) = (!self.owed.is_empty()).then(|| self.owed.remove(&handle)).flatten() {
             self.send_owed(g, owed);
         }
         let _ = next;
@@ -482,8 +489,10 @@ impl Notifier {
         }
         if last {
             self.free_group(g);
-        } else if let (Some(Owed::Ids(owed)), Some(id)) = (self.owed.get_mut(&self.groups.handle(g)), id) {
-            owed.retain(|i| *i != id);
+        } else if !self.owed.is_empty() {
+            if let (Some(Owed::Ids(owed)), Some(id)) = (self.owed.get_mut(&self.groups.handle(g)), id) {
+                owed.retain(|i| *i != id);
+            }
         }
     }
 
@@ -531,9 +540,12 @@ impl Notifier {
     // ----- control requests ----------------------------------------------------
 
     fn take_controls(&mut self) -> bool {
-        let controls = std::mem::take(&mut *lock(&self.hub.controls));
-        let any = !controls.is_empty();
-        for c in controls {
+        // A bounded number per turn, so that revisions keep flowing under a storm
+        // of requests.
+        let mut n = 0;
+        while n < 4096 {
+            let Some(c) = self.hub.controls.pop() else { break };
+            n += 1;
             match c {
                 Control::OpenStream(s) => self.open_stream(s),
                 Control::Register(r) => self.register(*r),
@@ -543,7 +555,8 @@ impl Notifier {
                 Control::CatchupDone(r) => self.catchup_done(r),
             }
         }
-        any
+        self.recent_controls |= n > 0;
+        n > 0
     }
 
     fn open_stream(&mut self, s: Arc<StreamShared>) {
@@ -617,12 +630,13 @@ impl Notifier {
 
     fn cancel(&mut self, stream: u64, id: WatchId) {
         let Some(&slot) = self.stream_slots.get(&stream) else { return };
-        let Some(entry) = self.entry_of(slot, id) else { return };
-        self.remove_watcher(entry);
         let shared = Arc::clone(&self.streams.at(slot).1.shared);
-        let mut r = WatchResponse::control(id, self.notified);
-        r.canceled = true;
-        finish(&shared, id, r);
+        // One hold of the id lock: find the record, answer, free the id.
+        let mut ids = lock(&shared.ids);
+        let Some(entry) = ids.get(id).filter(|&e| e != PENDING) else { return };
+        self.remove_watcher(entry);
+        shared.send_canceled(id, self.notified);
+        ids.remove(id);
     }
 
     fn close_stream(&mut self, stream: u64) {

@@ -40,6 +40,11 @@ pub(crate) struct Full<T>(pub(crate) T);
 /// entries each.
 pub(crate) enum Queued {
     Response(Box<WatchResponse>),
+    /// A plain `canceled` response (the common one: no reason, no compaction).
+    Canceled {
+        id: WatchId,
+        revision: u64,
+    },
     Events {
         delivery: Delivery,
         bytes: usize,
@@ -232,6 +237,11 @@ impl StreamShared {
     /// Queues a control response; never refused.
     pub(crate) fn send_control(&self, resp: WatchResponse) {
         self.push(Queued::Response(Box::new(resp)));
+    }
+
+    /// Queues watcher `id`'s plain `canceled` response; never refused.
+    pub(crate) fn send_canceled(&self, id: WatchId, revision: u64) {
+        self.push(Queued::Canceled { id, revision });
     }
 
     /// Queues a progress notification at `revision` for every watcher in `ids`;
@@ -464,6 +474,11 @@ impl WatchReceiver {
                 return None;
             }
             Queued::Response(r) => Item::Response(*r),
+            Queued::Canceled { id, revision } => {
+                let mut r = WatchResponse::control(id, revision);
+                r.canceled = true;
+                Item::Response(r)
+            }
             Queued::Progress { revision, ids } => Item::Progress { revision, ids },
             Queued::Events { delivery, bytes, events } => {
                 self.hub.metrics.events_delivered.fetch_add(events, Ordering::Relaxed);
