@@ -257,6 +257,14 @@ impl Out {
     }
 }
 
+/// The event bytes of a part as the framer writes them.
+enum Body<'a> {
+    /// Joined once into one buffer (with its event count), shared by every message.
+    Joined(Bytes, usize),
+    /// Memo slices, copied (or shared, if large) into each message.
+    Slices(Events<'a>),
+}
+
 /// A part's event bytes joined into one buffer, for the part they were made for.
 struct Joined {
     /// The part's revisions (their address and count, valid while the item that
@@ -486,23 +494,30 @@ impl Framer {
         let ids = p.ids();
         self.set_head(p.revision());
         let key = (p.revisions().as_ptr() as usize, p.revisions().len(), p.prev_kv());
-        if self.joined.as_ref().is_none_or(|j| j.key != key) {
-            self.joined = None;
-            let events = Events::of(p.revisions(), p.prev_kv());
-            if events.segments.len() > 1 && events.copied >= SHARE_MIN_BYTES && ids.len() - *at > 1 {
-                let mut body = BytesMut::with_capacity(events.len);
-                for (m, r) in &events.segments {
-                    body.extend_from_slice(&m.bytes[r.clone()]);
+        let body = match &self.joined {
+            Some(j) if j.key == key => Body::Joined(j.body.clone(), j.count),
+            _ => {
+                self.joined = None;
+                let events = Events::of(p.revisions(), p.prev_kv());
+                if events.segments.len() > 1 && events.copied >= SHARE_MIN_BYTES && ids.len() - *at > 1 {
+                    let mut joined = BytesMut::with_capacity(events.len);
+                    for (m, r) in &events.segments {
+                        joined.extend_from_slice(&m.bytes[r.clone()]);
+                    }
+                    let (body, count) = (joined.freeze(), events.count);
+                    self.joined = Some(Joined { key, body: body.clone(), count });
+                    Body::Joined(body, count)
+                } else {
+                    Body::Slices(events)
                 }
-                self.joined = Some(Joined { key, body: body.freeze(), count: events.count });
-            } else {
-                return self.part_copied(p, ids, events, at);
             }
-        }
-        let j = self.joined.as_ref().expect("set above");
-        let (body, count) = (j.body.clone(), j.count);
-        let base = self.head.len() + body.len();
-        self.out.hint = PREFIX + self.head.len() + 11;
+        };
+        let (count, len, copied) = match &body {
+            Body::Joined(b, count) => (*count, b.len(), 0),
+            Body::Slices(e) => (e.count, e.len, e.copied),
+        };
+        let base = self.head.len() + len;
+        self.out.hint = (ids.len() - *at).saturating_mul(PREFIX + self.head.len() + 11 + copied);
         let may_fragment = count >= 2 && !self.fragmenting.is_empty();
         while let Some(&id) = ids.get(*at) {
             *at += 1;
@@ -512,30 +527,10 @@ impl Framer {
                 head.extend_from_slice(&idb[..n]);
                 self.fragments(&head, p.revisions(), p.prev_kv());
             } else {
-                self.out.message_joined(&[&self.head, &idb[..n]], &body);
-            }
-            if *at < ids.len() && self.is_full() {
-                return false;
-            }
-        }
-        true
-    }
-
-    /// [`Framer::part`] for a part whose event bytes are copied (or shared slice by
-    /// slice) per watcher.
-    fn part_copied(&mut self, p: &Part, ids: &[WatchId], events: Events<'_>, at: &mut usize) -> bool {
-        let base = self.head.len() + events.len;
-        self.out.hint = (ids.len() - *at).saturating_mul(PREFIX + self.head.len() + 11 + events.copied);
-        let may_fragment = events.count >= 2 && !self.fragmenting.is_empty();
-        while let Some(&id) = ids.get(*at) {
-            *at += 1;
-            let (idb, n) = watch_id_field(id);
-            if may_fragment && base + n > self.fragment_bytes && self.fragmenting.contains(&id) {
-                let mut head = self.head.clone();
-                head.extend_from_slice(&idb[..n]);
-                self.fragments(&head, p.revisions(), p.prev_kv());
-            } else {
-                self.out.message(&[&self.head, &idb[..n]], &events);
+                match &body {
+                    Body::Joined(b, _) => self.out.message_joined(&[&self.head, &idb[..n]], b),
+                    Body::Slices(e) => self.out.message(&[&self.head, &idb[..n]], e),
+                }
             }
             if *at < ids.len() && self.is_full() {
                 return false;
