@@ -997,8 +997,8 @@ fn run() -> Result<(), String> {
     let _ = writeln!(section, "## Watch engine (`watch.md`, `watch.json`)\n");
     let _ = writeln!(
         section,
-        "**Made by** `scripts/bench-watch.sh`, from the repository root (about 5 minutes on the shared 2-core \
-         machine; `CARGO_TARGET_DIR` defaults to `target-wbench`). It runs the criterion suite \
+        "**Made by** `scripts/bench-watch.sh`, from the repository root (about 15 minutes on the shared 2-core \
+         machine, the 10M-watcher run included; `CARGO_TARGET_DIR` defaults to `target-wbench`). It runs the criterion suite \
          `bench-harness/benches/watch.rs` (`cargo bench -p argus-bench --bench watch -- --save-baseline \
          watch-report`), which also makes the side-by-side measurements criterion cannot (fan-out paired with the \
          floor, its consumers reading items and accounting every watcher, and the same through the per-watcher \

@@ -958,7 +958,16 @@ fn why(t: &TargetResult, g: &Grouped<'_>) -> String {
         "catchup-cpu" => {
             let _ = write!(
                 w,
-                "Server CPU per delivered event: Argus {}, etcd {}; client CPU per event: Argus {}, etcd {}.                  Per event Argus sends etcd's bytes (about 100 per event, so about 1 GB in all): a perf profile                  (cpu-clock, 2026-12-02, this code) of the catch-up put most of the wire threads' time in the                  kernel's copy of those bytes into TCP (`_copy_from_iter`, `tcp_sendmsg`) and in thread wake-ups;                  at the copy rate this VM shows (about 3 GB/s) the copy alone is about 0.3 s. The engine's share                  is reading the log (a CRC check per record) and one batch of owned events per revision, much of                  it first-touch page faults. The 100 watchers are one group, so a revision is read, matched and                  encoded once and each 1,000-revision response is joined once and shared by all 100 messages.                  What would close the rest: a cheaper engine share (skip the second CRC check of records the                  log already verified, events borrowed from the mapped log instead of copied).",
+                "Server CPU per delivered event: Argus {}, etcd {}; client CPU per event: Argus {}, etcd {}. Per \
+                 event Argus sends etcd's bytes (about 100 per event, so about 1 GB in all): a perf profile \
+                 (cpu-clock, 2026-12-02, this code) of the catch-up put most of the wire threads' time in the \
+                 kernel's copy of those bytes into TCP (`_copy_from_iter`, `tcp_sendmsg`) and in thread wake-ups; \
+                 at the copy rate this VM shows (about 3 GB/s) the copy alone is about 0.3 s. The engine's share \
+                 is reading the log (a CRC check per record) and one batch of owned events per revision (its \
+                 allocation and first-touch page faults). The 100 watchers are one group, so a revision is read, matched and \
+                 encoded once and each 1,000-revision response is joined once and shared by all 100 messages. \
+                 What would close the rest: a cheaper engine share (skip the second CRC check of records the log \
+                 already verified, events borrowed from the mapped log instead of copied).",
                 us(s, ARGUS, "server_cpu_per_event_us"),
                 us(s, ETCD, "server_cpu_per_event_us"),
                 us(s, ARGUS, "client_cpu_per_event_us"),
@@ -987,7 +996,14 @@ fn why(t: &TargetResult, g: &Grouped<'_>) -> String {
                 let kv = unit_value(g, s, ARGUS, Some(Part::Kv));
                 let _ = write!(
                     w,
-                    " The puts themselves cost Argus {} per delivered event (the kv threads: the store, the fsyncs                      of `--fsync always`, which on this VM are mostly virtio exits, and four thread switches per                      put between the io threads and the blocking pool), which alone is {} of the goal. A perf                      profile (cpu-clock, 2026-12-02, this code) put about 40% of the io threads' time in                      scheduler paths (wake-ups of the io workers, the blocking pool and the notifier, about 6                      context switches per put) and about 20% in framing and copying; the engine's own share is                      under 5%. What would close it: writes that await durability on the io threads rather than                      on a blocking pool (no hand-off per put), and fewer wake-ups per revision.",
+                    "The puts themselves cost Argus {} per delivered event (the kv threads: the store, the fsyncs of \
+                     `--fsync always`, which on this VM are mostly virtio exits, and four thread switches per put \
+                     between the io threads and the blocking pool), which alone is {} of the goal. A perf profile \
+                     (cpu-clock, 2026-12-02, this code) put about 40% of the io threads' time in scheduler paths \
+                     (wake-ups of the io workers, the blocking pool and the notifier, about 6 context switches per \
+                     put) and about 20% in framing and copying; the engine's own share is under 5%. What would close \
+                     it: writes that await durability on the io threads rather than on a blocking pool (no hand-off \
+                     per put), and fewer wake-ups per revision.",
                     show(kv, Fmt::Us),
                     match (kv, t.etcd) {
                         (Some(kv), Some(e)) if e > 0.0 => format!("{:.0}%", 100.0 * kv / (e / 10.0)),
@@ -1326,7 +1342,7 @@ pub fn run(a: &ReportArgs) -> Result<(), String> {
             let _ = writeln!(
                 md,
                 "\n`batch` is slower than `always` for 16 closed-loop put clients ({} against {}): under `batch` \
-                 the log's syncer first waits for company (`engine/src/log/mod.rs`, `wait_durable`: slices of an \
+                 the log's syncer first waits for company (`engine/src/log/commit.rs`, `wait_durable`: slices of an \
                  eighth of the 2 ms batch delay, until a slice brings no new writer), so each fsync cycle is at \
                  least one slice longer than under `always`, whose group commit already shares one fsync among \
                  the writers that arrive during the previous one.",
