@@ -98,14 +98,21 @@ fn log_append_and_publish_race_a_reader() {
     });
 }
 
+/// A store, a hub whose streams hold `capacity` deliveries, and one stream with a
+/// synced watcher on `k` (its `created` response queued, not yet received).
+fn watcher_on_k(capacity: usize) -> (Store, WatchHub, ManualNotifier, WatchController, WatchReceiver, i64) {
+    let store = store();
+    let (hub, mut n) = hub(&store, capacity);
+    let (ctl, rx) = hub.stream().split();
+    let id = ctl.watch(WatchRequest::key("k")).unwrap();
+    n.settle(8);
+    (store, hub, n, ctl, rx, id)
+}
+
 /// A hub whose one stream holds one delivery, a watcher on `k` (its `created`
 /// received), and revisions 2 and 3 written but not yet fanned out.
 fn one_watcher_two_puts() -> (WatchHub, ManualNotifier, WatchController, WatchReceiver, i64) {
-    let store = store();
-    let (hub, mut n) = hub(&store, 1);
-    let (ctl, mut rx) = hub.stream().split();
-    let id = ctl.watch(WatchRequest::key("k")).unwrap();
-    n.settle(8);
+    let (store, hub, n, ctl, mut rx, id) = watcher_on_k(1);
     assert!(rx.try_recv().unwrap().created);
     store.put(b"k", b"2").unwrap();
     store.put(b"k", b"3").unwrap();
@@ -255,11 +262,7 @@ fn catchup_result_races_a_cancel_that_reuses_the_group_slot() {
 #[cfg_attr(feature = "bug-lost-wakeup", should_panic(expected = "deadlock"))]
 fn a_blocked_consumer_is_woken_by_a_delivery() {
     model(|| {
-        let store = store();
-        let (hub, mut n) = hub(&store, 8);
-        let (ctl, mut rx) = hub.stream().split();
-        ctl.watch(WatchRequest::key("k")).unwrap();
-        n.settle(8);
+        let (store, hub, mut n, ctl, mut rx, _) = watcher_on_k(8);
         assert!(rx.try_recv().unwrap().created);
         store.put(b"k", b"2").unwrap();
         let consumer = thread::spawn(move || {
@@ -282,11 +285,7 @@ fn a_blocked_consumer_is_woken_by_a_delivery() {
 #[cfg_attr(feature = "bug-progress-ahead", should_panic(expected = "bookmark at"))]
 fn progress_request_races_events() {
     model(|| {
-        let store = store();
-        let (hub, mut n) = hub(&store, 8);
-        let (ctl, mut rx) = hub.stream().split();
-        ctl.watch(WatchRequest::key("k")).unwrap();
-        n.settle(8);
+        let (store, hub, mut n, ctl, mut rx, _) = watcher_on_k(8);
         let writer = {
             let store = store.clone();
             thread::spawn(move || {

@@ -195,6 +195,12 @@ impl Delivery {
     pub fn event_count(&self) -> u64 {
         self.parts.iter().map(|p| p.event_count() as u64 * p.ids.len() as u64).sum()
     }
+
+    /// What it counts against a stream's byte bound: each part's event bytes once
+    /// (shared by its watchers) and 8 bytes per watcher id.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.parts.iter().map(|p| p.size() + 8 * p.ids.len()).sum()
+    }
 }
 
 /// One thing a watch stream yields, in stream order.

@@ -158,20 +158,14 @@ impl Shard {
     /// The index of the range equal to `r`, created if needed, with one more
     /// reference.
     pub(crate) fn intern(&mut self, r: KeyRange) -> u32 {
+        let exact = r.is_exact();
+        let h = if exact { self.hash_exact(r.key()) } else { self.hash_span(&r) };
         let ranges = &self.ranges;
-        let found = if r.is_exact() {
-            let h = self.hash_exact(r.key());
-            self.exact.find(h, |&i| ranges.at(i).1.range == r).copied()
-        } else {
-            let h = self.hash_span(&r);
-            self.spans.find(h, |&i| ranges.at(i).1.range == r).copied()
-        };
-        if let Some(i) = found {
+        let table = if exact { &self.exact } else { &self.spans };
+        if let Some(&i) = table.find(h, |&i| ranges.at(i).1.range == r) {
             self.ranges.at_mut(i).refs += 1;
             return i;
         }
-        let exact = r.is_exact();
-        let h = if exact { self.hash_exact(r.key()) } else { self.hash_span(&r) };
         let handle = self.ranges.insert(Range { range: r, refs: 1, first_synced: NONE });
         let ranges = &self.ranges;
         if exact {

@@ -317,25 +317,35 @@ impl Notifier {
         g
     }
 
+    /// Takes group `g` out of where its state keeps it: the waiting index (under its
+    /// current cursor), its range's synced groups, the parked count. The caller then
+    /// gives it a new state or frees it.
+    fn leave_state(&mut self, g: u32) {
+        self.unindex_waiting(g);
+        let gr = self.groups.at(g).1;
+        match gr.state {
+            State::Synced => {
+                let (range, shard) = (gr.range, self.streams.at(gr.stream).1.shard as usize);
+                self.shards[shard].unlink_synced(range, g);
+                self.synced_groups -= 1;
+            }
+            State::Parked => self.parked_groups -= 1,
+            _ => {}
+        }
+    }
+
     /// Moves group `g` from its state to `new` (never to `Synced`: see
     /// `make_synced`), with cursor `next`. Returns the group it ended in (another
     /// that waits at the same cursor may take it in).
     fn set_state(&mut self, g: u32, new: State, next: u64) -> u32 {
         debug_assert!(new != State::Synced);
-        self.unindex_waiting(g);
+        self.leave_state(g);
         let (handle, gr) = self.groups.at(g);
-        let (old, n, stream, range) = (gr.state, member_count(&self.lists, gr) as u64, gr.stream, gr.range);
-        let shard = self.streams.at(stream).1.shard as usize;
+        let (old, n, stream) = (gr.state, member_count(&self.lists, gr) as u64, gr.stream);
         self.state_counter(old).fetch_sub(n, Ordering::Relaxed);
         self.state_counter(new).fetch_add(n, Ordering::Relaxed);
-        match old {
-            State::Synced => {
-                self.shards[shard].unlink_synced(range, g);
-                self.synced_groups -= 1;
-                self.streams.at_mut(stream).unready += n;
-            }
-            State::Parked => self.parked_groups -= 1,
-            _ => {}
+        if old == State::Synced {
+            self.streams.at_mut(stream).unready += n;
         }
         match new {
             State::Parked => {
@@ -360,21 +370,17 @@ impl Notifier {
     fn make_synced(&mut self, g: u32) -> u32 {
         let (handle, gr) = self.groups.at(g);
         debug_assert!(gr.state != State::Synced);
-        let (old, n, stream, range, class, next) =
-            (gr.state, member_count(&self.lists, gr) as u64, gr.stream, gr.range, gr.class, gr.next);
+        let (old, n, stream, range, class) =
+            (gr.state, member_count(&self.lists, gr) as u64, gr.stream, gr.range, gr.class);
         let shard = self.streams.at(stream).1.shard as usize;
         // Its owed bookmarks are due now: every event up to `notified` is delivered.
         if let Some(owed) = (!self.owed.is_empty()).then(|| self.owed.remove(&handle)).flatten() {
             self.send_owed(g, owed);
         }
-        let _ = next;
-        self.unindex_waiting(g);
+        self.leave_state(g);
         self.state_counter(old).fetch_sub(n, Ordering::Relaxed);
         self.state_counter(State::Synced).fetch_add(n, Ordering::Relaxed);
         self.streams.at_mut(stream).unready -= n;
-        if old == State::Parked {
-            self.parked_groups -= 1;
-        }
         let groups = &self.groups;
         let into = self.shards[shard].synced(range).find(|&s| {
             let sg = groups.at(s).1;
@@ -406,14 +412,10 @@ impl Notifier {
         self.hub.metrics.groups.fetch_sub(1, Ordering::Relaxed);
         let shared = Arc::clone(&self.streams.at(gone.stream).1.shared);
         let mut ids = lock(&shared.ids);
-        let list = self.make_many(to, &mut ids);
         match gone.members() {
-            Members::One(id) => {
-                let w = self.watchers.insert(Watcher { id, group: to, pos: 0 }).index;
-                self.watchers.at_mut(w).pos = self.lists.at_mut(list).push(id, w);
-                ids.insert(id, w);
-            }
+            Members::One(id) => self.add_to_list(to, id, &mut ids),
             Members::Many(l) => {
+                let list = self.make_many(to, &mut ids);
                 let moved = self.lists.remove(self.lists.handle(l)).expect("a live list");
                 for (id, w) in moved.records() {
                     let pos = self.lists.at_mut(list).push(id, w);
@@ -441,6 +443,15 @@ impl Notifier {
                 l
             }
         }
+    }
+
+    /// Adds watcher `id` to group `g` with a record of its own (the group gets a
+    /// member list first if it was one watcher); `ids` is the stream's id table.
+    fn add_to_list(&mut self, g: u32, id: WatchId, ids: &mut IdTable) {
+        let list = self.make_many(g, ids);
+        let w = self.watchers.insert(Watcher { id, group: g, pos: 0 }).index;
+        self.watchers.at_mut(w).pos = self.lists.at_mut(list).push(id, w);
+        ids.insert(id, w);
     }
 
     fn new_group(&mut self, stream: u32, range: u32, class: Class, id: WatchId) -> u32 {
@@ -498,18 +509,10 @@ impl Notifier {
 
     /// Frees a group whose members are gone (or were moved elsewhere).
     fn free_group(&mut self, g: u32) {
-        self.unindex_waiting(g);
+        self.leave_state(g);
         let (handle, gr) = self.groups.at(g);
-        let (state, stream, range) = (gr.state, gr.stream, gr.range);
+        let (stream, range) = (gr.stream, gr.range);
         let shard = self.streams.at(stream).1.shard as usize;
-        match state {
-            State::Synced => {
-                self.shards[shard].unlink_synced(range, g);
-                self.synced_groups -= 1;
-            }
-            State::Parked => self.parked_groups -= 1,
-            _ => {}
-        }
         self.owed.remove(&handle);
         self.hub.metrics.groups.fetch_sub(1, Ordering::Relaxed);
         if let Some(Members::Many(l)) = self.groups.remove(handle).map(|g| g.members()) {
@@ -595,13 +598,8 @@ impl Notifier {
         match existing {
             Some(g) => {
                 self.shards[shard].release(range); // the group holds the reference
-                let mut ids = lock(&shared.ids);
-                let list = self.make_many(g, &mut ids);
-                let w = self.watchers.insert(Watcher { id: r.id, group: g, pos: 0 }).index;
-                self.watchers.at_mut(w).pos = self.lists.at_mut(list).push(r.id, w);
+                self.add_to_list(g, r.id, &mut lock(&shared.ids));
                 let state = self.groups.at(g).1.state;
-                ids.insert(r.id, w);
-                drop(ids);
                 self.state_counter(state).fetch_add(1, Ordering::Relaxed);
                 if state != State::Synced {
                     self.streams.at_mut(slot).unready += 1;
@@ -611,7 +609,6 @@ impl Notifier {
                 let g = self.new_group(slot, range, r.class, r.id);
                 lock(&shared.ids).insert(r.id, LONE | g);
                 if r.min_rev == ready {
-                    self.groups.at_mut(g).next = ready;
                     self.make_synced(g);
                 } else if r.min_rev > ready {
                     self.set_state(g, State::Parked, r.min_rev);
@@ -771,15 +768,13 @@ impl Notifier {
         let mut prev_reader = self.hub.store.log().reader();
         while self.notified < upto {
             self.promote_parked(self.notified + 1);
-            if self.synced_groups == 0 {
-                // Nobody can be reached before the next parked start: skip those
-                // revisions without reading them.
-                let stop = self.parked.keys().next().map_or(upto, |&n| upto.min(n - 1));
-                self.notified = self.notified.max(stop);
-                continue;
-            }
             // Up to the next parked start (promotion changes who is reached).
             let to = self.parked.keys().next().map_or(upto, |&n| upto.min(n - 1));
+            if self.synced_groups == 0 {
+                // Nobody can be reached before then: skip those revisions unread.
+                self.notified = self.notified.max(to);
+                continue;
+            }
             let mut recs: Vec<RecordRef<'_>> = Vec::new();
             for item in reader.records(self.notified + 1, to) {
                 let r = match item {
@@ -831,13 +826,7 @@ impl Notifier {
         let batch = Arc::new(batch_from_records(&self.hub.store, prev_reader, recs, with_prev));
         hits.sort_unstable();
         // One run of hits per stream.
-        let mut runs: Vec<&[Hit]> = Vec::new();
-        let mut rest = hits.as_slice();
-        while let Some(first) = rest.first() {
-            let n = rest.iter().position(|h| h.stream != first.stream).unwrap_or(rest.len());
-            runs.push(&rest[..n]);
-            rest = &rest[n..];
-        }
+        let runs: Vec<&[Hit]> = hits.chunk_by(|a, b| a.stream == b.stream).collect();
         let parallel = runs.len() > 1 && hits.len() >= self.hub.opts.parallel_match_threshold;
         let (groups, lists, streams) = (&self.groups, &self.lists, &self.streams);
         let n_events = recs.len();
@@ -870,7 +859,7 @@ impl Notifier {
             return false;
         }
         let compact = self.hub.store.compact_revision();
-        let mut ready: Vec<(u64, u32, u32, Class, u32)> = Vec::new(); // (next, stream, range, class, group)
+        let mut ready: Vec<(u64, u32)> = Vec::new(); // (next, group)
         for h in std::mem::take(&mut self.unsynced) {
             let Some(g) = self.groups.get(h).filter(|g| g.state == State::Unsynced) else { continue };
             let next = g.next;
@@ -880,37 +869,18 @@ impl Notifier {
             } else if next > self.notified {
                 self.make_synced(h.index);
             } else {
-                ready.push((next, g.stream, g.range, g.class, h.index));
+                ready.push((next, h.index));
             }
         }
         if ready.is_empty() {
             return false;
         }
-        // Groups that agree on everything (a watcher registered while its twin was in
-        // a job, say) become one before the job.
+        // In cursor order. No two of them agree on cursor, stream, range and class:
+        // the waiting index made such groups one when the second arrived.
         ready.sort_unstable();
-        let mut merged: Vec<(u64, u32)> = Vec::with_capacity(ready.len());
-        let mut i = 0;
-        while i < ready.len() {
-            let (next, stream, range, class, g) = ready[i];
-            let mut j = i + 1;
-            while j < ready.len()
-                && ready[j].0 == next
-                && ready[j].1 == stream
-                && ready[j].2 == range
-                && ready[j].3 == class
-            {
-                if ready[j].4 != g {
-                    self.merge_into(ready[j].4, g);
-                }
-                j += 1;
-            }
-            merged.push((next, g));
-            i = j;
-        }
         let free = self.max_jobs - self.jobs_in_flight;
-        let per_job = merged.len().div_ceil(free).clamp(1, self.hub.opts.catchup_batch.max(1));
-        let mut chunks = merged.chunks(per_job);
+        let per_job = ready.len().div_ceil(free).clamp(1, self.hub.opts.catchup_batch.max(1));
+        let mut chunks = ready.chunks(per_job);
         for chunk in chunks.by_ref().take(free) {
             let min_next = chunk[0].0;
             let target = self.notified.min(min_next.saturating_add(self.hub.opts.catchup_round_revisions - 1));
@@ -952,10 +922,7 @@ impl Notifier {
     /// Moves every member of unsynced group `from` into group `to` (same stream,
     /// range, class, state and cursor) and frees `from`.
     fn merge_into(&mut self, from: u32, to: u32) {
-        self.unindex_waiting(from);
-        if self.groups.at(from).1.state == State::Parked {
-            self.parked_groups -= 1;
-        }
+        self.leave_state(from);
         let h = self.groups.handle(from);
         if let Some(owed) = self.owed.remove(&h) {
             // Bookmarks owed to `from`'s watchers become owed to them by id in `to`.
@@ -1007,8 +974,7 @@ impl Notifier {
         for &end in &cuts {
             let end = end as usize;
             let part = Part::run(ids.clone(), prev_kv, Arc::clone(&all), start, end);
-            let (bytes, events) = (part.size() + 8 * ids.len(), part.event_count() as u64 * ids.len() as u64);
-            if shared.try_send(Delivery::new(vec![part]), bytes, events).is_err() {
+            if shared.try_send(Delivery::new(vec![part])).is_err() {
                 stalled_at = Some(all[start].batch.revision);
                 break;
             }
@@ -1028,9 +994,7 @@ impl Notifier {
                 #[cfg(feature = "bug-early-handoff")]
                 let caught_up = next + 1 >= self.notified + 1;
                 if caught_up {
-                    // Out of the waiting index under its old cursor first.
-                    self.unindex_waiting(g);
-                    self.groups.at_mut(g).next = next;
+                    // At `next`: `make_synced` sets the cursor to `notified + 1`.
                     self.make_synced(g);
                 } else {
                     self.set_state(g, State::Unsynced, next);
@@ -1079,26 +1043,19 @@ fn send_run(
     let mut parts = Vec::new();
     let mut in_item = Vec::new();
     let mut progress_groups = Vec::new();
-    let (mut bytes, mut events) = (0usize, 0u64);
-    let mut rest = run;
-    while let Some(first) = rest.first() {
-        let n = rest.iter().position(|h| h.group != first.group).unwrap_or(rest.len());
-        let (these, tail) = rest.split_at(n);
-        rest = tail;
-        let g = groups.at(first.group).1;
-        let selection = if n == n_events { None } else { Some(these.iter().map(|h| h.event).collect()) };
+    for these in run.chunk_by(|a, b| a.group == b.group) {
+        let group = these[0].group;
+        let g = groups.at(group).1;
+        let selection = if these.len() == n_events { None } else { Some(these.iter().map(|h| h.event).collect()) };
         let ev = RevisionEvents { batch: Arc::clone(batch), selection };
-        let ids = member_ids(lists, g);
-        bytes += ev.size() + 8 * ids.len();
-        events += ev.len() as u64 * ids.len() as u64;
-        parts.push(Part::one(ids, g.class.prev_kv(), ev));
-        in_item.push(first.group);
+        parts.push(Part::one(member_ids(lists, g), g.class.prev_kv(), ev));
+        in_item.push(group);
         if g.class.progress_notify() {
-            progress_groups.push(first.group);
+            progress_groups.push(group);
         }
     }
     let shared = &streams.at(stream).1.shared;
-    match shared.try_send(Delivery::new(parts), bytes, events) {
+    match shared.try_send(Delivery::new(parts)) {
         Ok(()) => Sent::Accepted { progress_groups },
         Err(_) => Sent::Refused { stream, groups: in_item },
     }

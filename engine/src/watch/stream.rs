@@ -215,10 +215,10 @@ impl StreamShared {
     }
 
     /// Queues an event delivery if the bound allows; an empty stream always takes
-    /// one delivery, however large, so that progress is always possible. `bytes` is
-    /// what it counts against the byte bound, `events` the per-watcher events it
-    /// stands for.
-    pub(crate) fn try_send(&self, delivery: Delivery, bytes: usize, events: u64) -> Result<(), Full<Delivery>> {
+    /// one delivery, however large, so that progress is always possible. It counts
+    /// [`Delivery::queued_bytes`] against the byte bound.
+    pub(crate) fn try_send(&self, delivery: Delivery) -> Result<(), Full<Delivery>> {
+        let (bytes, events) = (delivery.queued_bytes(), delivery.event_count());
         let prev_msgs = self.msgs.fetch_add(1, Ordering::SeqCst);
         let prev_bytes = self.bytes.fetch_add(bytes, Ordering::SeqCst);
         let over = prev_msgs >= self.cap_msgs || (prev_msgs > 0 && prev_bytes + bytes > self.cap_bytes);
