@@ -1,0 +1,288 @@
+//! Opening the log: which files are current, which are leftovers of an interrupted
+//! compaction or roll, and where the last segment's valid records end (FORMAT.md,
+//! Recovery).
+
+use super::record::{self, RecordKind, FILE_HEADER, SEGMENT_MAGIC};
+use super::segment::Segment;
+use super::snapshot::open_snapshot;
+use super::{
+    commit, corrupt, create_segment, parse_name, FileSet, Inner, LogOptions, RevisionLog, Storage, WriterState,
+};
+use crate::error::{Error, Result};
+use crate::sync::atomic::{AtomicBool, AtomicU64};
+use crate::sync::{Arc, Mutex, SwapCell};
+
+/// What recovery found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Compaction revision from the newest snapshot (0: none).
+    pub compact_rev: u64,
+    /// Last complete revision in the log.
+    pub last_rev: u64,
+    /// Bytes of torn tail overwritten with zeros.
+    pub torn_bytes: u64,
+    /// Files deleted as leftovers (temporary snapshots, compacted segments, empty tails).
+    pub removed_files: Vec<String>,
+}
+
+impl RevisionLog {
+    /// Opens the log in `storage`, recovering it (see `engine/FORMAT.md`, Recovery).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] when a record other than a torn tail fails its checks,
+    /// [`Error::Io`] on I/O failure, [`Error::InvalidOptions`] for bad options.
+    pub fn open(storage: Arc<dyn Storage>, opts: LogOptions) -> Result<(RevisionLog, Recovered)> {
+        if opts.segment_size < 4096 || opts.segment_size >= (1 << 40) {
+            return Err(Error::InvalidOptions(format!(
+                "segment size {} must be between 4 KiB and 1 TiB",
+                opts.segment_size
+            )));
+        }
+        let mut rec = Recovered::default();
+        let names = storage.list().map_err(|e| Error::io("list data directory", e))?;
+        let mut seg_names: Vec<(u64, String)> = Vec::new();
+        let mut snaps: Vec<(u64, String)> = Vec::new();
+        for name in names {
+            if let Some(r) = parse_name(&name, "seg-", ".log") {
+                seg_names.push((r, name));
+            } else if let Some(r) = parse_name(&name, "snap-", ".snap") {
+                snaps.push((r, name));
+            } else if parse_name(&name, "snap-", ".tmp").is_some() {
+                storage.remove(&name).map_err(|e| Error::io(format!("remove {name}"), e))?;
+                rec.removed_files.push(name);
+            }
+        }
+        seg_names.sort();
+        snaps.sort();
+        let mut next_file_no: u32 = 1;
+
+        // The newest snapshot fixes the compaction revision; older ones are leftovers.
+        let snapshot = match snaps.pop() {
+            Some((rev, name)) => {
+                let s = open_snapshot(&*storage, &name, rev, next_file_no)?;
+                next_file_no += 1;
+                rec.compact_rev = rev;
+                Some(Arc::new(s))
+            }
+            None => None,
+        };
+        for (_, name) in snaps {
+            storage.remove(&name).map_err(|e| Error::io(format!("remove {name}"), e))?;
+            rec.removed_files.push(name);
+        }
+
+        // Segments wholly below the compaction revision are leftovers of a compaction
+        // that a crash interrupted.
+        let mut keep: Vec<(u64, String)> = Vec::new();
+        for (i, (first, name)) in seg_names.iter().enumerate() {
+            let next_first = seg_names.get(i + 1).map(|(f, _)| *f);
+            if next_first.is_some_and(|nf| nf - 1 < rec.compact_rev) {
+                storage.remove(name).map_err(|e| Error::io(format!("remove {name}"), e))?;
+                rec.removed_files.push(name.clone());
+            } else {
+                keep.push((*first, name.clone()));
+            }
+        }
+
+        let mut segments: Vec<Arc<Segment>> = Vec::new();
+        let mut expect_rev: Option<u64> = None;
+        let mut last_rev = rec.compact_rev.max(1);
+        let mut end_off = FILE_HEADER as u64;
+        let count = keep.len();
+        for (i, (first, name)) in keep.into_iter().enumerate() {
+            let is_last = i + 1 == count;
+            let file = storage.open(&name).map_err(|e| Error::io(format!("open {name}"), e))?;
+            let map = file.map().map_err(|e| Error::io(format!("map {name}"), e))?;
+            // SAFETY: no writer exists during recovery.
+            let head = unsafe { map.bytes(0, FILE_HEADER.min(map.len())) }.unwrap_or(&[]);
+            if is_last && head.iter().all(|&b| b == 0) {
+                // Created but never synced before a crash: nothing in it was acknowledged.
+                drop(map);
+                storage.remove(&name).map_err(|e| Error::io(format!("remove {name}"), e))?;
+                rec.removed_files.push(name);
+                continue;
+            }
+            let hdr_rev =
+                record::decode_file_header(head, SEGMENT_MAGIC).map_err(|r| corrupt(&*storage, &name, 0, r))?;
+            if hdr_rev != first {
+                return Err(corrupt(
+                    &*storage,
+                    &name,
+                    16,
+                    format!("header says first revision {hdr_rev}, file name says {first}"),
+                ));
+            }
+            if let Some(e) = expect_rev {
+                if first != e {
+                    return Err(corrupt(
+                        &*storage,
+                        &name,
+                        0,
+                        format!("gap in the log: segment starts at revision {first}, expected {e}"),
+                    ));
+                }
+            } else if first > rec.compact_rev.max(1) + 1 {
+                return Err(corrupt(
+                    &*storage,
+                    &name,
+                    0,
+                    format!(
+                        "first segment starts at revision {first}, but revisions after {} are missing",
+                        rec.compact_rev.max(1)
+                    ),
+                ));
+            }
+            let seg = Segment::new(next_file_no, first, name.clone(), file, map);
+            next_file_no += 1;
+            let scan = scan_segment(&*storage, &seg, is_last)?;
+            if scan.torn_bytes > 0 {
+                tracing::warn!(file = %name, offset = scan.end, bytes = scan.torn_bytes, "truncating torn tail");
+                let zeros = vec![0u8; scan.torn_bytes as usize];
+                seg.file
+                    .write_at(scan.end, &zeros)
+                    .and_then(|()| seg.file.sync())
+                    .map_err(|e| Error::io(format!("truncate torn tail of {name}"), e))?;
+                rec.torn_bytes += scan.torn_bytes;
+            }
+            seg.publish(scan.end);
+            if scan.last_rev != 0 {
+                last_rev = last_rev.max(scan.last_rev);
+                expect_rev = Some(scan.last_rev + 1);
+            } else {
+                expect_rev = Some(first);
+            }
+            end_off = scan.end;
+            segments.push(Arc::new(seg));
+        }
+
+        if !segments.is_empty() && expect_rev.is_some_and(|e| e <= rec.compact_rev) {
+            // The log ends before the snapshot's revision: under `fsync=never` a crash
+            // lost records the snapshot already holds. Every revision left in these
+            // segments is at or below the snapshot, so they go, and the log goes on
+            // from the snapshot's revision.
+            tracing::warn!(compact_rev = rec.compact_rev, "log ends before the base snapshot; restarting it there");
+            for seg in segments.drain(..) {
+                storage.remove(&seg.name).map_err(|e| Error::io(format!("remove {}", seg.name), e))?;
+                rec.removed_files.push(seg.name.clone());
+            }
+        }
+        let inner_storage = Arc::clone(&storage);
+        let (active, write_off) = match segments.last() {
+            Some(s) => (Arc::clone(s), end_off),
+            None => {
+                let seg = create_segment(&*storage, next_file_no, last_rev + 1, opts.segment_size)?;
+                next_file_no += 1;
+                let seg = Arc::new(seg);
+                segments.push(Arc::clone(&seg));
+                (seg, FILE_HEADER as u64)
+            }
+        };
+        rec.last_rev = last_rev;
+        let inner = Inner {
+            storage: inner_storage,
+            opts,
+            files: SwapCell::new(Arc::new(FileSet { segments, snapshots: snapshot.into_iter().collect() })),
+            committed_rev: AtomicU64::new(last_rev),
+            writer: Mutex::new(WriterState { active, write_off, last_rev, next_file_no, buf: Vec::new() }),
+            sync: Mutex::new(commit::SyncState::new()),
+            poisoned: AtomicBool::new(false),
+            poison_reason: Mutex::new(String::new()),
+            listeners: Mutex::new(Vec::new()),
+            holds: Mutex::new(Vec::new()),
+        };
+        Ok((RevisionLog { inner: Arc::new(inner) }, rec))
+    }
+}
+
+struct Scan {
+    end: u64,
+    last_rev: u64,
+    torn_bytes: u64,
+}
+
+/// Validates a segment's records and builds its sparse index (FORMAT.md, Recovery).
+fn scan_segment(storage: &dyn Storage, seg: &Segment, is_last: bool) -> Result<Scan> {
+    // SAFETY: recovery runs before any writer exists.
+    let bytes = unsafe { seg.whole() };
+    let mut off = FILE_HEADER;
+    let mut rev_start = off; // offset of the first record of the revision being read
+    let mut expect_main = seg.first_rev;
+    let mut expect_sub = 0u32;
+    let mut last_complete = 0u64;
+    let mut complete_end = off;
+    let bad = loop {
+        if off >= bytes.len() {
+            break None;
+        }
+        match record::decode(&bytes[off..]) {
+            Ok((r, n)) => {
+                let in_order = r.kind != RecordKind::End && r.main == expect_main && r.sub == expect_sub;
+                if !in_order {
+                    break Some((
+                        off,
+                        format!(
+                            "record revision {}.{} out of order (expected {expect_main}.{expect_sub})",
+                            r.main, r.sub
+                        ),
+                    ));
+                }
+                if expect_sub == 0 {
+                    rev_start = off;
+                }
+                off += n;
+                if r.last {
+                    seg.note_revision_start(r.main, rev_start as u64);
+                    last_complete = r.main;
+                    complete_end = off;
+                    expect_main += 1;
+                    expect_sub = 0;
+                } else {
+                    expect_sub += 1;
+                }
+            }
+            Err(record::DecodeError::Empty) => {
+                if bytes[off..].iter().all(|&b| b == 0) {
+                    break None;
+                }
+                break Some((off, "zero length field followed by nonzero bytes".to_string()));
+            }
+            Err(e) => break Some((off, e.to_string())),
+        }
+    };
+    // An incomplete revision at the end is torn, like a bad record there.
+    let tail_start = complete_end;
+    let has_tail = bad.is_some() || off != complete_end;
+    if !has_tail {
+        return Ok(Scan { end: complete_end as u64, last_rev: last_complete, torn_bytes: 0 });
+    }
+    let (bad_off, reason) = bad.unwrap_or((complete_end, "revision without its LAST record".to_string()));
+    if !is_last {
+        return Err(corrupt(storage, &seg.name, bad_off as u64, format!("in a sealed segment: {reason}")));
+    }
+    // Torn tail or corruption in the middle: look for any later valid record of a
+    // revision after the last complete one.
+    // Records of the torn revision itself (main = last complete + 1) may lie after
+    // the first bad byte, since one revision is one write: only a valid record of a
+    // later revision proves that good data follows bad, i.e. corruption.
+    let mut probe = off.max(bad_off + 8).next_multiple_of(8);
+    while probe + record::RECORD_HEADER <= bytes.len() {
+        if let Some(l) = record::peek_len(&bytes[probe..]) {
+            if l >= record::RECORD_HEADER && l.is_multiple_of(8) && probe + l <= bytes.len() {
+                if let Ok((r, _)) = record::decode(&bytes[probe..]) {
+                    if r.main > last_complete + 1 && r.kind != RecordKind::End {
+                        return Err(corrupt(
+                            storage,
+                            &seg.name,
+                            bad_off as u64,
+                            format!("{reason}, but a valid record of revision {} follows at offset {probe}", r.main),
+                        ));
+                    }
+                }
+            }
+        }
+        probe += 8;
+    }
+    let nonzero_end = bytes.iter().rposition(|&b| b != 0).map_or(tail_start, |p| p + 1).max(tail_start);
+    Ok(Scan { end: tail_start as u64, last_rev: last_complete, torn_bytes: (nonzero_end - tail_start) as u64 })
+}
