@@ -1066,3 +1066,127 @@ fn segment_smaller_than_a_request_is_refused() {
     let o = opts(FsyncPolicy::Always, 2048);
     assert!(matches!(open(&MemStorage::new(), &o), Err(Error::InvalidOptions(_))));
 }
+
+// ---------------------------------------------------------------------------
+// A revision larger than an empty active segment: the roll must not reuse the
+// active segment's name (it did: the new file truncated the mapped one, the file
+// set listed one file twice, and a compaction unlinked it behind both entries,
+// losing every write acknowledged after it).
+
+fn large_options() -> StoreOptions {
+    let mut large = opts(FsyncPolicy::Always, 64 << 10);
+    large.max_request_bytes = 16 << 10;
+    large.max_txn_ops = 128;
+    large
+}
+
+/// With `s` just opened on an empty active segment of 4 KiB: writes a revision
+/// larger than that segment (`first`), a few puts, compacts, a few more puts, and
+/// checks the history now, in `crash_image()` if given, and after reopening.
+fn large_first_revision(
+    ctx: &str,
+    s: Store,
+    model: &mut Model,
+    first: &dyn Fn(&Store, &mut Model),
+    reopen: &dyn Fn() -> Store,
+    crash_image: &dyn Fn() -> Option<Store>,
+) {
+    first(&s, model);
+    for i in 0..5 {
+        let key = format!("k{i}").into_bytes();
+        assert_eq!(k(s.put(&key, b"after")), model.put(&key, b"after", false), "{ctx}");
+    }
+    let c = s.current_revision();
+    assert_eq!(k(s.compact(c)), model.compact(c), "{ctx}");
+    for i in 0..5 {
+        let key = format!("k{i}").into_bytes();
+        assert_eq!(k(s.put(&key, b"after compaction")), model.put(&key, b"after compaction", false), "{ctx}");
+    }
+    check_history(model, &s, &format!("{ctx}: before reopening"));
+    if let Some(image) = crash_image() {
+        check_history(model, &image, &format!("{ctx}: crash image"));
+    }
+    drop(s);
+    let s = reopen();
+    check_history(model, &s, &format!("{ctx}: reopened"));
+    assert_eq!(k(s.put(b"next", b"1")), model.put(b"next", b"1", false), "{ctx}: no revision handed out twice");
+    check_history(model, &s, &format!("{ctx}: written after reopening"));
+}
+
+/// A put of 6,000 bytes.
+fn big_put(s: &Store, m: &mut Model) {
+    let big = vec![b'b'; 6000];
+    assert_eq!(k(s.put(b"big", &big)), m.put(b"big", &big, false), "big put");
+}
+
+/// One txn of 40 puts of 100 bytes (about 6.5 KiB of records).
+fn big_txn(s: &Store, m: &mut Model) {
+    let ops: Vec<TxnOp> = (0..40)
+        .map(|i| TxnOp::Put { key: format!("t{i:02}").into_bytes(), value: vec![b't'; 100], prev_kv: false })
+        .collect();
+    assert_eq!(k(s.txn(&[], &ops, &[])), m.txn(&[], &ops, &[]), "big txn");
+}
+
+#[test]
+fn a_revision_larger_than_an_empty_active_segment_loses_nothing_files() {
+    for (what, first) in [("put", &big_put as &dyn Fn(&Store, &mut Model)), ("txn", &big_txn)] {
+        let dir = tempfile::tempdir().unwrap();
+        // A fresh store with 4 KiB segments: its only segment is empty.
+        drop(Store::open(dir.path(), opts(FsyncPolicy::Always, 4096)).unwrap());
+        let s = Store::open(dir.path(), large_options()).unwrap();
+        let mut model = Model::new(Limits::of(&large_options()));
+        let reopen = || Store::open(dir.path(), large_options()).unwrap();
+        large_first_revision(&format!("files, {what} first"), s, &mut model, first, &reopen, &|| None);
+    }
+}
+
+#[test]
+fn a_revision_larger_than_an_empty_active_segment_loses_nothing_mem() {
+    for (what, first) in [("put", &big_put as &dyn Fn(&Store, &mut Model)), ("txn", &big_txn)] {
+        let storage = MemStorage::new();
+        drop(open(&storage, &opts(FsyncPolicy::Always, 4096)).unwrap());
+        let s = open(&storage, &large_options()).unwrap().0;
+        let mut model = Model::new(Limits::of(&large_options()));
+        let reopen = || open(&storage, &large_options()).unwrap().0;
+        let crash = || Some(open(&storage.crash(CrashMode::DropUnsynced), &large_options()).unwrap().0);
+        large_first_revision(&format!("mem, {what} first"), s, &mut model, first, &reopen, &crash);
+    }
+}
+
+/// The DeleteRange case: under `never`, a crash loses the first revision written
+/// to a new segment, which recovery then finds empty; the first revision after
+/// opening deletes every key, more bytes than that segment holds.
+#[test]
+fn a_large_delete_range_first_after_a_crash_loses_nothing() {
+    let storage = MemStorage::new();
+    let small = opts(FsyncPolicy::Never, 4096);
+    let mut model = Model::new(Limits::of(&large_options()));
+    let s = open(&storage, &small).unwrap().0;
+    let segments = names(&storage, "seg-").len();
+    let mut i = 0;
+    // Puts until the second roll to a new segment; the crash then loses that put.
+    let image = loop {
+        // Long keys: the DeleteRange's records outgrow a 4 KiB segment.
+        let key = format!("d{i:03}{}", "-".repeat(60)).into_bytes();
+        let before = model.clone();
+        assert_eq!(k(s.put(&key, b"0123456789")), model.put(&key, b"0123456789", false));
+        i += 1;
+        if names(&storage, "seg-").len() > segments + 1 {
+            model = before; // the roll synced every earlier put
+            break storage.crash(CrashMode::DropUnsynced);
+        }
+        if i % 10 == 0 {
+            s.flush().unwrap(); // the earlier puts survive the crash
+        }
+    };
+    drop(s);
+    let (s, rec) = open(&image, &large_options()).unwrap();
+    assert!(rec.last_rev == model.current(), "recovered {rec:?}, model at {}", model.current());
+    let delete = |s: &Store, m: &mut Model| {
+        let end = prefix_end(b"d");
+        assert_eq!(k(s.delete_range(b"d", &end, true)), m.delete_range(b"d", &end, true), "delete range");
+    };
+    let reopen = || open(&image, &large_options()).unwrap().0;
+    let crash = || Some(open(&image.crash(CrashMode::DropUnsynced), &large_options()).unwrap().0);
+    large_first_revision("mem, large DeleteRange first", s, &mut model, &delete, &reopen, &crash);
+}

@@ -367,13 +367,28 @@ impl RevisionLog {
         lock(&self.inner.listeners).push(f);
     }
 
-    /// Seals the active segment (fsync) and starts a new one at `rev`.
+    /// Seals the active segment (fsync) and starts a new one at `rev`, large enough
+    /// for `need` bytes of records.
+    ///
+    /// A segment is named after its first revision, so when the active segment
+    /// holds no record yet (it was created for `rev` itself: a fresh log, or a tail
+    /// that recovery emptied) the new one would have its name. It *replaces* it
+    /// instead: the empty file is removed and a larger one created under the name,
+    /// and the file set lists only the new one. (Creating it beside the old one
+    /// truncated the mapped file and listed one file twice, and a later compaction
+    /// unlinked it behind both entries: every write after it was lost.)
     fn roll(&self, w: &mut WriterState, rev: u64, need: u64) -> Result<()> {
         let inner = &*self.inner;
-        if let Err(e) = w.active.file.sync() {
+        let size = inner.opts.segment_size.max((FILE_HEADER as u64 + need).next_multiple_of(4096));
+        let replace = w.write_off == FILE_HEADER as u64;
+        if replace {
+            debug_assert_eq!(w.active.first_rev, rev, "an empty active segment was created for the next revision");
+            if let Err(e) = inner.storage.remove(&w.active.name) {
+                return Err(self.poison(format!("remove empty segment {} to grow it: {e}", w.active.name)));
+            }
+        } else if let Err(e) = w.active.file.sync() {
             return Err(self.poison(format!("fsync of {} when sealing it: {e}", w.active.name)));
         }
-        let size = inner.opts.segment_size.max((FILE_HEADER as u64 + need).next_multiple_of(4096));
         let seg = match create_segment(&*inner.storage, w.next_file_no, rev, size) {
             Ok(s) => Arc::new(s),
             Err(e) => return Err(self.poison(format!("create segment for revision {rev}: {e}"))),
@@ -381,7 +396,14 @@ impl RevisionLog {
         w.next_file_no += 1;
         let old = inner.files.load();
         let mut segments = old.segments.clone();
+        if replace {
+            segments.retain(|s| !Arc::ptr_eq(s, &w.active));
+        }
         segments.push(Arc::clone(&seg));
+        debug_assert!(
+            segments.windows(2).all(|p| p[0].first_rev < p[1].first_rev),
+            "live segments have distinct first revisions, hence distinct names"
+        );
         inner.files.store(Arc::new(FileSet { segments, snapshots: old.snapshots.clone() }));
         w.active = seg;
         w.write_off = FILE_HEADER as u64;
