@@ -256,6 +256,9 @@ impl StorageFile for CountingFile {
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
         self.inner.write_at(offset, bytes)
     }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read_at(offset, buf)
+    }
     fn sync(&self) -> std::io::Result<()> {
         self.counters.syncs.fetch_add(1, Ordering::Relaxed);
         self.inner.sync()

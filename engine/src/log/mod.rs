@@ -36,7 +36,7 @@ pub use commit::{CommitStats, GROUP_SIZE_BOUNDS};
 pub use options::{FsyncPolicy, LogOptions};
 pub use reader::{LogReader, Records};
 use record::{RecordData, RecordKind, RecordRef, FILE_HEADER, SEGMENT_MAGIC};
-pub use recovery::Recovered;
+pub use recovery::{DroppedTail, Recovered};
 use segment::Segment;
 use snapshot::SnapshotFile;
 pub use storage::{CrashMode, FileStorage, MemStorage, Storage, StorageFile};

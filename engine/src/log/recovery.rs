@@ -8,9 +8,29 @@ use super::snapshot::open_snapshot;
 use super::{
     commit, corrupt, create_segment, parse_name, FileSet, Inner, LogOptions, RevisionLog, Storage, WriterState,
 };
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+
+use super::storage::StorageFile;
 use crate::error::{Error, Result};
 use crate::sync::atomic::{AtomicBool, AtomicU64};
 use crate::sync::{Arc, Mutex, SwapCell};
+
+/// Records recovery dropped from the end of the last segment: never acknowledged
+/// (FORMAT.md, Recovery).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DroppedTail {
+    /// The segment file.
+    pub file: PathBuf,
+    /// Where the log now ends in it.
+    pub offset: u64,
+    /// The revisions whose records were there, whole or in part.
+    pub revisions: RangeInclusive<u64>,
+    /// Bytes overwritten with zeros.
+    pub bytes: u64,
+    /// Why they could not be kept.
+    pub reason: String,
+}
 
 /// What recovery found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -21,6 +41,8 @@ pub struct Recovered {
     pub last_rev: u64,
     /// Bytes of torn tail overwritten with zeros.
     pub torn_bytes: u64,
+    /// What was dropped from the end of the log, if anything.
+    pub dropped: Option<DroppedTail>,
     /// Files deleted as leftovers (temporary snapshots, compacted segments, empty tails).
     pub removed_files: Vec<String>,
 }
@@ -93,12 +115,13 @@ impl RevisionLog {
         for (i, (first, name)) in keep.into_iter().enumerate() {
             let is_last = i + 1 == count;
             let file = storage.open(&name).map_err(|e| Error::io(format!("open {name}"), e))?;
-            let map = file.map().map_err(|e| Error::io(format!("map {name}"), e))?;
-            // SAFETY: no writer exists during recovery.
-            let head = unsafe { map.bytes(0, FILE_HEADER.min(map.len())) }.unwrap_or(&[]);
+            // Recovery reads with pread, never through a mapping: pages of the
+            // file that were never written may be unbacked, and on a full tmpfs
+            // touching one through a mapping is SIGBUS.
+            let bytes = read_whole(&*file).map_err(|e| Error::io(format!("read {name}"), e))?;
+            let head = &bytes[..FILE_HEADER.min(bytes.len())];
             if is_last && head.iter().all(|&b| b == 0) {
                 // Created but never synced before a crash: nothing in it was acknowledged.
-                drop(map);
                 storage.remove(&name).map_err(|e| Error::io(format!("remove {name}"), e))?;
                 rec.removed_files.push(name);
                 continue;
@@ -133,17 +156,31 @@ impl RevisionLog {
                     ),
                 ));
             }
+            let scan = scan_segment(&*storage, &name, first, &bytes, is_last)?;
+            drop(bytes);
+            let map = file.map().map_err(|e| Error::io(format!("map {name}"), e))?;
             let seg = Segment::new(next_file_no, first, name.clone(), file, map);
             next_file_no += 1;
-            let scan = scan_segment(&*storage, &seg, is_last)?;
-            if scan.torn_bytes > 0 {
-                tracing::warn!(file = %name, offset = scan.end, bytes = scan.torn_bytes, "truncating torn tail");
-                let zeros = vec![0u8; scan.torn_bytes as usize];
+            for &(rev, off) in &scan.revision_starts {
+                seg.note_revision_start(rev, off);
+            }
+            if let Some(d) = scan.dropped {
+                tracing::warn!(
+                    file = %d.file.display(),
+                    offset = d.offset,
+                    revisions = %format!("{}..={}", d.revisions.start(), d.revisions.end()),
+                    count = d.revisions.end() - d.revisions.start() + 1,
+                    bytes = d.bytes,
+                    reason = %d.reason,
+                    "dropping unacknowledged revisions from the end of the log"
+                );
+                let zeros = vec![0u8; d.bytes as usize];
                 seg.file
                     .write_at(scan.end, &zeros)
                     .and_then(|()| seg.file.sync())
                     .map_err(|e| Error::io(format!("truncate torn tail of {name}"), e))?;
-                rec.torn_bytes += scan.torn_bytes;
+                rec.torn_bytes += d.bytes;
+                rec.dropped = Some(d);
             }
             seg.publish(scan.end);
             if scan.last_rev != 0 {
@@ -195,22 +232,59 @@ impl RevisionLog {
     }
 }
 
-struct Scan {
-    end: u64,
-    last_rev: u64,
-    torn_bytes: u64,
+/// The whole content of `file`, read with `pread` in 1 MiB pieces.
+fn read_whole(file: &dyn StorageFile) -> std::io::Result<Vec<u8>> {
+    let len = file.len() as usize;
+    let mut out = vec![0u8; len];
+    for (i, chunk) in out.chunks_mut(1 << 20).enumerate() {
+        file.read_at((i << 20) as u64, chunk)?;
+    }
+    Ok(out)
 }
 
-/// Validates a segment's records and builds its sparse index (FORMAT.md, Recovery).
-fn scan_segment(storage: &dyn Storage, seg: &Segment, is_last: bool) -> Result<Scan> {
-    // SAFETY: recovery runs before any writer exists.
-    let bytes = unsafe { seg.whole() };
+struct Scan {
+    /// Where the log ends: after the last record of the last complete revision.
+    end: u64,
+    last_rev: u64,
+    /// (revision, offset of its first record), for the sparse index.
+    revision_starts: Vec<(u64, u64)>,
+    dropped: Option<DroppedTail>,
+}
+
+/// The sector size of the "unwritten" rule below: the unit a disk persists whole.
+const SECTOR: usize = 512;
+
+/// Whether the record at `off` shows an unwritten part: some piece of it that lies
+/// within one 512-byte sector is all zeros. The record's extent is its length field
+/// when that is plausible, else its first 8 bytes (the length field read as zero,
+/// or garbage, is itself the sign).
+fn has_unwritten_sector(bytes: &[u8], off: usize) -> bool {
+    let plausible = record::peek_len(&bytes[off..])
+        .filter(|&l| l >= record::RECORD_HEADER && l.is_multiple_of(8) && off + l <= bytes.len());
+    let end = off + plausible.unwrap_or(8).min(bytes.len() - off);
+    let mut start = off;
+    while start < end {
+        let piece_end = (start / SECTOR + 1) * SECTOR;
+        let piece = &bytes[start..piece_end.min(end)];
+        if piece.iter().all(|&b| b == 0) {
+            return true;
+        }
+        start = piece_end;
+    }
+    false
+}
+
+/// Validates a segment's records (FORMAT.md, Recovery) from its bytes, read with
+/// `pread`: where its records end, its last complete revision, where each revision
+/// starts, and what to drop from the end of the last segment.
+fn scan_segment(storage: &dyn Storage, name: &str, first_rev: u64, bytes: &[u8], is_last: bool) -> Result<Scan> {
     let mut off = FILE_HEADER;
     let mut rev_start = off; // offset of the first record of the revision being read
-    let mut expect_main = seg.first_rev;
+    let mut expect_main = first_rev;
     let mut expect_sub = 0u32;
     let mut last_complete = 0u64;
     let mut complete_end = off;
+    let mut revision_starts = Vec::new();
     let bad = loop {
         if off >= bytes.len() {
             break None;
@@ -232,7 +306,7 @@ fn scan_segment(storage: &dyn Storage, seg: &Segment, is_last: bool) -> Result<S
                 }
                 off += n;
                 if r.last {
-                    seg.note_revision_start(r.main, rev_start as u64);
+                    revision_starts.push((r.main, rev_start as u64));
                     last_complete = r.main;
                     complete_end = off;
                     expect_main += 1;
@@ -254,35 +328,58 @@ fn scan_segment(storage: &dyn Storage, seg: &Segment, is_last: bool) -> Result<S
     let tail_start = complete_end;
     let has_tail = bad.is_some() || off != complete_end;
     if !has_tail {
-        return Ok(Scan { end: complete_end as u64, last_rev: last_complete, torn_bytes: 0 });
+        return Ok(Scan { end: complete_end as u64, last_rev: last_complete, revision_starts, dropped: None });
     }
     let (bad_off, reason) = bad.unwrap_or((complete_end, "revision without its LAST record".to_string()));
     if !is_last {
-        return Err(corrupt(storage, &seg.name, bad_off as u64, format!("in a sealed segment: {reason}")));
+        return Err(corrupt(storage, name, bad_off as u64, format!("in a sealed segment: {reason}")));
     }
-    // Torn tail or corruption in the middle: look for any later valid record of a
-    // revision after the last complete one.
-    // Records of the torn revision itself (main = last complete + 1) may lie after
-    // the first bad byte, since one revision is one write: only a valid record of a
-    // later revision proves that good data follows bad, i.e. corruption.
+    // Only the unsealed tail may hold records that were never made durable. Look
+    // for valid records of revisions after the torn one (main = last complete + 1,
+    // whose records may lie beyond a hole, since one revision is one write).
+    let torn_rev = last_complete.max(first_rev.saturating_sub(1)) + 1;
+    let mut later: Option<(usize, u64)> = None; // first offset, highest revision
     let mut probe = off.max(bad_off + 8).next_multiple_of(8);
     while probe + record::RECORD_HEADER <= bytes.len() {
         if let Some(l) = record::peek_len(&bytes[probe..]) {
             if l >= record::RECORD_HEADER && l.is_multiple_of(8) && probe + l <= bytes.len() {
                 if let Ok((r, _)) = record::decode(&bytes[probe..]) {
-                    if r.main > last_complete + 1 && r.kind != RecordKind::End {
-                        return Err(corrupt(
-                            storage,
-                            &seg.name,
-                            bad_off as u64,
-                            format!("{reason}, but a valid record of revision {} follows at offset {probe}", r.main),
-                        ));
+                    if r.main > torn_rev && r.kind != RecordKind::End {
+                        let first = later.map_or(probe, |(f, _)| f);
+                        later = Some((first, later.map_or(r.main, |(_, m)| m.max(r.main))));
                     }
                 }
             }
         }
         probe += 8;
     }
+    let reason = match later {
+        None => format!("torn write of the last revision ({reason})"),
+        // Valid records after a record with an unwritten sector: the pages of an
+        // unsynced group were persisted out of order. Every acknowledged revision
+        // was fsynced together with everything before it, so nothing from the
+        // unwritten sector on was acknowledged.
+        Some((at, max)) if has_unwritten_sector(bytes, bad_off) => format!(
+            "unwritten bytes at offset {bad_off} ({reason}); records of revisions up to {max} from offset {at} \
+             were written after them and never made durable with them"
+        ),
+        Some((at, max)) => {
+            return Err(corrupt(
+                storage,
+                name,
+                bad_off as u64,
+                format!("{reason}, but a valid record of revision {max} follows at offset {at}"),
+            ))
+        }
+    };
+    let last_dropped = later.map_or(torn_rev, |(_, max)| max);
     let nonzero_end = bytes.iter().rposition(|&b| b != 0).map_or(tail_start, |p| p + 1).max(tail_start);
-    Ok(Scan { end: tail_start as u64, last_rev: last_complete, torn_bytes: (nonzero_end - tail_start) as u64 })
+    let dropped = (nonzero_end > tail_start).then(|| DroppedTail {
+        file: storage.path(name),
+        offset: tail_start as u64,
+        revisions: torn_rev..=last_dropped,
+        bytes: (nonzero_end - tail_start) as u64,
+        reason,
+    });
+    Ok(Scan { end: tail_start as u64, last_rev: last_complete, revision_starts, dropped })
 }

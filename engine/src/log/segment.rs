@@ -126,14 +126,4 @@ impl Segment {
         // SAFETY: forwarded to the caller; `Mapping::bytes` checks the bounds.
         unsafe { self.map.bytes(offset as usize, len as usize) }
     }
-
-    /// Raw bytes of the whole file, for recovery before any writer exists.
-    ///
-    /// # Safety
-    ///
-    /// No write to the file may happen while the slice lives.
-    pub(crate) unsafe fn whole(&self) -> &[u8] {
-        // SAFETY: forwarded to the caller.
-        unsafe { self.map.bytes(0, self.map.len()) }.unwrap_or(&[])
-    }
 }

@@ -74,6 +74,13 @@ pub trait StorageFile: Send + Sync {
     ///
     /// The operating system's error.
     fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()>;
+    /// Reads exactly `buf.len()` bytes at `offset` (`pread`: a hole reads as zeros
+    /// and needs no memory from the file system, unlike a read through a mapping).
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error; `UnexpectedEof` past the end of the file.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Makes every write so far durable (fdatasync).
     ///
     /// # Errors
@@ -189,6 +196,10 @@ impl StorageFile for DiskFile {
         self.file.write_all_at(bytes, offset)
     }
 
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
     fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
     }
@@ -273,10 +284,16 @@ impl MemBuf {
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(offset), bytes.len()) }
     }
 
-    fn read(&self, offset: usize, len: usize) -> Vec<u8> {
-        // SAFETY: in bounds by construction of callers (whole-buffer snapshot taken by
-        // the crash simulator while no writer runs).
-        unsafe { std::slice::from_raw_parts(self.ptr.add(offset), len) }.to_vec()
+    /// Copies `[offset, offset + out.len())` into `out`.
+    ///
+    /// # Panics
+    ///
+    /// If the range is not inside the buffer.
+    fn read_into(&self, offset: usize, out: &mut [u8]) {
+        assert!(offset.checked_add(out.len()).is_some_and(|e| e <= self.len), "read past the end of a MemFile");
+        // SAFETY: in bounds (asserted); callers hold the file's write lock, so no
+        // write to these bytes runs concurrently, and a copy hands out no reference.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(offset), out.as_mut_ptr(), out.len()) }
     }
 }
 
@@ -320,6 +337,17 @@ impl StorageFile for MemFile {
         Ok(())
     }
 
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        // Writes hold this lock while they copy into the buffer.
+        let _writes = lock(&self.pending);
+        let end = (offset as usize).checked_add(buf.len()).filter(|&e| e <= self.buf.len);
+        if end.is_none() {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the file"));
+        }
+        self.buf.read_into(offset as usize, buf);
+        Ok(())
+    }
+
     fn sync(&self) -> io::Result<()> {
         if self.faults.fail_syncs.load(Ordering::SeqCst) {
             return Err(io::Error::other("injected fsync failure"));
@@ -355,7 +383,18 @@ pub enum CrashMode {
         /// Seed of the choice.
         seed: u64,
     },
+    /// The page cache wrote back the unsynced pages in no particular order when the
+    /// power went: each 4 KiB page touched by unsynced writes survives whole (with
+    /// every unsynced write to it) or not at all, independently of the others;
+    /// chosen by `seed`. A later page can survive while an earlier one is lost.
+    Reordered {
+        /// Seed of the choice.
+        seed: u64,
+    },
 }
+
+/// The unit of write-back that [`CrashMode::Reordered`] keeps or loses.
+pub const PAGE: usize = 4096;
 
 /// An in-memory [`Storage`] that remembers what is durable, for crash tests.
 ///
@@ -394,7 +433,7 @@ impl MemStorage {
     pub fn crash(&self, mode: CrashMode) -> MemStorage {
         let dir = lock(&self.dir);
         let mut rng_state = match mode {
-            CrashMode::Torn { seed } => seed | 1,
+            CrashMode::Torn { seed } | CrashMode::Reordered { seed } => seed | 1,
             CrashMode::DropUnsynced => 1,
         };
         let mut next = move || {
@@ -411,9 +450,10 @@ impl MemStorage {
         for name in names {
             let f = &dir.durable[&name];
             let mut content = lock(&f.durable).clone();
-            if let CrashMode::Torn { .. } = mode {
-                let pending = lock(&f.pending);
-                if !pending.is_empty() {
+            let pending = lock(&f.pending);
+            match mode {
+                CrashMode::DropUnsynced => {}
+                CrashMode::Torn { .. } if !pending.is_empty() => {
                     let keep = (next() % (pending.len() as u64 + 1)) as usize;
                     for (i, (off, bytes)) in pending.iter().take(keep).enumerate() {
                         let off = *off as usize;
@@ -421,7 +461,32 @@ impl MemStorage {
                         content[off..off + n].copy_from_slice(&bytes[..n]);
                     }
                 }
+                CrashMode::Torn { .. } => {}
+                CrashMode::Reordered { .. } => {
+                    // A surviving page gets every unsynced write to it, in order.
+                    let mut pages: Vec<usize> = pending
+                        .iter()
+                        .flat_map(|(off, bytes)| {
+                            let first = *off as usize / PAGE;
+                            let last = (*off as usize + bytes.len().max(1) - 1) / PAGE;
+                            first..=last
+                        })
+                        .collect();
+                    pages.sort_unstable();
+                    pages.dedup();
+                    let survives: std::collections::HashSet<usize> =
+                        pages.into_iter().filter(|_| next() % 2 == 0).collect();
+                    for (off, bytes) in pending.iter() {
+                        for (i, b) in bytes.iter().enumerate() {
+                            let at = *off as usize + i;
+                            if survives.contains(&(at / PAGE)) {
+                                content[at] = *b;
+                            }
+                        }
+                    }
+                }
             }
+            drop(pending);
             let len = f.buf.len;
             let file = Arc::new(MemFile {
                 buf: MemBuf::new(&content, len),
@@ -439,20 +504,30 @@ impl MemStorage {
     ///
     /// # Panics
     ///
-    /// If the file does not exist or the offset is past its end.
+    /// If the file does not exist, the offset is past its end, `bit > 7`, or the
+    /// file is mapped (a log has it open): flipping bytes that a reader may hold a
+    /// slice of would be a data race, so corrupt a copy (`crash`) instead.
     pub fn corrupt(&self, name: &str, offset: usize, bit: u8) {
+        assert!(bit < 8, "bit {bit} of a byte");
         let dir = lock(&self.dir);
         let f = dir.live.get(name).expect("no such file");
-        let mut byte = f.buf.read(offset, 1);
+        assert!(offset < f.buf.len, "offset {offset} past the end of {name} ({} bytes)", f.buf.len);
+        let _writes = lock(&f.pending);
+        // Mappings hold a reference to the buffer; the file holds one.
+        assert_eq!(Arc::strong_count(&f.buf), 1, "{name} is mapped: corrupt a crash image of the storage instead");
+        let mut byte = [0u8];
+        f.buf.read_into(offset, &mut byte);
         byte[0] ^= 1 << bit;
         f.buf.write(offset, &byte);
         lock(&f.durable)[offset] ^= 1 << bit;
     }
 
-    /// The live content of `name`, if it exists.
+    /// The live content of `name`, if it exists (every write so far, synced or not).
     pub fn read_file(&self, name: &str) -> Option<Vec<u8>> {
-        let dir = lock(&self.dir);
-        dir.live.get(name).map(|f| f.buf.read(0, f.buf.len))
+        let f = lock(&self.dir).live.get(name).map(Arc::clone)?;
+        let mut out = vec![0u8; f.buf.len];
+        f.read_at(0, &mut out).expect("in bounds");
+        Some(out)
     }
 
     /// The durable content of `name`, if it exists: what a crash now would leave of

@@ -226,6 +226,9 @@ impl StorageFile for GatedFile {
     fn write_at(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
         self.inner.write_at(offset, bytes)
     }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read_at(offset, buf)
+    }
     fn sync(&self) -> std::io::Result<()> {
         self.gate.pass();
         if !self.delay.is_zero() {
