@@ -29,6 +29,10 @@ pub enum Error {
         /// Which check failed.
         reason: String,
     },
+    /// The disk is full: the write was refused and nothing of it was written. Reads
+    /// and watches go on; writes succeed again once space is freed, no restart.
+    #[error("no space left for the revision log: {0}")]
+    NoSpace(String),
     /// An earlier write or fsync failed; the log refuses writes until it is reopened.
     #[error("the revision log is poisoned by an earlier failure and refuses writes: {0}")]
     Poisoned(String),

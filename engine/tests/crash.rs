@@ -1264,3 +1264,71 @@ fn reordered_pages_after_a_power_cut_recover_a_prefix() {
     assert!(gaps_with_later_records > 0, "no round lost a page before a surviving one (seed {seed})");
     println!("{gaps_with_later_records} of 24 rounds dropped revisions that followed an unwritten page");
 }
+
+// ---------------------------------------------------------------------------
+// A full disk refuses writes cleanly (nothing written, the log not poisoned),
+// reads go on, and writes resume once space is freed, without a restart.
+
+#[test]
+fn a_full_disk_refuses_writes_and_they_resume_when_space_returns() {
+    let storage = MemStorage::new();
+    let o = opts(FsyncPolicy::Always, 8192);
+    let s = Store::open_storage(Arc::new(storage.clone()), o.clone()).unwrap();
+    let mut model = Model::new(Limits::of(&o));
+    write_some(&s, &mut model, 10, 100);
+    // No room for another segment.
+    let used: u64 = names(&storage, "seg-").iter().map(|n| storage.read_file(n).unwrap().len() as u64).sum();
+    storage.set_capacity(Some(used));
+    let mut refused = 0;
+    for i in 0..200 {
+        let key = format!("k{}", i % 5).into_bytes();
+        let v = vec![b'f'; 300];
+        match k(s.put(&key, &v)) {
+            Ok(r) => assert_eq!(Ok(r), model.put(&key, &v, false), "put {i}"),
+            Err(ErrKind::NoSpace) => refused += 1,
+            Err(e) => panic!("put {i}: expected success or NoSpace, got {e:?}"),
+        }
+    }
+    assert!(refused > 0, "the active segment filled up");
+    assert!(!s.log().is_poisoned(), "a full disk does not poison the log");
+    // Compaction needs a snapshot file: refused too, and it changes nothing.
+    let c = s.current_revision() - 1;
+    assert_eq!(k(s.compact(c)), Err(ErrKind::NoSpace));
+    assert_eq!(s.compact_revision(), 0);
+    assert!(names(&storage, "snap-").is_empty(), "no half snapshot left: {:?}", names(&storage, "snap-"));
+    check_history(&model, &s, "reads while the disk is full");
+    // Space returns: writes and compactions resume, no restart.
+    storage.set_capacity(None);
+    write_some(&s, &mut model, 20, 300);
+    let c = s.current_revision() - 3;
+    assert_eq!(k(s.compact(c)), model.compact(c));
+    check_history(&model, &s, "after space returned");
+    let image = storage.crash(CrashMode::DropUnsynced);
+    let (s2, _) = open(&image, &o).unwrap();
+    check_history(&model, &s2, "crash image after space returned");
+    drop(s2);
+    drop(s);
+    let (s, _) = open(&storage, &o).unwrap();
+    check_history(&model, &s, "reopened");
+}
+
+/// The roll that replaces an empty active segment with a larger one, on a full
+/// disk: refused, the empty segment stays, and the write succeeds later.
+#[test]
+fn a_full_disk_keeps_an_empty_active_segment_it_cannot_grow() {
+    let storage = MemStorage::new();
+    drop(open(&storage, &opts(FsyncPolicy::Always, 4096)).unwrap());
+    let (s, _) = open(&storage, &large_options()).unwrap();
+    let mut model = Model::new(Limits::of(&large_options()));
+    storage.set_capacity(Some(8192));
+    let big = vec![b'b'; 6000];
+    assert_eq!(k(s.put(b"big", &big)), Err(ErrKind::NoSpace));
+    assert_eq!(names(&storage, "seg-"), vec![format!("seg-{:020}.log", 2)], "no temporary file left");
+    assert_eq!(k(s.put(b"small", b"1")), model.put(b"small", b"1", false), "a write that fits still succeeds");
+    storage.set_capacity(None);
+    big_put(&s, &mut model);
+    check_history(&model, &s, "after space returned");
+    drop(s);
+    let (s, _) = open(&storage, &large_options()).unwrap();
+    check_history(&model, &s, "reopened");
+}

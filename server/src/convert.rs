@@ -53,6 +53,12 @@ pub fn status(e: Error) -> Status {
         Error::FutureRevision { .. } => {
             (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision".to_string())
         }
+        Error::NoSpace(detail) => {
+            // etcd's NOSPACE answer, word for word (its clients match it); unlike
+            // etcd's alarm, writes resume by themselves once space is freed.
+            tracing::warn!(%detail, "write refused: disk full");
+            (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded".to_string())
+        }
         Error::Poisoned(_) | Error::Io { .. } | Error::Locked(_) => (Code::Unavailable, format!("argus: {e}")),
         Error::Corrupt { .. } => (Code::DataLoss, format!("argus: {e}")),
         _ => (Code::Internal, format!("argus: {e}")),

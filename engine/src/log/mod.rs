@@ -17,7 +17,10 @@
 //!
 //! A write or fsync error poisons the log: the revision that failed and every later
 //! one are never published (nor, once the log is poisoned, any revision not yet
-//! published), and later appends fail with [`Error::Poisoned`].
+//! published), and later appends fail with [`Error::Poisoned`]. A full disk is not
+//! such an error: segments are preallocated (`fallocate`), so it shows when a
+//! segment is created, before anything of the revision is written; the append
+//! fails with [`Error::NoSpace`], nothing changes, and the next append tries again.
 //! Mappings are never remapped or truncated; compaction removes whole segments from
 //! the list, and readers holding the old list keep reading them.
 
@@ -338,6 +341,12 @@ impl RevisionLog {
             self.publish_committed(rev);
         }
         if let Err(e) = seg.file.write_at(off, bytes) {
+            if is_no_space(&e) {
+                // (A file system that cannot preallocate.) Nothing is published and
+                // the write offset stays: the next revision overwrites these bytes,
+                // and until then they lie after the last record, a torn tail.
+                return Err(Error::NoSpace(format!("write to {} at offset {off}: {e}", seg.name)));
+            }
             return Err(self.poison(format!("write to {} at offset {off}: {e}", seg.name)));
         }
         seg.note_revision_start(rev, off);
@@ -376,21 +385,23 @@ impl RevisionLog {
     /// instead: the empty file is removed and a larger one created under the name,
     /// and the file set lists only the new one. (Creating it beside the old one
     /// truncated the mapped file and listed one file twice, and a later compaction
-    /// unlinked it behind both entries: every write after it was lost.)
+    /// unlinked it behind both entries: every write after it was lost.) The larger
+    /// file is made under a temporary name and renamed over the empty one, so a full
+    /// disk or a crash leaves the old one in place.
     fn roll(&self, w: &mut WriterState, rev: u64, need: u64) -> Result<()> {
         let inner = &*self.inner;
         let size = inner.opts.segment_size.max((FILE_HEADER as u64 + need).next_multiple_of(4096));
         let replace = w.write_off == FILE_HEADER as u64;
         if replace {
             debug_assert_eq!(w.active.first_rev, rev, "an empty active segment was created for the next revision");
-            if let Err(e) = inner.storage.remove(&w.active.name) {
-                return Err(self.poison(format!("remove empty segment {} to grow it: {e}", w.active.name)));
-            }
         } else if let Err(e) = w.active.file.sync() {
             return Err(self.poison(format!("fsync of {} when sealing it: {e}", w.active.name)));
         }
-        let seg = match create_segment(&*inner.storage, w.next_file_no, rev, size) {
+        let seg = match create_segment(&*inner.storage, w.next_file_no, rev, size, replace) {
             Ok(s) => Arc::new(s),
+            // A full disk refuses this revision and changes nothing: the active
+            // segment is as it was, and the next write tries again.
+            Err(Error::NoSpace(why)) => return Err(Error::NoSpace(why)),
             Err(e) => return Err(self.poison(format!("create segment for revision {rev}: {e}"))),
         };
         w.next_file_no += 1;
@@ -436,12 +447,37 @@ impl RevisionLog {
     }
 }
 
-fn create_segment(storage: &dyn Storage, file_no: u32, first_rev: u64, size: u64) -> Result<Segment> {
+/// Whether an I/O error means the disk (or the file system's quota) is full.
+pub(crate) fn is_no_space(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.kind() == std::io::ErrorKind::QuotaExceeded
+}
+
+/// Creates, preallocates, heads and syncs segment `seg-<first_rev>.log`. With
+/// `replace`, a file of that name exists (an empty segment): the new one is made as
+/// `seg-<first_rev>.tmp` and renamed over it. A full disk is [`Error::NoSpace`] and
+/// leaves no file behind.
+fn create_segment(storage: &dyn Storage, file_no: u32, first_rev: u64, size: u64, replace: bool) -> Result<Segment> {
     let name = segment_name(first_rev);
-    let io = |what: &str, e| Error::io(format!("{what} {name}"), e);
-    let file = storage.create(&name, size).map_err(|e| io("create", e))?;
-    file.write_at(0, &record::encode_file_header(SEGMENT_MAGIC, first_rev)).map_err(|e| io("write header of", e))?;
-    file.sync().map_err(|e| io("fsync", e))?;
+    let made = if replace { format!("seg-{first_rev:020}.tmp") } else { name.clone() };
+    let io = |what: &str, e: std::io::Error| {
+        if is_no_space(&e) {
+            Error::NoSpace(format!("{what} {made} ({size} bytes): {e}"))
+        } else {
+            Error::io(format!("{what} {made}"), e)
+        }
+    };
+    let file = storage.create(&made, size).map_err(|e| io("create", e))?;
+    let ready = file
+        .write_at(0, &record::encode_file_header(SEGMENT_MAGIC, first_rev))
+        .map_err(|e| io("write header of", e))
+        .and_then(|()| file.sync().map_err(|e| io("fsync", e)));
+    if let Err(e) = ready {
+        let _ = storage.remove(&made);
+        return Err(e);
+    }
+    if replace {
+        storage.rename(&made, &name).map_err(|e| io("rename", e))?;
+    }
     storage.sync_dir().map_err(|e| io("sync directory after creating", e))?;
     let map = file.map().map_err(|e| io("map", e))?;
     Ok(Segment::new(file_no, first_rev, name.clone(), file, map))

@@ -70,7 +70,7 @@ impl RevisionLog {
                 seg_names.push((r, name));
             } else if let Some(r) = parse_name(&name, "snap-", ".snap") {
                 snaps.push((r, name));
-            } else if parse_name(&name, "snap-", ".tmp").is_some() {
+            } else if parse_name(&name, "snap-", ".tmp").is_some() || parse_name(&name, "seg-", ".tmp").is_some() {
                 storage.remove(&name).map_err(|e| Error::io(format!("remove {name}"), e))?;
                 rec.removed_files.push(name);
             }
@@ -208,7 +208,7 @@ impl RevisionLog {
         let (active, write_off) = match segments.last() {
             Some(s) => (Arc::clone(s), end_off),
             None => {
-                let seg = create_segment(&*storage, next_file_no, last_rev + 1, opts.segment_size)?;
+                let seg = create_segment(&*storage, next_file_no, last_rev + 1, opts.segment_size, false)?;
                 next_file_no += 1;
                 let seg = Arc::new(seg);
                 segments.push(Arc::clone(&seg));

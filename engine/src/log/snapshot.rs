@@ -61,11 +61,22 @@ impl RevisionLog {
         );
         let name = snapshot_name(rev);
         let tmp = format!("snap-{rev:020}.tmp");
-        let io = |what: &str, e| Error::io(format!("{what} {tmp}"), e);
+        let io = |what: &str, e: std::io::Error| {
+            if super::is_no_space(&e) {
+                Error::NoSpace(format!("{what} {tmp} ({} bytes): {e}", buf.len()))
+            } else {
+                Error::io(format!("{what} {tmp}"), e)
+            }
+        };
         let file = storage.create(&tmp, buf.len() as u64).map_err(|e| io("create", e))?;
-        file.write_at(0, &buf).map_err(|e| io("write", e))?;
-        file.sync().map_err(|e| io("fsync", e))?;
+        let written =
+            file.write_at(0, &buf).map_err(|e| io("write", e)).and_then(|()| file.sync().map_err(|e| io("fsync", e)));
         drop(file);
+        if let Err(e) = written {
+            // The compaction has not happened; leave no half file behind.
+            let _ = storage.remove(&tmp);
+            return Err(e);
+        }
         storage.rename(&tmp, &name).map_err(|e| io("rename", e))?;
         storage.sync_dir().map_err(|e| io("sync directory after", e))?;
         // The file set is replaced under the writer lock, like every change of it,

@@ -15,7 +15,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::sync::{lock, Arc, Mutex};
 
 /// A directory of named files, flat.
@@ -147,6 +147,28 @@ impl Mapping {
     }
 }
 
+/// Gives `file` the length `len` with every block reserved (`fallocate`), so that
+/// a full disk fails here, with `ENOSPC`, rather than at a later write or as a
+/// `SIGBUS` when a page of the mapping has no memory to back it (tmpfs). Falls back
+/// to `ftruncate` where the file system cannot preallocate.
+fn allocate(file: &File, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let Ok(len_off) = libc::off_t::try_from(len) else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("file length {len}")));
+    };
+    if len_off > 0 {
+        // SAFETY: plain system call on a file descriptor this function borrows.
+        let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len_off) };
+        if r != 0 {
+            let e = io::Error::last_os_error();
+            if !matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)) {
+                return Err(e);
+            }
+        }
+    }
+    file.set_len(len)
+}
+
 /// Files in a directory of the file system, read through read-only mmaps.
 #[derive(Debug)]
 pub struct FileStorage {
@@ -228,8 +250,13 @@ impl Storage for FileStorage {
     }
 
     fn create(&self, name: &str, len: u64) -> io::Result<Arc<dyn StorageFile>> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(self.dir.join(name))?;
-        file.set_len(len)?;
+        let path = self.dir.join(name);
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+        if let Err(e) = allocate(&file, len) {
+            // Nothing of it may stay behind: a full disk stays as full as it was.
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
         Ok(Arc::new(DiskFile { file, len }))
     }
 
@@ -317,6 +344,8 @@ struct MemFile {
 struct Faults {
     fail_writes: AtomicBool,
     fail_syncs: AtomicBool,
+    /// Bytes the live files may hold in all (0: no limit).
+    capacity: AtomicU64,
 }
 
 impl StorageFile for MemFile {
@@ -421,6 +450,13 @@ impl MemStorage {
     /// Makes every later write (`true`) fail, or stops doing so.
     pub fn fail_writes(&self, on: bool) {
         self.faults.fail_writes.store(on, Ordering::SeqCst);
+    }
+
+    /// Limits the bytes all live files may hold together (`None`: no limit): a
+    /// `create` past it fails with `ErrorKind::StorageFull`, as `fallocate` does on
+    /// a full disk. Files already there keep their size.
+    pub fn set_capacity(&self, bytes: Option<u64>) {
+        self.faults.capacity.store(bytes.unwrap_or(0), Ordering::SeqCst);
     }
 
     /// Makes every later fsync (`true`) fail, or stops doing so.
@@ -546,6 +582,14 @@ impl Storage for MemStorage {
     }
 
     fn create(&self, name: &str, len: u64) -> io::Result<Arc<dyn StorageFile>> {
+        let capacity = self.faults.capacity.load(Ordering::SeqCst);
+        if capacity > 0 {
+            let dir = lock(&self.dir);
+            let used: u64 = dir.live.iter().filter(|(n, _)| n.as_str() != name).map(|(_, f)| f.buf.len as u64).sum();
+            if used + len > capacity {
+                return Err(io::Error::new(io::ErrorKind::StorageFull, format!("no space for {len} bytes of {name}")));
+            }
+        }
         let f = Arc::new(MemFile {
             buf: MemBuf::new(&[], len as usize),
             pending: Mutex::new(Vec::new()),

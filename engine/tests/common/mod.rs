@@ -32,6 +32,7 @@ pub enum ErrKind {
     Compacted { requested: u64, compact_revision: u64 },
     FutureRevision { requested: u64, current: u64 },
     Poisoned,
+    NoSpace,
     Corrupt,
     Locked,
     Io,
@@ -56,6 +57,7 @@ pub fn kind(e: &Error) -> ErrKind {
             ErrKind::FutureRevision { requested: *requested, current: *current }
         }
         Error::Poisoned(_) => ErrKind::Poisoned,
+        Error::NoSpace(_) => ErrKind::NoSpace,
         Error::Corrupt { .. } => ErrKind::Corrupt,
         Error::Locked(_) => ErrKind::Locked,
         Error::Io { .. } => ErrKind::Io,
