@@ -1254,7 +1254,8 @@ fn reordered_pages_after_a_power_cut_recover_a_prefix() {
                 assert!(*d.revisions.end() <= last, "{ctx}: {d:?}");
                 gaps_with_later_records += usize::from(*d.revisions.end() > r + 1);
             }
-            None => assert_eq!(r, last, "{ctx}: revisions {}..={last} dropped without a report", r + 1),
+            // Nothing of the later revisions reached the disk (or all did).
+            None => assert_eq!(rec.torn_bytes, 0, "{ctx}: bytes zeroed without a report"),
         }
         drop(s2);
         let (s3, rec3) = open(&image, &o).unwrap();
