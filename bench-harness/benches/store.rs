@@ -7,6 +7,8 @@
 //!   the throughput is the group's puts/s (this is what group commit is for);
 //! - `range/get_1_of_10k`, `range/prefix_100_of_10k`: reads of one key and of a
 //!   100-key prefix in a store of 10,000 keys;
+//! - `txn/*` and `range/limit_10_of_10k`: txns a client can make expensive (see
+//!   `bench_txn`);
 //! - `recovery/*_1m`: reopening a data directory of 1,000,000 revisions (written
 //!   once, before timing), each open in a fresh child process (this binary run
 //!   again with `ARGUS_BENCH_RECOVERY_CHILD` set), timed inside it: the whole
@@ -52,7 +54,9 @@ use std::time::{Duration, Instant};
 use argus_bench::{fs_of, target_dir, unix_now, RunMeta};
 use argus_engine::log::storage::Mapping;
 use argus_engine::log::{CommitStats, FileStorage, FsyncPolicy, RevisionLog, Storage, StorageFile, GROUP_SIZE_BOUNDS};
-use argus_engine::store::{prefix_end, RangeOptions, Store, StoreOptions};
+use argus_engine::store::{
+    prefix_end, Compare, CompareOp, CompareTarget, RangeOptions, Store, StoreOptions, TxnOp, TxnOpResult,
+};
 use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode, Throughput};
 use serde_json::json;
 use tempfile::TempDir;
@@ -513,6 +517,123 @@ fn bench_range(c: &mut Criterion) {
 }
 
 // ---------------------------------------------------------------------------
+// Txns (issue #10: work a client can make the store do)
+
+/// Keys of the txn benchmarks' spans.
+const TXN_KEYS: usize = 10_000;
+/// Most ops in one txn (etcd's default `max_txn_ops`), for refilling.
+const TXN_OPS: usize = 128;
+
+/// Puts `TXN_KEYS` keys under `/registry/txn/` with 128-put txns.
+fn fill_txn_keys(store: &Store, value: &[u8]) {
+    let keys: Vec<Vec<u8>> = (0..TXN_KEYS).map(|i| key("/registry/txn/", i)).collect();
+    for chunk in keys.chunks(TXN_OPS) {
+        let ops: Vec<TxnOp> =
+            chunk.iter().map(|k| TxnOp::Put { key: k.clone(), value: value.to_vec(), prev_kv: false }).collect();
+        store.txn(&[], &ops, &[]).expect("fill");
+    }
+}
+
+/// - `txn/delete_once_10k`, `txn/delete_twice_10k`: a txn deleting a 10,000-key
+///   span once, and twice (the second delete finds every key gone); refilling is
+///   not timed. Their ratio is the cost of the second pass (it was quadratic);
+/// - `txn/range_limit_10_of_10k` against `range/limit_10_of_10k`: a read-only txn
+///   whose range returns 10 of 10,000 keys, against the plain range (the txn used
+///   to read every value before applying the limit);
+/// - `txn/read_only_during_rolls`: a read-only txn (a value compare and a 10-key
+///   range) while a writer thread appends 64 KiB values to a store of 2 MiB
+///   segments, so a segment rolls (with its fsync) every ~30 puts (read-only txns
+///   used to read values under the log's writer mutex, held across a roll).
+fn bench_txn(c: &mut Criterion) {
+    let value = value();
+    let fixture = Fixture::new("txn-", FsyncPolicy::Never);
+    let store = &fixture.store;
+    let start = b"/registry/txn/".to_vec();
+    let end = prefix_end(&start);
+    let del = TxnOp::DeleteRange { key: start.clone(), range_end: end.clone(), prev_kv: false };
+    note("txn", json!({ "keys": TXN_KEYS, "key_bytes": KEY_LEN, "value_bytes": VALUE_LEN }));
+
+    let mut group = c.benchmark_group("txn");
+    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Elements(1));
+    for (id, ops) in [("delete_once_10k", vec![del.clone()]), ("delete_twice_10k", vec![del.clone(), del.clone()])] {
+        group.bench_function(id, |b| {
+            b.iter_batched(
+                || fill_txn_keys(store, &value),
+                |()| {
+                    let r = store.txn(&[], &ops, &[]).expect("delete");
+                    black_box(r)
+                },
+                criterion::BatchSize::PerIteration,
+            );
+        });
+    }
+    fill_txn_keys(store, &value);
+    let limited = RangeOptions { limit: 10, ..Default::default() };
+    let range = [TxnOp::Range { key: start.clone(), range_end: end.clone(), options: limited }];
+    group.bench_function("range_limit_10_of_10k", |b| {
+        b.iter(|| {
+            let r = store.txn(&[], &range, &[]).expect("txn");
+            assert!(matches!(&r.responses[0], TxnOpResult::Range(rr) if rr.kvs.len() == 10 && rr.count == TXN_KEYS));
+            black_box(r)
+        });
+    });
+    group.finish();
+    let mut group = c.benchmark_group("range");
+    group.sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("limit_10_of_10k", |b| {
+        b.iter(|| {
+            let r = store.range(&start, &end, limited).expect("range");
+            assert_eq!((r.kvs.len(), r.count), (10, TXN_KEYS));
+            black_box(r)
+        });
+    });
+    group.finish();
+
+    // Read-only txns beside a writer that keeps rolling segments.
+    let dir = temp_dir("txn-rolls-");
+    let mut opts = store_options(FsyncPolicy::Never);
+    opts.log.segment_size = 2 << 20;
+    let rolls = Store::open(dir.path(), opts).expect("open the store");
+    fill_txn_keys(&rolls, &value);
+    let first = key("/registry/txn/", 0);
+    let cmp = [Compare::new(first.clone(), CompareOp::Equal, CompareTarget::Value(value.clone()))];
+    let range = [TxnOp::Range {
+        key: first,
+        range_end: end.clone(),
+        options: RangeOptions { limit: 10, ..Default::default() },
+    }];
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (rolls, stop) = (rolls.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let big = vec![b'w'; 64 << 10];
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                rolls.put(&key("/registry/writer/", n % 1000), &big).expect("put");
+                n += 1;
+            }
+            n
+        })
+    };
+    let mut group = c.benchmark_group("txn");
+    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("read_only_during_rolls", |b| {
+        b.iter(|| {
+            let r = rolls.txn(&cmp, &range, &[]).expect("txn");
+            assert!(r.succeeded);
+            black_box(r)
+        });
+    });
+    group.finish();
+    stop.store(true, Ordering::Relaxed);
+    let puts = writer.join().expect("the writer");
+    note("txn_rolls", json!({ "segment_bytes": 2 << 20, "writer_value_bytes": 64 << 10, "writer_puts": puts }));
+}
+
+// ---------------------------------------------------------------------------
 // Recovery
 
 /// Writes every dirty page of the data files and drops them from the page cache.
@@ -795,7 +916,7 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_put, group_commit_pairs, bench_fs, bench_range, bench_recovery
+    targets = bench_put, group_commit_pairs, bench_fs, bench_range, bench_txn, bench_recovery
 }
 // criterion_main!, with the recovery child's entry in front.
 fn main() {

@@ -12,8 +12,10 @@
 pub mod check;
 pub mod error;
 pub mod log;
+pub mod range;
 pub mod store;
 pub(crate) mod sync;
 pub mod watch;
 
 pub use error::{Error, Result};
+pub use range::KeySpan;

@@ -7,6 +7,7 @@
 use argus_engine::store::{
     Compare, CompareOp, CompareTarget, RangeOptions, RangeResult, Store, TxnOp, TxnOpResult, TxnResult,
 };
+use argus_engine::KeySpan;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
@@ -97,10 +98,10 @@ impl KvService {
     }
 }
 
-/// Whether a non-empty range end lies at or below the key (etcd answers such a range
-/// with nothing rather than an error).
+/// Whether a non-empty key's range end lies at or below it (etcd answers such a
+/// range with nothing rather than an error); see [`KeySpan::parse`].
 fn empty_range(key: &[u8], end: &[u8]) -> bool {
-    !end.is_empty() && end != [0] && end <= key
+    matches!(KeySpan::parse(key, end), Ok(KeySpan::Empty))
 }
 
 fn range_options(r: &pb::RangeRequest) -> RangeOptions {

@@ -36,6 +36,15 @@ const BENCHMARKS: &[(&str, &str, &str)] = &[
     ("put/always/16", "put", "16 writer threads, fsync=always (group commit); time is wall time per put of the group"),
     ("range/get_1_of_10k", "range", "range of one key in a store of 10,000 keys (value copied out)"),
     ("range/prefix_100_of_10k", "range", "prefix range returning 100 of 10,000 keys (values copied out)"),
+    ("txn/delete_once_10k", "txn", "txn deleting a 10,000-key span (refill not timed)"),
+    ("txn/delete_twice_10k", "txn", "txn deleting the same 10,000-key span twice (the second finds the keys gone)"),
+    ("txn/range_limit_10_of_10k", "txn", "read-only txn with a range returning 10 of 10,000 keys (values copied out)"),
+    ("range/limit_10_of_10k", "range", "plain range returning 10 of 10,000 keys, to compare with the txn"),
+    (
+        "txn/read_only_during_rolls",
+        "txn",
+        "read-only txn (value compare + 10-key range) while a writer rolls 2 MiB segments with 64 KiB puts",
+    ),
     ("recovery/store_open_1m", "open", "Store::open of 1,000,000 revisions, page cache warm"),
     ("recovery/log_open_1m", "open", "RevisionLog::open alone (segment scan + checks), same data, warm"),
     (
@@ -487,7 +496,7 @@ fn run() -> Result<(), String> {
         },
         "criterion_baseline": args.baseline,
         "benchmarks": benches.iter().map(Bench::to_json).collect::<Vec<_>>(),
-        "data_sets": { "put": fact("put"), "range": fact("range"), "recovery": recovery_facts },
+        "data_sets": { "put": fact("put"), "range": fact("range"), "txn": fact("txn"), "txn_rolls": fact("txn_rolls"), "recovery": recovery_facts },
         "targets": {
             "group_commit": {
                 "definition": "puts/s of put/always/16 divided by puts/s of put/always/1 (criterion means), same run",

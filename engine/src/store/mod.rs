@@ -15,16 +15,63 @@
 mod index;
 mod types;
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::rc::Rc;
 
 pub use types::*;
 
 use crate::error::{Error, Result};
 use crate::log::record::{RecordData, RecordKind};
 use crate::log::{Event, FileStorage, Loc, LogOptions, LogReader, Recovered, RevisionLog, Storage};
+use crate::range::KeySpan;
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{lock, Arc, Mutex};
 use index::{Found, IndexEntry, KeyIndex};
+
+/// Per-thread work counters, so tests can bound the work a request does (values
+/// read from the log, overlay entries visited) without timing anything. Compiled
+/// into test builds only; elsewhere `count` is a no-op.
+pub(crate) mod work {
+    /// A counter of the calling thread's work.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) enum Counter {
+        /// Values read from the log (by any path).
+        ValueReads,
+        /// Entries of a txn's overlay (its branch's earlier writes) visited.
+        OverlayVisits,
+    }
+
+    #[cfg(test)]
+    thread_local! {
+        static COUNTS: std::cell::Cell<[u64; 2]> = const { std::cell::Cell::new([0; 2]) };
+    }
+
+    /// Adds `n` to counter `c` of this thread.
+    #[inline]
+    pub(crate) fn count(c: Counter, n: u64) {
+        #[cfg(test)]
+        COUNTS.with(|counts| {
+            let mut v = counts.get();
+            v[c as usize] += n;
+            counts.set(v);
+        });
+        #[cfg(not(test))]
+        let _ = (c, n);
+    }
+
+    /// Counter `c` of this thread, resetting it to zero.
+    #[cfg(test)]
+    pub(crate) fn take(c: Counter) -> u64 {
+        COUNTS.with(|counts| {
+            let mut v = counts.get();
+            let n = std::mem::take(&mut v[c as usize]);
+            counts.set(v);
+            n
+        })
+    }
+}
 
 /// Limits and log settings of a store.
 #[derive(Clone, Debug)]
@@ -85,12 +132,28 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+/// One event a txn branch will append (as revision `base + 1`, sub revision = its
+/// position).
+struct PlannedEvent<'a> {
+    kind: RecordKind,
+    /// The key, shared with the branch's overlay when a later op of the branch reads
+    /// it: one copy per event, whatever the number of ops that look at it.
+    key: Rc<[u8]>,
+    /// Borrowed from the request, except a `PutKeepValue`'s (the previous value).
+    value: Cow<'a, [u8]>,
+    create_revision: u64,
+    version: u64,
+}
+
+/// The branch's earlier writes, by key, for later ops of the same branch: a key
+/// maps to the index in `events` of its put, or to `None` if a delete removed it.
+/// Ordered, so a range or delete finds the writes in its span in `O(log n + k)`.
+type Overlay = BTreeMap<Rc<[u8]>, Option<usize>>;
+
 /// A txn's chosen branch, planned: events for the log and answers for the caller.
 struct Plan<'a> {
     succeeded: bool,
-    /// kind, key, create revision, version.
-    events: Vec<(RecordKind, Vec<u8>, u64, u64)>,
-    values: Vec<std::borrow::Cow<'a, [u8]>>,
+    events: Vec<PlannedEvent<'a>>,
     responses: Vec<TxnOpResult>,
 }
 
@@ -107,52 +170,33 @@ impl Plan<'_> {
     }
 }
 
-/// The normalized form of a (key, range_end) pair.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum KeySpan<'a> {
-    One(&'a [u8]),
-    Range(&'a [u8], Option<&'a [u8]>),
+/// The branch's earlier writes, as a range inside the txn sees them.
+#[derive(Clone, Copy)]
+struct Pending<'o, 'a> {
+    overlay: &'o Overlay,
+    events: &'o [PlannedEvent<'a>],
+    /// The revision the writes will have.
+    rev: u64,
 }
 
-impl<'a> KeySpan<'a> {
-    fn new(key: &'a [u8], end: &'a [u8]) -> Result<Self> {
-        if key.is_empty() {
-            return Err(Error::EmptyKey);
-        }
-        match end {
-            [] => Ok(KeySpan::One(key)),
-            [0] => Ok(KeySpan::Range(key, None)),
-            e if e <= key => Err(Error::InvalidRange),
-            e => Ok(KeySpan::Range(key, Some(e))),
+impl Pending<'_, '_> {
+    /// The state the put `events[i]` gives its key.
+    fn kv(&self, i: usize, keys_only: bool) -> KeyValue {
+        let e = &self.events[i];
+        KeyValue {
+            key: e.key.to_vec(),
+            value: if keys_only { Vec::new() } else { e.value.to_vec() },
+            create_revision: e.create_revision,
+            mod_revision: self.rev,
+            version: e.version,
         }
     }
+}
 
-    fn contains(&self, k: &[u8]) -> bool {
-        match *self {
-            KeySpan::One(key) => k == key,
-            KeySpan::Range(key, end) => k >= key && end.is_none_or(|e| k < e),
-        }
-    }
-
-    fn overlaps(&self, other: &KeySpan<'_>) -> bool {
-        let (a0, a1) = self.bounds();
-        let (b0, b1) = other.bounds();
-        let a_before_b_end = b1.as_ref().is_none_or(|e| a0 < e.as_slice());
-        let b_before_a_end = a1.as_ref().is_none_or(|e| b0 < e.as_slice());
-        a_before_b_end && b_before_a_end
-    }
-
-    /// Start and exclusive end (None: unbounded).
-    fn bounds(&self) -> (&[u8], Option<Vec<u8>>) {
-        match *self {
-            KeySpan::One(k) => {
-                let mut e = k.to_vec();
-                e.push(0);
-                (k, Some(e))
-            }
-            KeySpan::Range(k, e) => (k, e.map(<[u8]>::to_vec)),
-        }
-    }
+/// A key found in the index, or the state a pending write gives it.
+enum Either<L, R> {
+    Left(L),
+    Right(R),
 }
 
 impl Store {
@@ -305,7 +349,7 @@ impl Store {
     /// [`Error::EmptyKey`], [`Error::InvalidRange`], [`Error::Compacted`],
     /// [`Error::FutureRevision`].
     pub fn range(&self, key: &[u8], range_end: &[u8], opts: RangeOptions) -> Result<RangeResult> {
-        let span = KeySpan::new(key, range_end)?;
+        let span = KeySpan::parse_non_empty(key, range_end)?;
         self.check_size(key.len() + range_end.len())?;
         let rev = self.read_rev(opts.revision)?;
         let header = self.current_revision();
@@ -347,7 +391,9 @@ impl Store {
                     f(found);
                 }
             }
-            KeySpan::Range(k, end) => self.inner.index.scan(k, end, rev, f),
+            KeySpan::From(k) => self.inner.index.scan(k, None, rev, f),
+            KeySpan::Between(k, end) => self.inner.index.scan(k, Some(end), rev, f),
+            KeySpan::Empty => {}
         }
     }
 
@@ -371,6 +417,7 @@ impl Store {
     /// looked up again (compaction re-points it before deleting anything) and `read`
     /// is called with `retry` set, to take a fresh view if it has one.
     fn resolve(&self, f: Found, mut read: impl FnMut(Loc, &[u8], bool) -> Option<Vec<u8>>) -> Result<KeyValue> {
+        work::count(work::Counter::ValueReads, 1);
         let mut loc = f.loc;
         for attempt in 0..3 {
             if let Some(value) = read(loc, &f.key, attempt > 0) {
@@ -394,8 +441,16 @@ impl Store {
         (at >= self.compact_revision()).then_some(kv)
     }
 
-    /// Reads a value for the writer, which may need records not yet committed.
-    fn materialize_written(&self, f: Found) -> Result<KeyValue> {
+    /// Reads the value of `f` for a txn: through `reader` (a lock-free view of the
+    /// committed log, as plain reads use) when `f`'s revision is committed in it,
+    /// else through the log's writer. Only a writing txn meets the latter (it holds
+    /// the store's write mutex, and may build on revisions appended but not yet
+    /// durable); a read-only txn plans at its view's committed revision, so it never
+    /// takes the log's writer mutex and never waits behind a segment roll.
+    fn read_value(&self, reader: &mut LogReader, f: Found) -> Result<KeyValue> {
+        if f.main <= reader.committed_rev() {
+            return self.materialize(reader, f, false);
+        }
         self.resolve(f, |loc, key, _| self.inner.log.read_written(loc).filter(|r| r.key == key).map(|r| r.value))
     }
 
@@ -453,12 +508,12 @@ impl Store {
                     if writes.iter().any(|w| w.overlaps(&s)) {
                         return Err(Error::DuplicateKey);
                     }
-                    writes.push(s.clone());
+                    writes.push(s);
                     puts.push(s);
                 }
                 TxnOp::DeleteRange { key, range_end, .. } => {
                     self.check_key(key)?;
-                    let s = KeySpan::new(key, range_end)?;
+                    let s = KeySpan::parse_non_empty(key, range_end)?;
                     *size += key.len() + range_end.len();
                     // As etcd: deletes may overlap each other, not a put.
                     if puts.iter().any(|w| w.overlaps(&s)) {
@@ -468,7 +523,7 @@ impl Store {
                 }
                 TxnOp::Range { key, range_end, .. } => {
                     self.check_key(key)?;
-                    KeySpan::new(key, range_end)?;
+                    KeySpan::parse_non_empty(key, range_end)?;
                     *size += key.len() + range_end.len();
                 }
             }
@@ -491,7 +546,7 @@ impl Store {
         }
         let mut size = 0;
         for c in compares {
-            KeySpan::new(&c.key, &c.range_end)?;
+            KeySpan::parse_non_empty(&c.key, &c.range_end)?;
             size += c.key.len() + c.range_end.len();
             if let CompareTarget::Value(v) = &c.target {
                 size += v.len();
@@ -504,16 +559,20 @@ impl Store {
         let inner = &*self.inner;
         let writes = |ops: &[TxnOp]| ops.iter().any(|o| !matches!(o, TxnOp::Range { .. }));
         if !writes(success) && !writes(failure) {
-            // A read-only txn takes no lock and reads at the committed revision, so it
-            // never sees a write that is not yet durable.
-            let base = self.current_revision();
-            let mut plan = self.plan(compares, success, failure, base)?;
+            // A read-only txn takes no lock and reads at the committed revision of one
+            // view of the log, so it never sees a write that is not yet durable, and
+            // reads values as plain ranges do (see `read_value`).
+            let mut reader = inner.log.reader();
+            let base = reader.committed_rev();
+            let mut plan = self.plan(compares, success, failure, base, &mut reader)?;
             plan.set_revision(base);
             return Ok(TxnResult { succeeded: plan.succeeded, responses: plan.responses, revision: base });
         }
         let mut last = lock(&inner.write);
         let base = *last;
-        let mut plan = self.plan(compares, success, failure, base)?;
+        let mut reader = inner.log.reader();
+        let mut plan = self.plan(compares, success, failure, base, &mut reader)?;
+        drop(reader);
         let rev = base + 1;
         if plan.events.is_empty() {
             // The branch that ran wrote nothing: no new revision. Its answers come from
@@ -526,26 +585,29 @@ impl Store {
         let log_events: Vec<Event<'_>> = plan
             .events
             .iter()
-            .zip(&plan.values)
-            .map(|((kind, key, create, version), value)| Event {
-                kind: *kind,
-                key,
-                value: value.as_ref(),
-                create_revision: *create,
-                version: *version,
+            .map(|e| Event {
+                kind: e.kind,
+                key: &e.key,
+                value: &e.value,
+                create_revision: e.create_revision,
+                version: e.version,
             })
             .collect();
         let events = &plan.events;
         let ticket = inner.log.append(rev, &log_events, |locs| {
             // Index entries go in before the revision can be published: a reader at
             // the committed revision sees every event of it, or none.
-            for (i, ((kind, key, create, version), loc)) in events.iter().zip(locs).enumerate() {
-                let tomb = *kind == RecordKind::Delete;
-                inner.index.insert(key.clone(), rev, i as u32, IndexEntry::new(*loc, *create, *version, tomb));
+            for (i, (e, loc)) in events.iter().zip(locs).enumerate() {
+                let tomb = e.kind == RecordKind::Delete;
+                let entry = IndexEntry::new(*loc, e.create_revision, e.version, tomb);
+                inner.index.insert(e.key.to_vec(), rev, i as u32, entry);
             }
         })?;
         *last = rev;
         drop(last);
+        drop(log_events);
+        // The events (and their keys) are in the log and the index now.
+        plan.events = Vec::new();
         inner.log.wait_durable(ticket)?;
         for r in &mut plan.responses {
             if let TxnOpResult::Range(rr) = r {
@@ -556,103 +618,138 @@ impl Store {
     }
 
     /// Evaluates the compares against the state at `base`, then plans the chosen
-    /// branch: its events (to be revision `base + 1`) and its answers, ranges seeing
-    /// the branch's earlier writes.
+    /// branch: its events (to be revision `base + 1`) and its answers, ranges and
+    /// deletes seeing the branch's earlier writes. Values are read through `reader`
+    /// (see [`Store::read_value`]).
+    ///
+    /// Work: each op costs its index scan plus `O(log w)` per key for the `w`
+    /// earlier writes of the branch (an ordered overlay, not a list scanned per key),
+    /// and values are read only for what an answer returns.
     fn plan<'a>(
         &self,
         compares: &[Compare],
         success: &'a [TxnOp],
         failure: &'a [TxnOp],
         base: u64,
+        reader: &mut LogReader,
     ) -> Result<Plan<'a>> {
         let inner = &*self.inner;
-        let succeeded = compares.iter().try_fold(true, |ok, c| Ok::<_, Error>(ok && self.compare(c, base)?))?;
+        let mut succeeded = true;
+        for c in compares {
+            if !self.compare(c, base, reader)? {
+                succeeded = false;
+                break;
+            }
+        }
         let ops = if succeeded { success } else { failure };
         let rev = base + 1;
-        // Plan the events and the answers against the state at `base` plus the
-        // branch's own earlier writes.
-        let mut overlay: Vec<(Vec<u8>, Option<KeyValue>)> = Vec::new();
-        let mut events: Vec<(RecordKind, Vec<u8>, u64, u64)> = Vec::new(); // kind, key, create, version
-        let mut values: Vec<std::borrow::Cow<'_, [u8]>> = Vec::new();
+        // Only ops before the branch's last range or delete need the overlay: a write
+        // after it (the common single-op put or delete) is not recorded there.
+        let last_reader = ops.iter().rposition(|o| matches!(o, TxnOp::Range { .. } | TxnOp::DeleteRange { .. }));
+        let mut overlay = Overlay::new();
+        let mut events: Vec<PlannedEvent<'a>> = Vec::new();
         let mut responses = Vec::with_capacity(ops.len());
-        for op in ops {
+        for (i, op) in ops.iter().enumerate() {
+            let remember = last_reader.is_some_and(|last| i < last);
             match op {
                 TxnOp::Put { key, value, prev_kv } | TxnOp::PutKeepValue { key, prev_kv, value } => {
                     let keep = matches!(op, TxnOp::PutKeepValue { .. });
                     let prev = inner.index.get(key, base);
-                    let (create, version) = match &prev {
+                    let (create_revision, version) = match &prev {
                         Some(p) => (p.create_revision, p.version + 1),
                         None if keep => return Err(Error::KeyNotFound),
                         None => (rev, 1),
                     };
                     let prev_value = match (keep || *prev_kv, prev) {
-                        (true, Some(p)) => Some(self.materialize_written(p)?),
+                        (true, Some(p)) => Some(self.read_value(reader, p)?),
                         _ => None,
                     };
-                    let value: Vec<u8> = match (&prev_value, keep) {
-                        (Some(p), true) => p.value.clone(),
-                        _ => value.clone(),
+                    let value: Cow<'a, [u8]> = match (&prev_value, keep) {
+                        (Some(p), true) => Cow::Owned(p.value.clone()),
+                        _ => Cow::Borrowed(value),
                     };
-                    events.push((RecordKind::Put, key.clone(), create, version));
-                    overlay.push((
-                        key.clone(),
-                        Some(KeyValue {
-                            key: key.clone(),
-                            value: value.clone(),
-                            create_revision: create,
-                            mod_revision: rev,
-                            version,
-                        }),
-                    ));
-                    values.push(std::borrow::Cow::Owned(value));
+                    let key: Rc<[u8]> = Rc::from(key.as_slice());
+                    if remember {
+                        overlay.insert(Rc::clone(&key), Some(events.len()));
+                    }
+                    events.push(PlannedEvent { kind: RecordKind::Put, key, value, create_revision, version });
                     let prev_kv = if *prev_kv { prev_value } else { None };
                     responses.push(TxnOpResult::Put(PutResult { revision: rev, prev_kv }));
                 }
                 TxnOp::DeleteRange { key, range_end, prev_kv } => {
-                    let span = KeySpan::new(key, range_end)?;
-                    let mut doomed = Vec::new();
+                    let span = KeySpan::parse_non_empty(key, range_end)?;
+                    let mut prev_kvs = Vec::new();
+                    let mut deleted = 0u64;
+                    let mut failed = None;
                     self.scan(&span, base, |f| {
                         // A key an earlier delete of this txn removed is gone already.
-                        if !overlay.iter().any(|(k, v)| v.is_none() && *k == f.key) {
-                            doomed.push(f);
+                        // (A put of this txn cannot be in the span: validation refuses
+                        // that as a duplicate key.)
+                        if !overlay.is_empty() {
+                            work::count(work::Counter::OverlayVisits, 1);
+                            if matches!(overlay.get(f.key.as_slice()), Some(None)) {
+                                return true;
+                            }
                         }
+                        let key: Rc<[u8]> = if *prev_kv {
+                            match self.read_value(reader, f) {
+                                Ok(kv) => {
+                                    let key = Rc::from(kv.key.as_slice());
+                                    prev_kvs.push(kv);
+                                    key
+                                }
+                                Err(e) => {
+                                    failed = Some(e);
+                                    return false;
+                                }
+                            }
+                        } else {
+                            Rc::from(f.key)
+                        };
+                        if remember {
+                            overlay.insert(Rc::clone(&key), None);
+                        }
+                        let value = Cow::Borrowed(&[][..]);
+                        events.push(PlannedEvent {
+                            kind: RecordKind::Delete,
+                            key,
+                            value,
+                            create_revision: 0,
+                            version: 0,
+                        });
+                        deleted += 1;
                         true
                     });
-                    let mut prev_kvs = Vec::new();
-                    for f in &doomed {
-                        events.push((RecordKind::Delete, f.key.clone(), 0, 0));
-                        values.push(std::borrow::Cow::Borrowed(&[]));
-                        overlay.push((f.key.clone(), None));
+                    if let Some(e) = failed {
+                        return Err(e);
                     }
-                    if *prev_kv {
-                        for f in doomed.iter().cloned() {
-                            prev_kvs.push(self.materialize_written(f)?);
-                        }
-                    }
-                    responses.push(TxnOpResult::DeleteRange(DeleteResult {
-                        revision: rev,
-                        deleted: doomed.len() as u64,
-                        prev_kvs,
-                    }));
+                    responses.push(TxnOpResult::DeleteRange(DeleteResult { revision: rev, deleted, prev_kvs }));
                 }
                 TxnOp::Range { key, range_end, options } => {
-                    responses.push(TxnOpResult::Range(self.range_in_txn(key, range_end, options, base, &overlay)?));
+                    let pending = Pending { overlay: &overlay, events: &events, rev };
+                    let r = self.range_in_txn(key, range_end, options, base, pending, reader)?;
+                    responses.push(TxnOpResult::Range(r));
                 }
             }
         }
-
-        Ok(Plan { succeeded, events, values, responses })
+        Ok(Plan { succeeded, events, responses })
     }
 
+    /// A range inside a txn: the state at `base` with the branch's earlier writes
+    /// merged in (a read at another revision sees no pending writes). Index entries
+    /// and pending writes are merged in key order as they come; every key counts, but
+    /// values are read only for the keys returned (not with `keys_only` or
+    /// `count_only`, and at most `limit`), as in [`Store::range`].
     fn range_in_txn(
         &self,
         key: &[u8],
         range_end: &[u8],
         opts: &RangeOptions,
         base: u64,
-        overlay: &[(Vec<u8>, Option<KeyValue>)],
+        pending: Pending<'_, '_>,
+        reader: &mut LogReader,
     ) -> Result<RangeResult> {
-        let span = KeySpan::new(key, range_end)?;
+        let span = KeySpan::parse_non_empty(key, range_end)?;
         if opts.revision != 0 && opts.revision != base {
             // A historical read inside a txn sees no pending writes.
             if opts.revision > base {
@@ -664,46 +761,98 @@ impl Store {
             }
         }
         let at = if opts.revision == 0 { base } else { opts.revision };
-        let mut found: std::collections::BTreeMap<Vec<u8>, Found> = std::collections::BTreeMap::new();
+        let limit = if opts.limit == 0 { usize::MAX } else { opts.limit };
+        let mut kvs = Vec::new();
+        let mut count = 0usize;
+        // Counts a key and, if the answer still takes keys, adds it (reading the value
+        // of a committed one only if it is returned with it).
+        let mut take = |item: Either<Found, KeyValue>| -> Result<()> {
+            count += 1;
+            if opts.count_only || kvs.len() >= limit {
+                return Ok(());
+            }
+            let kv = match item {
+                Either::Left(f) if opts.keys_only => f.without_value(),
+                Either::Left(f) => self.read_value(reader, f)?,
+                Either::Right(kv) => kv,
+            };
+            kvs.push(kv);
+            Ok(())
+        };
+        // The branch's writes in the span, in key order.
+        let bounds = span.bounds().filter(|_| at == base);
+        let mut writes = bounds.map(|b| pending.overlay.range::<[u8], _>(b)).into_iter().flatten().peekable();
+        let mut failed = None;
         self.scan(&span, at, |f| {
-            found.insert(f.key.clone(), f);
-            true
-        });
-        let mut merged: std::collections::BTreeMap<Vec<u8>, Option<KeyValue>> = std::collections::BTreeMap::new();
-        for (k, f) in found {
-            let kv = if opts.keys_only || opts.count_only { f.without_value() } else { self.materialize_written(f)? };
-            merged.insert(k, Some(kv));
-        }
-        if at == base {
-            for (k, v) in overlay {
-                if span.contains(k) {
-                    merged.insert(k.clone(), v.clone());
+            // Writes at keys before `f`'s come first; one at `f`'s key replaces it.
+            let mut replaced = false;
+            let mut r = Ok(());
+            while let Some((k, state)) = writes.next_if(|(k, _)| k[..] <= f.key[..]) {
+                work::count(work::Counter::OverlayVisits, 1);
+                replaced = k[..] == f.key[..];
+                if let Some(i) = state {
+                    r = take(Either::Right(pending.kv(*i, opts.keys_only)));
+                }
+                if replaced || r.is_err() {
+                    break;
                 }
             }
-        }
-        let mut kvs: Vec<KeyValue> = merged.into_values().flatten().collect();
-        let count = kvs.len();
-        if opts.count_only {
-            kvs.clear();
-        } else if opts.limit != 0 && kvs.len() > opts.limit {
-            kvs.truncate(opts.limit);
-        }
-        if opts.keys_only {
-            for kv in &mut kvs {
-                kv.value.clear();
+            if r.is_ok() && !replaced {
+                r = take(Either::Left(f));
             }
+            match r {
+                Ok(()) => true,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        for (_, state) in writes {
+            work::count(work::Counter::OverlayVisits, 1);
+            if let Some(i) = state {
+                take(Either::Right(pending.kv(*i, opts.keys_only)))?;
+            }
+        }
+        // As in `range`: a compaction during the scan may have dropped entries a
+        // historical read needed.
+        let cr = self.compact_revision();
+        if at < cr {
+            return Err(Error::Compacted { requested: at, compact_revision: cr });
         }
         Ok(RangeResult { more: !opts.count_only && count > kvs.len(), kvs, count, revision: base })
     }
 
-    fn compare(&self, c: &Compare, rev: u64) -> Result<bool> {
-        let span = KeySpan::new(&c.key, &c.range_end)?;
-        let mut found = Vec::new();
+    /// Whether every key of `c`'s span at `rev` satisfies it (stopping at the first
+    /// that does not); values are read only for a value compare.
+    fn compare(&self, c: &Compare, rev: u64, reader: &mut LogReader) -> Result<bool> {
+        let span = KeySpan::parse_non_empty(&c.key, &c.range_end)?;
+        let mut any = false;
+        let mut holds = true;
+        let mut failed = None;
         self.scan(&span, rev, |f| {
-            found.push(f);
-            true
+            any = true;
+            let kv = if matches!(c.target, CompareTarget::Value(_)) {
+                match self.read_value(reader, f) {
+                    Ok(kv) => kv,
+                    Err(e) => {
+                        failed = Some(e);
+                        return false;
+                    }
+                }
+            } else {
+                f.without_value()
+            };
+            holds = c.holds(&kv);
+            holds
         });
-        if found.is_empty() {
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if !any {
             // As etcd: a missing key fails a value compare; other targets compare
             // against zero.
             if matches!(c.target, CompareTarget::Value(_)) {
@@ -712,17 +861,7 @@ impl Store {
             let zero = KeyValue { key: c.key.clone(), ..KeyValue::default() };
             return Ok(c.holds(&zero));
         }
-        for f in found {
-            let kv = if matches!(c.target, CompareTarget::Value(_)) {
-                self.materialize_written(f)?
-            } else {
-                f.without_value()
-            };
-            if !c.holds(&kv) {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        Ok(holds)
     }
 
     /// Compacts history below `revision`: reads below it fail with

@@ -149,3 +149,203 @@ fn compaction_survives_reopen_and_rejects_old_reads() {
     s.put(b"k0", b"after").unwrap();
     assert_eq!(get(&s, b"k0", 0).unwrap().value, b"after");
 }
+
+/// A store of `n` keys `k00000…` with 100-byte values, written in txns of 100 puts.
+fn store_with_keys(n: usize) -> Store {
+    let (s, _) = mem_store();
+    let mut ops = Vec::new();
+    for i in 0..n {
+        ops.push(TxnOp::Put { key: format!("k{i:05}").into_bytes(), value: vec![b'v'; 100], prev_kv: false });
+        if ops.len() == 100 || i + 1 == n {
+            s.txn(&[], &ops, &[]).unwrap();
+            ops.clear();
+        }
+    }
+    s
+}
+
+#[test]
+fn second_delete_range_over_the_same_span_is_not_quadratic() {
+    const N: u64 = 2000;
+    let s = store_with_keys(N as usize);
+    let del = TxnOp::DeleteRange { key: b"k".to_vec(), range_end: b"l".to_vec(), prev_kv: false };
+    let range = TxnOp::Range { key: b"k".to_vec(), range_end: b"l".to_vec(), options: RangeOptions::default() };
+    let put = TxnOp::Put { key: b"z".to_vec(), value: b"1".to_vec(), prev_kv: false };
+    work::take(work::Counter::OverlayVisits);
+    let r = s.txn(&[], &[del.clone(), del, range, put], &[]).unwrap();
+    let visits = work::take(work::Counter::OverlayVisits);
+    let [TxnOpResult::DeleteRange(d1), TxnOpResult::DeleteRange(d2), TxnOpResult::Range(rr), _] = &r.responses[..]
+    else {
+        panic!("two deletes, a range and a put: {:?}", r.responses)
+    };
+    assert_eq!((d1.deleted, d2.deleted), (N, 0), "the second delete finds the keys gone");
+    assert_eq!((rr.count, rr.kvs.len()), (0, 0), "the range sees the deletes");
+    assert_eq!(s.range(b"k", b"l", RangeOptions::default()).unwrap().count, 0);
+    assert_eq!(s.index_entries() as u64, 2 * N + 1, "one put and one delete per key, and z");
+    // Each key of the second delete and of the range is looked up once in the
+    // overlay (a lookup counts one visit, a range walk one per entry it yields):
+    // linear in N, where scanning the overlay per key is N * N / 2.
+    assert!(visits <= 4 * N, "{visits} overlay visits for {N} keys");
+}
+
+#[test]
+fn txn_range_with_limit_reads_only_the_values_it_returns() {
+    const N: usize = 1000;
+    let s = store_with_keys(N);
+    let limited = |options| TxnOp::Range { key: b"k".to_vec(), range_end: b"l".to_vec(), options };
+    let put = TxnOp::Put { key: b"k00001x".to_vec(), value: b"new".to_vec(), prev_kv: false };
+    s.put(b"k00001x", b"new").unwrap();
+    let cases = [
+        (RangeOptions { limit: 10, ..Default::default() }, 10, 10),
+        (RangeOptions { keys_only: true, ..Default::default() }, N + 1, 0),
+        (RangeOptions { count_only: true, ..Default::default() }, 0, 0),
+    ];
+    for (options, kvs, reads) in cases {
+        // Read-only, and after a write of the same txn (which the range must see).
+        for ops in [vec![limited(options)], vec![put.clone(), limited(options)]] {
+            let writes = ops.len() > 1;
+            work::take(work::Counter::ValueReads);
+            let r = s.txn(&[], &ops, &[]).unwrap();
+            let n = work::take(work::Counter::ValueReads);
+            let TxnOpResult::Range(rr) = r.responses.last().unwrap() else { panic!("range answer expected") };
+            assert_eq!(rr.kvs.len(), kvs, "{options:?} writes={writes}");
+            assert_eq!(rr.count, N + 1, "{options:?} writes={writes}");
+            assert_eq!(rr.more, options.limit != 0, "{options:?}");
+            // Values read: at most those returned (the put's value comes from the txn).
+            assert!(n <= reads as u64, "{options:?} writes={writes}: {n} values read for {} returned", rr.kvs.len());
+            if options.limit != 0 {
+                let keys: Vec<_> = rr.kvs.iter().map(|kv| String::from_utf8_lossy(&kv.key).into_owned()).collect();
+                assert_eq!(keys[..3], ["k00000", "k00001", "k00001x"], "the txn's own put is merged in order");
+                assert_eq!(rr.kvs[2].value, b"new");
+                assert_eq!(rr.kvs[3].value, vec![b'v'; 100]);
+            }
+            if options.keys_only {
+                assert!(rr.kvs.iter().all(|kv| kv.value.is_empty()));
+            }
+        }
+    }
+}
+
+/// Storage whose next file sync, once armed, blocks until released: a segment roll
+/// (which fsyncs the sealed segment under the log's writer mutex) then stays in
+/// progress for as long as a test needs.
+#[derive(Debug)]
+struct GatedStorage {
+    mem: MemStorage,
+    gate: Arc<Gate>,
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    armed: std::sync::atomic::AtomicBool,
+    /// Told when a sync is held.
+    entered: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    /// The held sync waits for a message (or a hang-up) here.
+    release: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+}
+
+struct GatedFile {
+    file: Arc<dyn crate::log::StorageFile>,
+    gate: Arc<Gate>,
+}
+
+impl crate::log::StorageFile for GatedFile {
+    fn len(&self) -> u64 {
+        self.file.len()
+    }
+    fn write_at(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_at(offset, bytes)
+    }
+    fn sync(&self) -> std::io::Result<()> {
+        if self.gate.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            let entered = self.gate.entered.lock().unwrap().take().expect("armed once");
+            let release = self.gate.release.lock().unwrap().take().expect("armed once");
+            entered.send(()).unwrap();
+            let _ = release.recv();
+        }
+        self.file.sync()
+    }
+    fn map(&self) -> std::io::Result<crate::log::storage::Mapping> {
+        self.file.map()
+    }
+}
+
+impl Storage for GatedStorage {
+    fn list(&self) -> std::io::Result<Vec<String>> {
+        self.mem.list()
+    }
+    fn create(&self, name: &str, len: u64) -> std::io::Result<Arc<dyn crate::log::StorageFile>> {
+        Ok(Arc::new(GatedFile { file: self.mem.create(name, len)?, gate: Arc::clone(&self.gate) }))
+    }
+    fn open(&self, name: &str) -> std::io::Result<Arc<dyn crate::log::StorageFile>> {
+        Ok(Arc::new(GatedFile { file: self.mem.open(name)?, gate: Arc::clone(&self.gate) }))
+    }
+    fn remove(&self, name: &str) -> std::io::Result<()> {
+        self.mem.remove(name)
+    }
+    fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
+        self.mem.rename(from, to)
+    }
+    fn sync_dir(&self) -> std::io::Result<()> {
+        self.mem.sync_dir()
+    }
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.mem.path(name)
+    }
+}
+
+#[test]
+fn read_only_txn_does_not_wait_for_a_segment_roll() {
+    let gate = Arc::new(Gate::default());
+    let storage = GatedStorage { mem: MemStorage::new(), gate: Arc::clone(&gate) };
+    let mut opts = StoreOptions::default();
+    opts.log.fsync = FsyncPolicy::Never; // the roll's fsync is the only one
+    opts.log.segment_size = 16 * 1024;
+    opts.max_request_bytes = 4096;
+    opts.max_txn_ops = 8;
+    let s = Store::open_storage(Arc::new(storage), opts).unwrap();
+    s.put(b"a", b"1").unwrap();
+    s.put(b"b", b"2").unwrap();
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    *gate.entered.lock().unwrap() = Some(entered_tx);
+    *gate.release.lock().unwrap() = Some(release_rx);
+    gate.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    // A writer fills the segment until a put rolls it and blocks in the roll's fsync.
+    let writer = {
+        let (s, gate) = (s.clone(), Arc::clone(&gate));
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while gate.armed.load(std::sync::atomic::Ordering::SeqCst) {
+                assert!(i < 100, "no segment roll after 100 KB");
+                s.put(format!("w{i}").as_bytes(), &[b'x'; 1000]).unwrap();
+                i += 1;
+            }
+        })
+    };
+    entered.recv_timeout(std::time::Duration::from_secs(60)).expect("the writer reaches the roll's fsync");
+    // The roll is in progress, holding the log's writer mutex. A read-only txn with
+    // a value compare and a range must still be served.
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let reader = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            let cmp = [Compare::new(b"a".to_vec(), CompareOp::Equal, CompareTarget::Value(b"1".to_vec()))];
+            let range = TxnOp::Range { key: b"a".to_vec(), range_end: b"c".to_vec(), options: RangeOptions::default() };
+            done_tx.send(s.txn(&cmp, &[range], &[])).unwrap();
+        })
+    };
+    // Passing does not depend on timing: the answer comes while the roll is held.
+    // Only a failing run waits out the minute, then lets the roll go so it can end.
+    let got = done.recv_timeout(std::time::Duration::from_secs(60));
+    drop(release);
+    reader.join().unwrap();
+    let r = match got {
+        Ok(r) => r.unwrap(),
+        Err(_) => panic!("a read-only txn waited for a segment roll (the log's writer mutex)"),
+    };
+    assert!(r.succeeded);
+    let TxnOpResult::Range(rr) = &r.responses[0] else { panic!("range answer expected") };
+    assert_eq!(rr.kvs.iter().map(|kv| kv.value.clone()).collect::<Vec<_>>(), vec![b"1".to_vec(), b"2".to_vec()]);
+    writer.join().unwrap();
+}

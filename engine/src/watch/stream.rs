@@ -368,11 +368,12 @@ impl WatchController {
         if req.key.is_empty() {
             return Err(WatchError::EmptyKey);
         }
-        let range = match req.range_end.as_slice() {
-            [] => KeyRange::exact(&req.key),
-            [0] => KeyRange::from_key(&req.key),
-            e if e <= req.key.as_slice() => return Err(WatchError::EmptyRange),
-            e => KeyRange::bounded(&req.key, e),
+        let range = match crate::range::KeySpan::parse(&req.key, &req.range_end) {
+            Err(_) => return Err(WatchError::EmptyKey),
+            Ok(crate::range::KeySpan::One(k)) => KeyRange::exact(k),
+            Ok(crate::range::KeySpan::From(k)) => KeyRange::from_key(k),
+            Ok(crate::range::KeySpan::Between(k, e)) => KeyRange::bounded(k, e),
+            Ok(crate::range::KeySpan::Empty) => return Err(WatchError::EmptyRange),
         };
         if req.start_revision < 0 {
             return Err(WatchError::NegativeRevision(req.start_revision));
