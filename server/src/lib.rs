@@ -260,7 +260,7 @@ pub async fn serve(
 
 /// How long a server whose watch engine failed keeps answering (KV, and the
 /// failure in Status and /metrics) before it stops and exits non-zero.
-const ENGINE_FAILURE_GRACE: Duration = Duration::from_secs(5);
+const ENGINE_FAILURE_GRACE: Duration = Duration::from_secs(10);
 
 /// Completes with the reason once the watch engine has failed.
 async fn engine_failure(hub: Arc<WatchHub>) -> String {
