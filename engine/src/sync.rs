@@ -85,9 +85,10 @@ impl<T> SwapCell<T> {
     }
 }
 
-/// The engine's own worker pool (rayon), for catch-up jobs and parallel matching;
-/// its threads are named `argus-engine-N` so that profiles and the benchmark's CPU
-/// split can tell engine work from the server's.
+/// One of the engine's own worker pools (rayon): the watch hub has one for
+/// parallel fan-out and one for catch-up jobs (see `WatchHub`); their threads are
+/// named `argus-engine-<tag>N` so that profiles and the benchmark's CPU split can
+/// tell engine work from the server's (and the two pools apart).
 ///
 /// Under loom there are no pool threads: `par_map` runs in order on the caller, and
 /// `spawn` queues the job for the model to run ([`Pool::run_queued`]), on whichever
@@ -100,20 +101,21 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    /// A pool of `threads` threads (0: one per core).
-    pub(crate) fn new(threads: usize) -> Pool {
+    /// A pool of `threads` threads (0: one per core) named `argus-engine-<tag>N`
+    /// (Linux keeps 15 bytes of a thread name: keep `tag` short).
+    pub(crate) fn new(threads: usize, tag: &'static str) -> Pool {
         #[cfg(not(loom))]
         {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
-                .thread_name(|i| format!("argus-engine-{i}"))
+                .thread_name(move |i| format!("argus-engine-{tag}{i}"))
                 .build()
                 .expect("start the engine's worker threads");
             Pool { pool }
         }
         #[cfg(loom)]
         {
-            let _ = threads;
+            let _ = (threads, tag);
             Pool { queued: Mutex::new(Vec::new()) }
         }
     }

@@ -173,7 +173,16 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let hub_stop = Arc::clone(&hub);
     tokio::spawn(async move {
-        shutdown.await;
+        tokio::select! {
+            _ = shutdown => {}
+            why = engine_failure(Arc::clone(&hub_stop)) => {
+                // The engine does not recover: report it (Status errors, /metrics
+                // `argus_watch_engine_healthy`) for a while, then stop; `serve`
+                // returns the failure, so the process exits non-zero.
+                tracing::error!(reason = %why, "watch engine failed; stopping in {ENGINE_FAILURE_GRACE:?}");
+                tokio::time::sleep(ENGINE_FAILURE_GRACE).await;
+            }
+        }
         // Watch streams never end by themselves: end them (each with UNAVAILABLE, so
         // clients reconnect elsewhere), or the graceful stop would wait for them.
         hub_stop.shutdown();
@@ -206,6 +215,7 @@ pub async fn serve(
         store.clone(),
         header,
         cfg.data_dir.clone(),
+        Arc::clone(&hub),
     ));
     // TCP_NODELAY on every accepted connection: tonic does not apply its own nodelay
     // setting to a caller-supplied stream, and with Nagle's algorithm on, a small
@@ -241,5 +251,23 @@ pub async fn serve(
         Ok(Err(e)) => tracing::error!(error = %e, "flushing the log at shutdown failed"),
         Err(e) => tracing::error!(error = %e, "flush task failed"),
     }
-    result.map_err(|e| format!("gRPC server failed: {e}"))
+    result.map_err(|e| format!("gRPC server failed: {e}"))?;
+    match hub.failure() {
+        Some(why) => Err(format!("watch engine failed: {why}")),
+        None => Ok(()),
+    }
+}
+
+/// How long a server whose watch engine failed keeps answering (KV, and the
+/// failure in Status and /metrics) before it stops and exits non-zero.
+const ENGINE_FAILURE_GRACE: Duration = Duration::from_secs(10);
+
+/// Completes with the reason once the watch engine has failed.
+async fn engine_failure(hub: Arc<WatchHub>) -> String {
+    loop {
+        if let Some(why) = hub.failure() {
+            return why;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

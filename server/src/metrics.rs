@@ -13,7 +13,7 @@ use axum::Router;
 /// The metrics page: every counter with its HELP and TYPE lines.
 pub fn render(store: &Store, hub: &WatchHub, data_dir: &std::path::Path) -> String {
     let m = hub.metrics();
-    let rows: [(&str, &str, &str, u64); 13] = [
+    let rows: [(&str, &str, &str, u64); 14] = [
         ("etcd_debugging_mvcc_watcher_total", "gauge", "Total number of watchers.", m.watchers),
         ("etcd_debugging_mvcc_watch_stream_total", "gauge", "Total number of watch streams.", m.streams),
         (
@@ -57,6 +57,12 @@ pub fn render(store: &Store, hub: &WatchHub, data_dir: &std::path::Path) -> Stri
             m.groups,
         ),
         ("argus_store_index_entries", "gauge", "Retained key-index entries.", store.index_entries() as u64),
+        (
+            "argus_watch_engine_healthy",
+            "gauge",
+            "1 while the watch engine's notifier runs, 0 once it failed (see Maintenance.Status errors).",
+            u64::from(hub.failure().is_none()),
+        ),
     ];
     let mut out = String::new();
     for (name, kind, help, value) in rows {

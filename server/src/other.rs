@@ -4,8 +4,10 @@
 
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use argus_engine::store::Store;
+use argus_engine::watch::WatchHub;
 use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -87,12 +89,14 @@ pub struct MaintenanceService {
     store: Store,
     header: Header,
     data_dir: PathBuf,
+    hub: Arc<WatchHub>,
 }
 
 impl MaintenanceService {
-    /// The Maintenance service of `store` in `data_dir`.
-    pub fn new(store: Store, header: Header, data_dir: PathBuf) -> Self {
-        MaintenanceService { store, header, data_dir }
+    /// The Maintenance service of `store` in `data_dir`, watched by `hub` (whose
+    /// failure `Status` reports in its `errors`).
+    pub fn new(store: Store, header: Header, data_dir: PathBuf, hub: Arc<WatchHub>) -> Self {
+        MaintenanceService { store, header, data_dir, hub }
     }
 }
 
@@ -126,7 +130,7 @@ unimplemented_service!(maintenance_server::Maintenance, MaintenanceService, [
             raft_index: rev,
             raft_term: self.header.raft_term,
             raft_applied_index: rev,
-            errors: Vec::new(),
+            errors: self.hub.failure().map(|why| format!("watch engine failed: {why}")).into_iter().collect(),
             db_size_in_use: size,
             is_learner: false,
         }))

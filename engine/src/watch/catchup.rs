@@ -56,6 +56,10 @@ pub(crate) enum Outcome {
     Caught { revisions: Vec<RevisionEvents>, cuts: Vec<u32>, next: u64 },
     /// Its next revision is no longer in the log.
     Compacted,
+    /// The log could not be read where it needed (the reason): nothing of what
+    /// the job read is delivered and the cursor does not move; the notifier
+    /// cancels the group with the reason.
+    Failed(String),
 }
 
 pub(crate) struct CatchupResult {
@@ -136,6 +140,7 @@ pub(crate) fn run(store: &Store, job: CatchupJob) -> CatchupResult {
     let from = job.groups.iter().zip(&compacted).filter(|(_, c)| !**c).map(|(g, _)| g.next).min();
     let with_prev = job.groups.iter().any(|g| g.class.prev_kv());
     let mut state: Vec<Building> = job.groups.iter().map(|_| Building::default()).collect();
+    let mut read_error: Option<String> = None;
 
     // Groups with the same range and filters select the same events: decide once
     // per selection (a hundred streams watching one prefix cost one match).
@@ -175,7 +180,15 @@ pub(crate) fn run(store: &Store, job: CatchupJob) -> CatchupResult {
         };
         if read_from <= target {
             for item in reader.records(read_from, target) {
-                let Ok((_, r)) = item else { break };
+                let r = match item {
+                    Ok((_, r)) => r,
+                    Err(e) => {
+                        tracing::error!(error = %e, "catch-up cannot read the log; canceling the watchers it serves");
+                        read_error = Some(format!("cannot read the log: {e}"));
+                        recs.clear();
+                        break;
+                    }
+                };
                 if recs.last().is_some_and(|p| p.main != r.main) {
                     flush(&mut recs);
                 }
@@ -192,6 +205,12 @@ pub(crate) fn run(store: &Store, job: CatchupJob) -> CatchupResult {
         .map(|((g, b), compacted)| {
             if compacted {
                 return (g.group, Outcome::Compacted);
+            }
+            if let Some(reason) = &read_error {
+                if g.next <= target {
+                    // It needed revisions the job could not read.
+                    return (g.group, Outcome::Failed(reason.clone()));
+                }
             }
             let (revisions, cuts) = b.finish();
             // A group whose cursor is past the target got nothing and keeps it.

@@ -9,7 +9,7 @@ use super::types::WatchId;
 use super::victims::RetryQueue;
 use crate::store::Store;
 use crate::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
-use crate::sync::{Arc, Doorbell, Pool, Queue};
+use crate::sync::{lock, Arc, Doorbell, Mutex, Pool, Queue};
 
 /// Settings of the watch engine.
 #[derive(Clone, Debug)]
@@ -36,8 +36,10 @@ pub struct WatchOptions {
     /// Groups of watchers one revision reaches from which its deliveries are built
     /// and queued in parallel on the engine's threads.
     pub parallel_match_threshold: usize,
-    /// Threads of the engine's own pool (`argus-engine-N`: catch-up jobs and
-    /// parallel fan-out); 0: one per core.
+    /// Threads of each of the engine's two pools (`argus-engine-fN`: parallel
+    /// fan-out of live revisions; `argus-engine-cN`: catch-up jobs); 0: one per
+    /// core. Two pools so that a live revision's fan-out never queues behind a
+    /// round of catch-up jobs.
     pub engine_threads: usize,
     /// Runs no catch-up job, so watchers that start in the past stay unsynced: for
     /// benchmarks of the unsynced state (etcd's `UnsyncedCancel` keeps its sync
@@ -150,11 +152,24 @@ pub(crate) struct Registration {
 /// A request to the notifier.
 pub(crate) enum Control {
     Register(Box<Registration>),
-    Cancel { stream: u64, id: WatchId },
-    Progress { stream: u64, id: Option<WatchId> },
+    Cancel {
+        stream: u64,
+        id: WatchId,
+    },
+    Progress {
+        stream: u64,
+        id: Option<WatchId>,
+    },
     OpenStream(Arc<StreamShared>),
-    CloseStream { stream: u64 },
+    CloseStream {
+        stream: u64,
+    },
     CatchupDone(super::catchup::CatchupResult),
+    /// Panics in the notifier (see [`WatchHub::inject_notifier_panic`]).
+    InjectPanic,
+    /// Reports the notifier's internal counts at the end of its turn (tests).
+    #[cfg(all(test, not(loom)))]
+    Stats(std::sync::mpsc::Sender<super::notify::NotifierStats>),
 }
 
 /// State shared by the hub handle, its streams and the notifier thread.
@@ -169,7 +184,15 @@ pub(crate) struct HubShared {
     pub(crate) metrics: WatchMetrics,
     pub(crate) stop: AtomicBool,
     pub(crate) next_stream: AtomicU64,
+    /// Parallel fan-out of live revisions (`Pool::par_map` from the notifier).
     pub(crate) pool: Pool,
+    /// Catch-up jobs: a pool of their own, so that a revision's parallel fan-out,
+    /// which the notifier waits for, never queues behind a round of catch-up jobs
+    /// (each may read thousands of revisions).
+    pub(crate) catchup_pool: Pool,
+    /// Why the notifier stopped working, once it has (see [`WatchHub::failure`]).
+    pub(crate) failure: Mutex<Option<String>>,
+    pub(crate) failed: AtomicBool,
     /// Whether any group is synced or parked, i.e. whether committed revisions can
     /// reach anybody: while it is false, commits do not ring the notifier's doorbell
     /// (a hub with no watchers costs a writer nothing). Written by the notifier only.
@@ -191,14 +214,62 @@ impl HubShared {
     }
 
     /// Answers the requests left after the engine stopped: an accepted watch still
-    /// gets its `created` response; nothing else is done.
+    /// gets its `created` response (and, if the engine failed, its `canceled` with
+    /// the reason), a stream opened meanwhile is ended at once (nothing else would
+    /// ever end it); nothing else is done.
     pub(crate) fn drain_stopped(&self) {
+        let failure = self.failure();
         while let Some(c) = self.controls.pop() {
-            if let Control::Register(r) = c {
-                r.stream.send_control(super::types::WatchResponse::created(r.id, r.created_rev));
+            match c {
+                Control::Register(r) => {
+                    r.stream.send_control(super::types::WatchResponse::created(r.id, r.created_rev));
+                    if let Some(why) = &failure {
+                        let mut ids = lock(&r.stream.ids);
+                        r.stream.send_control(failed_response(r.id, r.created_rev, why));
+                        ids.remove(r.id);
+                    }
+                }
+                Control::OpenStream(s) => s.send_closed(),
+                _ => {}
             }
         }
     }
+
+    /// Why the notifier failed, if it did.
+    pub(crate) fn failure(&self) -> Option<String> {
+        if !self.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        lock(&self.failure).clone()
+    }
+
+    /// Records that the notifier failed (`why`) and stops the engine: watches are
+    /// refused from now on.
+    pub(crate) fn fail(&self, why: String) {
+        tracing::error!(reason = %why, "the watch engine's notifier failed; every watch is canceled");
+        *lock(&self.failure) = Some(why);
+        self.failed.store(true, Ordering::Release);
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// The last response of a watcher whose engine failed: canceled, with the reason.
+pub(crate) fn failed_response(id: WatchId, rev: u64, why: &str) -> super::types::WatchResponse {
+    let mut r = super::types::WatchResponse::control(id, rev);
+    r.canceled = true;
+    r.cancel_reason = format!("watch engine failed: {why}");
+    r
+}
+
+/// The health of a [`WatchHub`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchHealth {
+    /// The notifier runs.
+    Healthy,
+    /// The notifier failed (panicked) and is gone: every watcher was canceled with
+    /// the reason, every stream ended, and new watches are refused. The engine does
+    /// not recover; a server should report it and exit.
+    Failed(String),
 }
 
 /// The watch engine of one store: a notifier thread that follows the store's
@@ -216,7 +287,7 @@ impl WatchHub {
         let (mut hub, notifier) = Self::without_thread(store, opts);
         let thread = std::thread::Builder::new()
             .name("argus-notifier".into())
-            .spawn(move || notifier.run())
+            .spawn(move || notifier.run_guarded())
             .expect("spawn the notifier thread");
         hub.thread = Some(thread);
         hub
@@ -224,7 +295,10 @@ impl WatchHub {
 
     fn without_thread(store: Store, opts: WatchOptions) -> (WatchHub, super::notify::Notifier) {
         let shared = Arc::new(HubShared {
-            pool: Pool::new(opts.engine_threads),
+            pool: Pool::new(opts.engine_threads, "f"),
+            catchup_pool: Pool::new(opts.engine_threads, "c"),
+            failure: Mutex::new(None),
+            failed: AtomicBool::new(false),
             watching: AtomicBool::new(false),
             store: store.clone(),
             opts,
@@ -298,6 +372,38 @@ impl WatchHub {
         self.shared.stop.load(Ordering::Acquire)
     }
 
+    /// Whether the notifier runs, or why it failed. A failed engine has canceled
+    /// every watcher (`cancel_reason` names the failure), ended every stream and
+    /// refuses new watches; it does not recover.
+    pub fn health(&self) -> WatchHealth {
+        match self.shared.failure() {
+            None => WatchHealth::Healthy,
+            Some(why) => WatchHealth::Failed(why),
+        }
+    }
+
+    /// Why the notifier failed, if it did (see [`WatchHub::health`]).
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure()
+    }
+
+    /// Makes the notifier panic at its next turn: a fault-injection hook for tests
+    /// of the failure path (health, canceled watchers, ended streams). Never call it
+    /// in a server.
+    #[doc(hidden)]
+    pub fn inject_notifier_panic(&self) {
+        self.shared.control(Control::InjectPanic);
+    }
+
+    /// The notifier's internal counts (records, index ranges, pending index
+    /// changes), as of the end of a turn after this call.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn notifier_stats(&self) -> super::notify::NotifierStats {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.shared.control(Control::Stats(tx));
+        rx.recv_timeout(Duration::from_secs(30)).expect("the notifier answers within 30 s")
+    }
+
     /// The engine's counters.
     pub fn metrics(&self) -> MetricsSnapshot {
         self.shared.metrics.snapshot()
@@ -324,7 +430,7 @@ impl ManualNotifier {
     /// in order; returns whether it did anything.
     pub fn step(&mut self) -> bool {
         let busy = self.0.step();
-        let jobs = self.0.hub().pool.take_queued();
+        let jobs = self.0.hub().catchup_pool.take_queued();
         let ran = !jobs.is_empty();
         for job in jobs {
             job();
@@ -341,7 +447,7 @@ impl ManualNotifier {
     /// The catch-up jobs started and not yet run, for a model to run on a thread
     /// of its choosing.
     pub fn take_jobs(&mut self) -> Vec<Box<dyn FnOnce() + Send>> {
-        self.0.hub().pool.take_queued()
+        self.0.hub().catchup_pool.take_queued()
     }
 
     /// Steps until a turn does nothing (at most `limit` turns).

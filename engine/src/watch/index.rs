@@ -316,10 +316,17 @@ impl Shard {
         }
     }
 
-    /// Live ranges (tests).
+    /// Range records, live or waiting for the next build to drop them (tests).
     #[cfg(test)]
     pub(crate) fn range_count(&self) -> usize {
         self.ranges.len()
+    }
+
+    /// Changes not yet applied to the tree: ranges added or freed since the last
+    /// build (tests).
+    #[cfg(test)]
+    pub(crate) fn pending_changes(&self) -> usize {
+        self.added.len() + self.dying + usize::from(self.tree_dirty)
     }
 }
 

@@ -28,7 +28,7 @@ mod victims;
 pub use delivery::{Delivery, Ids, Item, Part};
 #[cfg(loom)]
 pub use hub::ManualNotifier;
-pub use hub::{MetricsSnapshot, WatchHub, WatchMetrics, WatchOptions};
+pub use hub::{MetricsSnapshot, WatchHealth, WatchHub, WatchMetrics, WatchOptions};
 pub use stream::{WatchController, WatchError, WatchReceiver, WatchStream};
 pub use types::*;
 

@@ -33,7 +33,7 @@
 //! - a watcher's `created` is queued (here) before it joins a group, its `canceled`
 //!   after it left it, so `created` precedes and `canceled` follows all its events.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 
 use hashbrown::HashMap;
 #[cfg(not(loom))]
@@ -83,6 +83,29 @@ pub(crate) fn batch_from_records(
     RevisionBatch::new(revision, events, with_prev)
 }
 
+/// The notifier's internal counts, for tests that check that what watchers cost
+/// is given back.
+#[cfg(all(test, not(loom)))]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct NotifierStats {
+    /// Range records of the index (live, and freed but not yet dropped).
+    pub(crate) ranges: usize,
+    /// Index changes not yet applied (ranges waiting to join or leave the tree).
+    pub(crate) pending_index_changes: usize,
+    pub(crate) groups: usize,
+    pub(crate) lists: usize,
+    pub(crate) watchers: usize,
+    pub(crate) streams: usize,
+    pub(crate) stream_slots: usize,
+    pub(crate) parked: usize,
+    pub(crate) waiting: usize,
+    pub(crate) unsynced: usize,
+    pub(crate) progress_groups: usize,
+    pub(crate) owed: usize,
+    pub(crate) synced_groups: usize,
+    pub(crate) parked_groups: usize,
+}
+
 /// A progress response owed to watchers of a group that was not synced when asked.
 enum Owed {
     All,
@@ -125,8 +148,10 @@ pub(crate) struct Notifier {
     /// Member lists of the groups of more than one watcher.
     lists: Slab<MemberList>,
     watchers: Slab<Watcher>,
-    /// Parked groups by start revision (stale handles are skipped).
-    parked: BTreeMap<u64, Vec<Handle>>,
+    /// Parked groups by start revision. A group leaves it as it leaves the
+    /// `Parked` state, so nothing stale stays here (watchers parked and canceled
+    /// while nothing is written cost nothing afterwards).
+    parked: BTreeSet<(u64, Handle)>,
     /// Groups that wait for their cursor (parked, unsynced, catching up) by what
     /// makes them one: cursor, stream, range, class. A watcher that starts where
     /// such a group waits joins it (a group in a catch-up job included: the job's
@@ -136,11 +161,17 @@ pub(crate) struct Notifier {
     waiting: HashMap<(u64, u32, u32, Class), Handle>,
     /// Groups waiting for a catch-up job (stale handles are skipped).
     unsynced: Vec<Handle>,
-    /// Groups of the `progress_notify` class (stale handles are dropped at ticks).
-    progress_groups: Vec<Handle>,
+    /// Groups of the `progress_notify` class; a group leaves it as its record is
+    /// freed.
+    progress_groups: hashbrown::HashSet<Handle>,
     owed: HashMap<Handle, Owed>,
     synced_groups: usize,
     parked_groups: usize,
+    /// Length of `unsynced` after its last purge (see `tidy`).
+    live_unsynced_hint: usize,
+    /// Stats requests, answered at the end of the turn (tests).
+    #[cfg(all(test, not(loom)))]
+    stats_requests: Vec<std::sync::mpsc::Sender<NotifierStats>>,
     hits: Vec<Hit>,
     /// The last busy turn handled requests (the loop then spins briefly before it
     /// sleeps: requests come in bursts, and a wake-up costs more than the spin).
@@ -150,6 +181,14 @@ pub(crate) struct Notifier {
     next_tick: Instant,
     /// Keeps a compaction from deleting revisions not yet fanned out.
     hold: crate::log::RetentionHold,
+}
+
+/// The last response of a watcher whose events could not be read from the log.
+fn read_error_response(id: WatchId, rev: u64, reason: &str) -> WatchResponse {
+    let mut r = WatchResponse::control(id, rev);
+    r.canceled = true;
+    r.cancel_reason = reason.to_string();
+    r
 }
 
 fn compacted_response(id: WatchId, rev: u64, compact: u64) -> WatchResponse {
@@ -174,7 +213,7 @@ impl Notifier {
     pub(crate) fn new(hub: Arc<HubShared>) -> Self {
         let notified = hub.store.current_revision();
         hub.metrics.notified_revision.store(notified, Ordering::Relaxed);
-        let max_jobs = hub.pool.threads().max(1);
+        let max_jobs = hub.catchup_pool.threads().max(1);
         let next_tick = Instant::now() + hub.opts.progress_interval;
         let hold = hub.store.log().hold_from(notified + 1);
         let shards = (0..hub.opts.index_shards.max(1)).map(|_| Shard::default()).collect();
@@ -188,13 +227,16 @@ impl Notifier {
             groups: Slab::default(),
             lists: Slab::default(),
             watchers: Slab::default(),
-            parked: BTreeMap::new(),
+            parked: BTreeSet::new(),
             waiting: HashMap::new(),
             unsynced: Vec::new(),
-            progress_groups: Vec::new(),
+            progress_groups: hashbrown::HashSet::new(),
             owed: HashMap::new(),
             synced_groups: 0,
             parked_groups: 0,
+            live_unsynced_hint: 0,
+            #[cfg(all(test, not(loom)))]
+            stats_requests: Vec::new(),
             hits: Vec::new(),
             recent_controls: false,
             jobs_in_flight: 0,
@@ -208,7 +250,47 @@ impl Notifier {
         &self.hub
     }
 
-    pub(crate) fn run(mut self) {
+    /// Runs the notifier until the hub stops. A panic in it is caught and made
+    /// loud: the hub records the failure (`WatchHub::health`), every watcher is
+    /// canceled with the reason and every stream ended (rather than left waiting
+    /// for a notifier that is gone), and new watches are refused.
+    pub(crate) fn run_guarded(mut self) {
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run()));
+        let Err(payload) = run else { return };
+        let why = if let Some(s) = payload.downcast_ref::<&str>() {
+            (*s).to_string()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "panic".to_string()
+        };
+        self.hub.fail(format!("notifier panicked: {why}"));
+        // The state may be torn where the panic struck; what this reads (the stream
+        // list and each stream's id table, behind its poison-tolerant lock) is
+        // changed in single steps. Should it panic too, the hub is still marked
+        // failed and stopped.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.fail_streams()));
+    }
+
+    /// After a failure: answers what is queued, then cancels every watcher of every
+    /// stream with the failure as `cancel_reason` and ends the stream.
+    fn fail_streams(&mut self) {
+        fence(Ordering::SeqCst);
+        self.hub.drain_stopped();
+        let why = self.hub.failure().unwrap_or_default();
+        let rev = self.notified;
+        for &slot in self.stream_slots.values() {
+            let shared = &self.streams.at(slot).1.shared;
+            let mut ids = lock(&shared.ids);
+            for (id, _) in ids.drain() {
+                shared.send_control(super::hub::failed_response(id, rev, &why));
+            }
+            drop(ids);
+            shared.send_closed();
+        }
+    }
+
+    pub(crate) fn run(&mut self) {
         #[cfg(not(loom))]
         while !self.hub.stop.load(Ordering::Acquire) {
             if !self.step() {
@@ -240,10 +322,56 @@ impl Notifier {
         busy |= self.take_retries();
         busy |= self.dispatch_catchup();
         self.tick_progress();
+        self.tidy();
         if busy {
             self.hub.metrics.notifier_turns.fetch_add(1, Ordering::Relaxed);
         }
         busy
+    }
+
+    /// Applies what changes of the watcher set left pending, at the end of every
+    /// turn, without waiting for a write: range records freed by cancels are
+    /// dropped from the index (and new ones added to its tree), and the list of
+    /// groups waiting for catch-up loses the ones canceled meanwhile. Cheap when
+    /// nothing changed (one flag per shard); a tree rebuild happens at most once a
+    /// turn, as it would at the next write anyway.
+    fn tidy(&mut self) {
+        for s in &mut self.shards {
+            s.prepare();
+        }
+        // Groups canceled while unsynced leave stale handles that the next dispatch
+        // drops; with catch-up paused or every job slot busy that can take a while:
+        // drop them here once they are most of the list (amortized O(1) each).
+        if self.unsynced.len() > 64 && self.unsynced.len() > 2 * self.live_unsynced_hint {
+            let groups = &self.groups;
+            self.unsynced.retain(|&h| groups.get(h).is_some_and(|g| g.state == State::Unsynced));
+            self.live_unsynced_hint = self.unsynced.len();
+        }
+        #[cfg(all(test, not(loom)))]
+        for tx in std::mem::take(&mut self.stats_requests) {
+            let _ = tx.send(self.stats());
+        }
+    }
+
+    /// The internal counts (tests).
+    #[cfg(all(test, not(loom)))]
+    fn stats(&self) -> NotifierStats {
+        NotifierStats {
+            ranges: self.shards.iter().map(|s| s.range_count()).sum(),
+            pending_index_changes: self.shards.iter().map(|s| s.pending_changes()).sum(),
+            groups: self.groups.len(),
+            lists: self.lists.len(),
+            watchers: self.watchers.len(),
+            streams: self.streams.len(),
+            stream_slots: self.stream_slots.len(),
+            parked: self.parked.len(),
+            waiting: self.waiting.len(),
+            unsynced: self.unsynced.len(),
+            progress_groups: self.progress_groups.len(),
+            owed: self.owed.len(),
+            synced_groups: self.synced_groups,
+            parked_groups: self.parked_groups,
+        }
     }
 
     fn shutdown(&mut self) {
@@ -329,7 +457,11 @@ impl Notifier {
                 self.shards[shard].unlink_synced(range, g);
                 self.synced_groups -= 1;
             }
-            State::Parked => self.parked_groups -= 1,
+            State::Parked => {
+                let (h, next) = (self.groups.handle(g), gr.next);
+                self.parked.remove(&(next, h));
+                self.parked_groups -= 1;
+            }
             _ => {}
         }
     }
@@ -349,7 +481,7 @@ impl Notifier {
         }
         match new {
             State::Parked => {
-                self.parked.entry(next).or_default().push(handle);
+                self.parked.insert((next, handle));
                 self.parked_groups += 1;
             }
             State::Unsynced => self.unsynced.push(handle),
@@ -409,6 +541,7 @@ impl Notifier {
     fn absorb(&mut self, from: u32, to: u32) {
         let h = self.groups.handle(from);
         let gone = self.groups.remove(h).expect("a live group");
+        self.progress_groups.remove(&h);
         self.hub.metrics.groups.fetch_sub(1, Ordering::Relaxed);
         let shared = Arc::clone(&self.streams.at(gone.stream).1.shared);
         let mut ids = lock(&shared.ids);
@@ -462,7 +595,7 @@ impl Notifier {
         self.hub.metrics.unsynced.fetch_add(1, Ordering::Relaxed);
         self.streams.at_mut(stream).unready += 1;
         if class.progress_notify() {
-            self.progress_groups.push(h);
+            self.progress_groups.insert(h);
         }
         h.index
     }
@@ -514,6 +647,7 @@ impl Notifier {
         let (stream, range) = (gr.stream, gr.range);
         let shard = self.streams.at(stream).1.shard as usize;
         self.owed.remove(&handle);
+        self.progress_groups.remove(&handle);
         self.hub.metrics.groups.fetch_sub(1, Ordering::Relaxed);
         if let Some(Members::Many(l)) = self.groups.remove(handle).map(|g| g.members()) {
             self.lists.remove(self.lists.handle(l));
@@ -556,6 +690,9 @@ impl Notifier {
                 Control::Progress { stream, id } => self.progress(stream, id),
                 Control::CloseStream { stream } => self.close_stream(stream),
                 Control::CatchupDone(r) => self.catchup_done(r),
+                Control::InjectPanic => panic!("injected notifier panic (WatchHub::inject_notifier_panic)"),
+                #[cfg(all(test, not(loom)))]
+                Control::Stats(tx) => self.stats_requests.push(tx),
             }
         }
         self.recent_controls |= n > 0;
@@ -741,15 +878,13 @@ impl Notifier {
 
     /// Synced groups reached by the parked ones whose start is `rev`.
     fn promote_parked(&mut self, rev: u64) {
-        while let Some(entry) = self.parked.first_entry() {
-            if *entry.key() > rev {
+        while let Some(&(start, h)) = self.parked.first() {
+            if start > rev {
                 return;
             }
-            for h in entry.remove() {
-                if self.groups.get(h).is_some_and(|g| g.state == State::Parked) {
-                    self.make_synced(h.index);
-                }
-            }
+            // `make_synced` takes it out of `parked` (it leaves the parked state).
+            debug_assert!(self.groups.get(h).is_some_and(|g| g.state == State::Parked));
+            self.make_synced(h.index);
         }
     }
 
@@ -769,7 +904,7 @@ impl Notifier {
         while self.notified < upto {
             self.promote_parked(self.notified + 1);
             // Up to the next parked start (promotion changes who is reached).
-            let to = self.parked.keys().next().map_or(upto, |&n| upto.min(n - 1));
+            let to = self.parked.first().map_or(upto, |&(n, _)| upto.min(n - 1));
             if self.synced_groups == 0 {
                 // Nobody can be reached before then: skip those revisions unread.
                 self.notified = self.notified.max(to);
@@ -780,8 +915,15 @@ impl Notifier {
                 let r = match item {
                     Ok((_, r)) => r,
                     Err(e) => {
-                        tracing::error!(error = %e, "notifier cannot read the log");
-                        return false;
+                        // The revision cannot be fanned out: every synced watcher
+                        // would miss it, so each is canceled with the reason rather
+                        // than skipped past it or left waiting. Nobody else is owed
+                        // these revisions (parked groups start after `to`; unsynced
+                        // ones read the log themselves and are canceled there).
+                        tracing::error!(error = %e, "notifier cannot read the log; canceling the synced watchers");
+                        self.cancel_synced(&format!("cannot read the log: {e}"));
+                        recs.clear();
+                        break;
                     }
                 };
                 if recs.last().is_some_and(|p| p.main != r.main) {
@@ -800,6 +942,15 @@ impl Notifier {
         self.hold.set(self.notified + 1);
         self.hub.metrics.notified_revision.store(self.notified, Ordering::Relaxed);
         true
+    }
+
+    /// Cancels every synced group with `reason` as `cancel_reason`.
+    fn cancel_synced(&mut self, reason: &str) {
+        let synced: Vec<u32> = self.groups.indices().filter(|&g| self.groups.at(g).1.state == State::Synced).collect();
+        let rev = self.notified;
+        for g in synced {
+            self.cancel_group(g, |id| read_error_response(id, rev, reason));
+        }
     }
 
     fn notify_revision(&mut self, prev_reader: &mut LogReader, recs: &[RecordRef<'_>]) {
@@ -905,7 +1056,7 @@ impl Notifier {
             };
             self.jobs_in_flight += 1;
             let hub = Arc::clone(&self.hub);
-            self.hub.pool.spawn(move || {
+            self.hub.catchup_pool.spawn(move || {
                 let result = catchup::run(&hub.store, job);
                 hub.control(Control::CatchupDone(result));
             });
@@ -960,6 +1111,11 @@ impl Notifier {
                     self.cancel_group(g, |id| compacted_response(id, notified, compact));
                 }
                 Outcome::Caught { revisions, cuts, next } => self.deliver_caught(g, revisions, cuts, next),
+                Outcome::Failed(reason) => {
+                    // Never past what was not read: canceled, with the reason.
+                    let notified = self.notified;
+                    self.cancel_group(g, |id| read_error_response(id, notified, &reason));
+                }
             }
         }
     }
@@ -1012,10 +1168,8 @@ impl Notifier {
         }
         self.next_tick = now + self.hub.opts.progress_interval;
         let rev = self.notified;
-        let mut keep = Vec::with_capacity(self.progress_groups.len());
-        for h in std::mem::take(&mut self.progress_groups) {
+        for &h in &self.progress_groups {
             let Some(g) = self.groups.get_mut(h) else { continue };
-            keep.push(h);
             let sent = g.sent_since_tick();
             g.set_sent_since_tick(false);
             if g.state != State::Synced || sent {
@@ -1024,7 +1178,6 @@ impl Notifier {
             let g = self.groups.get(h).expect("live");
             self.streams.at(g.stream).1.shared.send_progress(rev, member_ids(&self.lists, g));
         }
-        self.progress_groups = keep;
     }
 }
 

@@ -128,6 +128,11 @@ impl<T: Record> Slab<T> {
         self.at(index).0
     }
 
+    /// Indices of the live records, in slot order.
+    pub(crate) fn indices(&self) -> impl Iterator<Item = u32> + '_ {
+        self.slots.iter().enumerate().filter(|(_, s)| s.is_some()).map(|(i, _)| i as u32)
+    }
+
     /// Live records.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

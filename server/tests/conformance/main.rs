@@ -11,6 +11,7 @@
 
 mod client;
 mod common;
+mod engine_failure;
 mod etcdctl;
 mod limits;
 mod restart;
