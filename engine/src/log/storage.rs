@@ -391,6 +391,7 @@ impl StorageFile for MemFile {
     }
 
     fn map(&self) -> io::Result<Mapping> {
+        let _writes = lock(&self.pending); // see `MemStorage::flip`
         Ok(Mapping { ptr: self.buf.ptr, len: self.buf.len, _owner: MappingOwner::Mem(Arc::clone(&self.buf)) })
     }
 }
@@ -544,13 +545,38 @@ impl MemStorage {
     /// file is mapped (a log has it open): flipping bytes that a reader may hold a
     /// slice of would be a data race, so corrupt a copy (`crash`) instead.
     pub fn corrupt(&self, name: &str, offset: usize, bit: u8) {
+        self.flip(name, offset, bit, false);
+    }
+
+    /// As [`MemStorage::corrupt`], for a file a live log has mapped (to make a
+    /// reader of it fail).
+    ///
+    /// # Safety
+    ///
+    /// No thread may hold or take a slice of that byte of the mapping while this
+    /// runs: call it while nothing reads the log (for example before any watcher
+    /// or reader exists).
+    ///
+    /// # Panics
+    ///
+    /// If the file does not exist, the offset is past its end or `bit > 7`.
+    pub unsafe fn corrupt_mapped(&self, name: &str, offset: usize, bit: u8) {
+        self.flip(name, offset, bit, true);
+    }
+
+    fn flip(&self, name: &str, offset: usize, bit: u8, mapped_ok: bool) {
         assert!(bit < 8, "bit {bit} of a byte");
         let dir = lock(&self.dir);
         let f = dir.live.get(name).expect("no such file");
         assert!(offset < f.buf.len, "offset {offset} past the end of {name} ({} bytes)", f.buf.len);
+        // Writes and `map` take this lock: while it is held no write runs and no
+        // new mapping is made. Every mapping holds a reference to the buffer and
+        // the file holds one, so a count of one means no slice of it exists.
         let _writes = lock(&f.pending);
-        // Mappings hold a reference to the buffer; the file holds one.
-        assert_eq!(Arc::strong_count(&f.buf), 1, "{name} is mapped: corrupt a crash image of the storage instead");
+        assert!(
+            mapped_ok || Arc::strong_count(&f.buf) == 1,
+            "{name} is mapped: corrupt a crash image of the storage instead"
+        );
         let mut byte = [0u8];
         f.buf.read_into(offset, &mut byte);
         byte[0] ^= 1 << bit;

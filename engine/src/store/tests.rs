@@ -256,6 +256,9 @@ impl crate::log::StorageFile for GatedFile {
     fn write_at(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
         self.file.write_at(offset, bytes)
     }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.file.read_at(offset, buf)
+    }
     fn sync(&self) -> std::io::Result<()> {
         if self.gate.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
             let entered = self.gate.entered.lock().unwrap().take().expect("armed once");
