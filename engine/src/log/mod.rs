@@ -48,6 +48,9 @@ use crate::error::{Error, Result};
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::sync::{lock, Arc, Mutex, SwapCell};
 
+/// The largest encode buffer the writer keeps between appends.
+const KEEP_ENCODE_BUFFER: usize = 1 << 20;
+
 /// Where a record lives: file number and byte offset, packed in a `u64`
 /// (24 bits of file number, 40 bits of offset).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -296,6 +299,11 @@ impl RevisionLog {
         }
         let len = buf.len() as u64;
         let written = self.write_locked(&mut w, rev, &buf);
+        // The buffer is kept for the next revision, but not at the size of a rare
+        // huge one (a DeleteRange of 200k keys left 17 MB behind for good).
+        if buf.capacity() > KEEP_ENCODE_BUFFER {
+            buf = Vec::new();
+        }
         w.buf = buf;
         let (seg, start) = written?;
         let locs: Vec<Loc> = offsets.into_iter().map(|o| Loc::new(seg.file_no, start + o)).collect();
@@ -307,9 +315,11 @@ impl RevisionLog {
     }
 
     /// The record at `loc`, copied, whether or not it is committed yet: for the
-    /// store's writer, which must see its own earlier writes before they are durable.
+    /// store's writer, which must see its own earlier writes before they are
+    /// durable. Takes no lock: it reads below the segment's written length, which
+    /// the writer publishes after the bytes and before `before_commit` hands out
+    /// their locations.
     pub fn read_written(&self, loc: Loc) -> Option<OwnedRecord> {
-        let w = lock(&self.inner.writer);
         let files = self.inner.files.load();
         let no = loc.file_no();
         if let Some(s) = files.snapshot_for(no) {
@@ -317,11 +327,9 @@ impl RevisionLog {
         }
         let i = files.segments.binary_search_by_key(&no, |s| s.file_no).ok()?;
         let seg = &files.segments[i];
-        let end = if Arc::ptr_eq(seg, &w.active) { w.write_off } else { seg.capacity() };
-        // SAFETY: bytes below the active segment's write offset, and all bytes of a
-        // sealed segment, are never written again; the writer lock is held, so no
-        // append races with this read.
-        let bytes = unsafe { seg.bytes_upto(loc.offset(), end) }?;
+        // SAFETY: bytes below a segment's written length are complete records that
+        // are never written again (segment.rs).
+        let bytes = unsafe { seg.bytes_upto(loc.offset(), seg.written_len()) }?;
         record::decode(bytes).ok().map(|(r, _)| OwnedRecord::from(r))
     }
 
@@ -350,6 +358,7 @@ impl RevisionLog {
             return Err(self.poison(format!("write to {} at offset {off}: {e}", seg.name)));
         }
         seg.note_revision_start(rev, off);
+        seg.set_written(off + len);
         w.write_off = off + len;
         w.last_rev = rev;
         Ok((seg, off))

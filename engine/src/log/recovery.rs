@@ -182,6 +182,7 @@ impl RevisionLog {
                 rec.torn_bytes += d.bytes;
                 rec.dropped = Some(d);
             }
+            seg.set_written(scan.end);
             seg.publish(scan.end);
             if scan.last_rev != 0 {
                 last_rev = last_rev.max(scan.last_rev);

@@ -6,6 +6,11 @@
 //!   revisions and are never written again. It is stored with `Release` after the
 //!   bytes are written (and synced, under a durable fsync policy), so a reader that
 //!   loads it with `Acquire` may read everything below it.
+//! - `written_len` only grows; bytes below it are complete records (of revisions
+//!   that may not be committed yet) and are never written again. The writer
+//!   stores it with `Release` after writing them and before their locations are
+//!   handed out, so the store's writer can read its own uncommitted records
+//!   (`RevisionLog::read_written`) without a lock.
 //! - the sparse index maps a revision to the offset of its first record, one entry
 //!   at least every [`SPARSE_STRIDE`] bytes; entries are published with `Release` on
 //!   `sparse_len` and entries for revisions not yet committed are never chosen by a
@@ -27,6 +32,7 @@ pub(crate) struct Segment {
     pub(crate) file: Arc<dyn StorageFile>,
     map: Mapping,
     committed_len: AtomicU64,
+    written_len: AtomicU64,
     sparse_rev: Box<[AtomicU64]>,
     sparse_off: Box<[AtomicU64]>,
     sparse_len: AtomicUsize,
@@ -44,6 +50,7 @@ impl Segment {
             file,
             map,
             committed_len: AtomicU64::new(record::FILE_HEADER as u64),
+            written_len: AtomicU64::new(record::FILE_HEADER as u64),
             sparse_rev: (0..slots).map(|_| AtomicU64::new(0)).collect(),
             sparse_off: (0..slots).map(|_| AtomicU64::new(0)).collect(),
             sparse_len: AtomicUsize::new(0),
@@ -57,6 +64,16 @@ impl Segment {
 
     pub(crate) fn committed_len(&self) -> u64 {
         self.committed_len.load(Ordering::Acquire)
+    }
+
+    /// Bytes below this are complete records, never written again.
+    pub(crate) fn written_len(&self) -> u64 {
+        self.written_len.load(Ordering::Acquire)
+    }
+
+    /// Notes that bytes up to `len` are written (writer only, growing).
+    pub(crate) fn set_written(&self, len: u64) {
+        self.written_len.store(len, Ordering::Release);
     }
 
     /// Publishes bytes up to `len`: complete revisions, never written again.
