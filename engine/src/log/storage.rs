@@ -660,3 +660,127 @@ impl Storage for MemStorage {
         PathBuf::from(format!("mem:{name}"))
     }
 }
+
+/// Tests of the in-memory storage and of `Mapping`, small enough for Miri
+/// (`scripts/miri.sh`), which checks the raw-pointer code for undefined behaviour.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_are_seen_through_a_mapping_and_read_at() {
+        let s = MemStorage::new();
+        let f = s.create("a", 64).unwrap();
+        let map = f.map().unwrap();
+        f.write_at(8, b"hello").unwrap();
+        // SAFETY: bytes 8..13 are written and nothing writes them again.
+        assert_eq!(unsafe { map.bytes(8, 5) }, Some(&b"hello"[..]));
+        // SAFETY: out of range: no slice is made.
+        assert_eq!(unsafe { map.bytes(60, 5) }, None);
+        // SAFETY: as above, the offset overflows.
+        assert_eq!(unsafe { map.bytes(usize::MAX, 2) }, None);
+        let mut buf = [0u8; 5];
+        f.read_at(8, &mut buf).unwrap();
+        assert_eq!(&buf, b"hello");
+        assert_eq!(f.read_at(62, &mut buf).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        assert!(f.write_at(62, b"abc").is_err(), "a write past the end fails");
+        assert_eq!(s.read_file("a").unwrap()[8..13], *b"hello");
+        assert_eq!(s.read_file("missing"), None);
+    }
+
+    #[test]
+    fn crash_modes_keep_what_they_promise() {
+        let s = MemStorage::new();
+        let f = s.create("a", 3 * PAGE as u64).unwrap();
+        s.sync_dir().unwrap();
+        f.write_at(0, b"synced").unwrap();
+        f.sync().unwrap();
+        f.write_at(PAGE as u64, &[7u8; PAGE]).unwrap();
+        f.write_at(2 * PAGE as u64, &[9u8; 10]).unwrap();
+        let lost = s.crash(CrashMode::DropUnsynced).read_file("a").unwrap();
+        assert_eq!(&lost[..6], b"synced");
+        assert!(lost[6..].iter().all(|&b| b == 0));
+        // Miri is slow: a few seeds there.
+        for seed in 0..if cfg!(miri) { 2 } else { 16 } {
+            let image = s.crash(CrashMode::Reordered { seed }).read_file("a").unwrap();
+            assert_eq!(&image[..6], b"synced", "seed {seed}");
+            // Each page is whole or absent.
+            let p1 = &image[PAGE..2 * PAGE];
+            assert!(p1.iter().all(|&b| b == 7) || p1.iter().all(|&b| b == 0), "seed {seed}");
+            let p2 = &image[2 * PAGE..2 * PAGE + 10];
+            assert!(p2.iter().all(|&b| b == 9) || p2.iter().all(|&b| b == 0), "seed {seed}");
+            let torn = s.crash(CrashMode::Torn { seed }).read_file("a").unwrap();
+            assert_eq!(&torn[..6], b"synced", "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn corrupt_flips_one_bit_of_an_unmapped_file() {
+        let s = MemStorage::new();
+        let f = s.create("a", 16).unwrap();
+        s.sync_dir().unwrap();
+        f.write_at(0, &[0u8; 16]).unwrap();
+        f.sync().unwrap();
+        drop(f);
+        s.corrupt("a", 3, 2);
+        assert_eq!(s.read_file("a").unwrap()[3], 4);
+        assert_eq!(s.read_durable("a").unwrap()[3], 4);
+    }
+
+    #[test]
+    #[should_panic(expected = "is mapped")]
+    fn corrupt_refuses_a_mapped_file() {
+        let s = MemStorage::new();
+        let f = s.create("a", 16).unwrap();
+        let _map = f.map().unwrap();
+        s.corrupt("a", 3, 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "past the end")]
+    fn corrupt_refuses_an_offset_past_the_end() {
+        let s = MemStorage::new();
+        drop(s.create("a", 16).unwrap());
+        s.corrupt("a", 16, 0);
+    }
+
+    #[test]
+    fn capacity_refuses_creations_past_it() {
+        let s = MemStorage::new();
+        s.set_capacity(Some(100));
+        drop(s.create("a", 60).unwrap());
+        let e = s.create("b", 60).err().expect("past the capacity");
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull);
+        drop(s.create("a", 100).unwrap()); // replacing a file frees its bytes
+        s.set_capacity(None);
+        drop(s.create("b", 60).unwrap());
+    }
+
+    /// A writer appending while readers read what it published, as the log does.
+    #[test]
+    fn readers_of_published_bytes_race_an_appender() {
+        use crate::sync::atomic::AtomicUsize;
+        let s = MemStorage::new();
+        let f = s.create("a", 256).unwrap();
+        let map = Arc::new(f.map().unwrap());
+        let published = Arc::new(AtomicUsize::new(0));
+        let reader = {
+            let (map, published) = (Arc::clone(&map), Arc::clone(&published));
+            std::thread::spawn(move || {
+                let mut seen = 0;
+                while seen < 256 {
+                    let n = published.load(Ordering::Acquire);
+                    // SAFETY: bytes below `published` are written and never again.
+                    let bytes = unsafe { map.bytes(0, n) }.unwrap();
+                    assert!(bytes.iter().enumerate().all(|(i, &b)| b == (i / 16) as u8 + 1));
+                    seen = n;
+                }
+            })
+        };
+        for chunk in 0..16u8 {
+            f.write_at(chunk as u64 * 16, &[chunk + 1; 16]).unwrap();
+            published.store((chunk as usize + 1) * 16, Ordering::Release);
+        }
+        reader.join().unwrap();
+    }
+}
