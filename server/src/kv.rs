@@ -213,7 +213,7 @@ fn ops(list: &[pb::RequestOp]) -> Result<Vec<TxnOp>, Status> {
         .map(|op| match &op.request {
             Some(R::RequestRange(r)) => Ok(TxnOp::Range {
                 key: r.key.clone(),
-                range_end: if empty_range(&r.key, &r.range_end) { Vec::new() } else { r.range_end.clone() },
+                range_end: r.range_end.clone(),
                 options: range_options(r),
             }),
             Some(R::RequestPut(p)) => put_op(p),

@@ -513,7 +513,7 @@ impl Store {
                 }
                 TxnOp::DeleteRange { key, range_end, .. } => {
                     self.check_key(key)?;
-                    let s = KeySpan::parse_non_empty(key, range_end)?;
+                    let s = KeySpan::parse(key, range_end)?;
                     *size += key.len() + range_end.len();
                     // As etcd: deletes may overlap each other, not a put.
                     if puts.iter().any(|w| w.overlaps(&s)) {
@@ -523,7 +523,9 @@ impl Store {
                 }
                 TxnOp::Range { key, range_end, .. } => {
                     self.check_key(key)?;
-                    KeySpan::parse_non_empty(key, range_end)?;
+                    // As etcd, a range inside a txn whose end is at or before its key
+                    // is valid and selects nothing (a plain Range answers the same).
+                    KeySpan::parse(key, range_end)?;
                     *size += key.len() + range_end.len();
                 }
             }
@@ -677,7 +679,7 @@ impl Store {
                     responses.push(TxnOpResult::Put(PutResult { revision: rev, prev_kv }));
                 }
                 TxnOp::DeleteRange { key, range_end, prev_kv } => {
-                    let span = KeySpan::parse_non_empty(key, range_end)?;
+                    let span = KeySpan::parse(key, range_end)?;
                     let mut prev_kvs = Vec::new();
                     let mut deleted = 0u64;
                     let mut failed = None;
@@ -749,7 +751,7 @@ impl Store {
         pending: Pending<'_, '_>,
         reader: &mut LogReader,
     ) -> Result<RangeResult> {
-        let span = KeySpan::parse_non_empty(key, range_end)?;
+        let span = KeySpan::parse(key, range_end)?;
         if opts.revision != 0 && opts.revision != base {
             // A historical read inside a txn sees no pending writes.
             if opts.revision > base {

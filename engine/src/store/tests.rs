@@ -352,3 +352,31 @@ fn read_only_txn_does_not_wait_for_a_segment_roll() {
     assert_eq!(rr.kvs.iter().map(|kv| kv.value.clone()).collect::<Vec<_>>(), vec![b"1".to_vec(), b"2".to_vec()]);
     writer.join().unwrap();
 }
+
+/// etcd answers a range or delete inside a txn whose `range_end` is at or before
+/// its key with nothing (as a plain Range does), not with the single key and not
+/// with an error.
+#[test]
+fn txn_ranges_and_deletes_with_an_end_before_the_key_select_nothing() {
+    let (s, _) = mem_store();
+    s.put(b"b", b"1").unwrap();
+    s.put(b"c", b"2").unwrap();
+    let rev = s.current_revision();
+    for end in [&b"a"[..], b"b"] {
+        let ops = [
+            TxnOp::Range { key: b"b".to_vec(), range_end: end.to_vec(), options: RangeOptions::default() },
+            TxnOp::DeleteRange { key: b"b".to_vec(), range_end: end.to_vec(), prev_kv: true },
+        ];
+        let r = s.txn(&[], &ops, &[]).unwrap();
+        match &r.responses[0] {
+            TxnOpResult::Range(rr) => assert_eq!((rr.count, rr.kvs.len()), (0, 0), "range [b, {end:?})"),
+            other => panic!("{other:?}"),
+        }
+        match &r.responses[1] {
+            TxnOpResult::DeleteRange(d) => assert_eq!((d.deleted, d.prev_kvs.len()), (0, 0), "delete [b, {end:?})"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.revision, rev, "nothing written, no new revision");
+    }
+    assert_eq!(get(&s, b"b", 0).unwrap().value, b"1");
+}
