@@ -481,7 +481,7 @@ pub fn check(history: &History, observed: &Observed) -> Vec<Violation> {
         for group in &resp.events {
             let rev = group.batch.revision;
             for e in group.iter() {
-                let mut event = e.clone();
+                let mut event = e.to_event();
                 if !resp.prev_kv {
                     event.prev_kv = None;
                 }
@@ -869,10 +869,10 @@ mod tests {
                 if g.batch.revision != rev {
                     continue;
                 }
-                let mut b = RevisionBatch::new(g.batch.revision, g.batch.events.clone(), g.batch.has_prev_kv);
-                if let Some(e) = b.events.iter_mut().find(|e| e.kv.key == key.as_bytes()) {
+                let mut events: Vec<Event> = g.batch.events().map(|e| e.to_event()).collect();
+                if let Some(e) = events.iter_mut().find(|e| e.kv.key == key.as_bytes()) {
                     f(e);
-                    g.batch = Arc::new(b);
+                    g.batch = Arc::new(RevisionBatch::new(g.batch.revision, events, g.batch.has_prev_kv));
                     return;
                 }
             }

@@ -3,7 +3,7 @@
 //! (etcd's `rpctypes`).
 
 use argus_engine::store::KeyValue;
-use argus_engine::watch::{Event, EventKind};
+use argus_engine::watch::{EventKind, EventRef, KvRef};
 use argus_engine::Error;
 use tonic::{Code, Status};
 
@@ -21,15 +21,29 @@ pub fn kv(kv: &KeyValue) -> mvccpb::KeyValue {
     }
 }
 
-/// An engine event as etcd's `mvccpb.Event`, with `prev_kv` only when asked for.
-pub fn event(e: &Event, prev_kv: bool) -> mvccpb::Event {
+/// An engine event (owned, or borrowed from a revision batch) as etcd's
+/// `mvccpb.Event`, with `prev_kv` only when asked for.
+pub fn event<'a>(e: impl Into<EventRef<'a>>, prev_kv: bool) -> mvccpb::Event {
+    let e = e.into();
     mvccpb::Event {
         r#type: match e.kind {
             EventKind::Put => mvccpb::event::EventType::Put as i32,
             EventKind::Delete => mvccpb::event::EventType::Delete as i32,
         },
-        kv: Some(kv(&e.kv)),
-        prev_kv: if prev_kv { e.prev_kv.as_ref().map(kv) } else { None },
+        kv: Some(kv_ref(&e.kv)),
+        prev_kv: if prev_kv { e.prev_kv.as_ref().map(kv_ref) } else { None },
+    }
+}
+
+/// A borrowed key-value of a revision batch as etcd's `mvccpb.KeyValue`.
+pub fn kv_ref(kv: &KvRef<'_>) -> mvccpb::KeyValue {
+    mvccpb::KeyValue {
+        key: kv.key.to_vec(),
+        create_revision: kv.create_revision as i64,
+        mod_revision: kv.mod_revision as i64,
+        version: kv.version as i64,
+        value: kv.value.to_vec(),
+        lease: 0,
     }
 }
 

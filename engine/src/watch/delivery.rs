@@ -145,12 +145,11 @@ impl Part {
     /// per-watcher view).
     pub fn events(&self) -> impl Iterator<Item = Event> + '_ {
         let prev = self.prev_kv;
-        self.revisions().iter().flat_map(|r| r.iter()).map(move |e| {
-            let mut e = e.clone();
+        self.revisions().iter().flat_map(|r| r.iter()).map(move |mut e| {
             if !prev {
                 e.prev_kv = None;
             }
-            e
+            e.to_event()
         })
     }
 

@@ -47,15 +47,17 @@ use super::hub::{Control, HubShared, Registration};
 use super::index::Shard;
 use super::slab::{Handle, Record, Slab};
 use super::stream::{IdTable, StreamShared, LONE, PENDING};
-use super::types::{Event, RevisionBatch, RevisionEvents, WatchId, WatchResponse};
+use super::types::{BatchBuilder, EventRef, KvRef, RevisionBatch, RevisionEvents, WatchId, WatchResponse};
 use crate::log::record::{RecordKind, RecordRef};
 use crate::log::LogReader;
-use crate::store::{KeyValue, Store};
+use crate::store::Store;
 use crate::sync::atomic::{fence, Ordering};
 use crate::sync::{lock, Arc};
 
 /// Builds the shared batch of one revision from its records (all of one main
-/// revision, in sub order).
+/// revision, in sub order), straight from the borrowed records into the batch's
+/// chunks (see [`BatchBuilder`]); a previous key-value is copied once, from the
+/// store's read into the chunk.
 pub(crate) fn batch_from_records(
     store: &Store,
     reader: &mut LogReader,
@@ -63,24 +65,30 @@ pub(crate) fn batch_from_records(
     with_prev: bool,
 ) -> RevisionBatch {
     let revision = records.first().map_or(0, |r| r.main);
-    let events = records
-        .iter()
-        .map(|r| {
-            let kv = match r.kind {
-                RecordKind::Delete => KeyValue { key: r.key.to_vec(), mod_revision: r.main, ..KeyValue::default() },
-                _ => KeyValue {
-                    key: r.key.to_vec(),
-                    value: r.value.to_vec(),
-                    create_revision: r.create_revision,
-                    mod_revision: r.main,
-                    version: r.version,
-                },
-            };
-            let prev_kv = if with_prev { store.kv_before(reader, r.key, r.main) } else { None };
-            Event { kind: event_kind(r), kv, prev_kv, sub: r.sub }
-        })
-        .collect();
-    RevisionBatch::new(revision, events, with_prev)
+    fn view<'a>(r: &RecordRef<'a>) -> EventRef<'a> {
+        let kv = match r.kind {
+            RecordKind::Delete => {
+                KvRef { key: r.key, value: &[], create_revision: 0, mod_revision: r.main, version: 0 }
+            }
+            _ => KvRef {
+                key: r.key,
+                value: r.value,
+                create_revision: r.create_revision,
+                mod_revision: r.main,
+                version: r.version,
+            },
+        };
+        EventRef { kind: event_kind(r), kv, prev_kv: None, sub: r.sub }
+    }
+    // Exact without prev_kv; the previous values' bytes are not known before they
+    // are read.
+    let hint = records.iter().map(|r| BatchBuilder::event_len(&view(r))).sum();
+    let mut b = BatchBuilder::new(revision, with_prev, records.len(), hint);
+    for r in records {
+        let prev = if with_prev { store.kv_before(reader, r.key, r.main) } else { None };
+        b.push(&EventRef { prev_kv: prev.as_ref().map(KvRef::from), ..view(r) });
+    }
+    b.finish()
 }
 
 /// The notifier's internal counts, for tests that check that what watchers cost

@@ -42,12 +42,15 @@ impl Event {
 
 /// Every event of one revision, built once and shared (`Arc`) by every watcher it
 /// reaches.
-#[derive(Debug, PartialEq, Eq)]
+///
+/// The events are kept compactly: each event's fields (varints) and bytes (key,
+/// value, previous value) back to back in a few large shared chunks, with one
+/// 4-byte offset per event, instead of an [`Event`] (about 160 bytes) plus three
+/// allocations per event. [`RevisionBatch::events`] and [`RevisionBatch::event`]
+/// hand out borrowed views ([`EventRef`]); [`EventRef::to_event`] copies one out.
 pub struct RevisionBatch {
     /// The main revision.
     pub revision: u64,
-    /// Its events in sub-revision order.
-    pub events: Vec<Event>,
     /// Whether `prev_kv` was computed for these events.
     pub has_prev_kv: bool,
     /// Approximate encoded size in bytes (keys, values, prev values, overhead).
@@ -56,6 +59,327 @@ pub struct RevisionBatch {
     /// (`[1]`) prev_kv: the gRPC server encodes a revision's events once here and
     /// reuses the bytes (or slices of them, for a selection) for every watcher.
     pub encoded: [std::sync::OnceLock<EncodedEvents>; 2],
+    events: Arena,
+}
+
+impl std::fmt::Debug for RevisionBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevisionBatch")
+            .field("revision", &self.revision)
+            .field("has_prev_kv", &self.has_prev_kv)
+            .field("size", &self.size)
+            .field("events", &self.events().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl PartialEq for RevisionBatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.revision == other.revision
+            && self.has_prev_kv == other.has_prev_kv
+            && self.size == other.size
+            && self.encoded == other.encoded
+            && self.len() == other.len()
+            && self.events().eq(other.events())
+    }
+}
+
+impl Eq for RevisionBatch {}
+
+/// A borrowed key-value of a [`RevisionBatch`] (the fields of [`KeyValue`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvRef<'a> {
+    /// The key.
+    pub key: &'a [u8],
+    /// The value.
+    pub value: &'a [u8],
+    /// Revision that created the key's current generation.
+    pub create_revision: u64,
+    /// Revision of the key's last change.
+    pub mod_revision: u64,
+    /// Puts since creation.
+    pub version: u64,
+}
+
+impl<'a> KvRef<'a> {
+    /// A copy that owns its bytes.
+    pub fn to_kv(&self) -> KeyValue {
+        KeyValue {
+            key: self.key.to_vec(),
+            value: self.value.to_vec(),
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+        }
+    }
+}
+
+impl<'a> From<&'a KeyValue> for KvRef<'a> {
+    fn from(kv: &'a KeyValue) -> Self {
+        KvRef {
+            key: &kv.key,
+            value: &kv.value,
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+            version: kv.version,
+        }
+    }
+}
+
+/// A borrowed event of a [`RevisionBatch`] (the fields of [`Event`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    /// PUT or DELETE.
+    pub kind: EventKind,
+    /// The key after the change (see [`Event::kv`]).
+    pub kv: KvRef<'a>,
+    /// The key before the change, when computed (see [`Event::prev_kv`]).
+    pub prev_kv: Option<KvRef<'a>>,
+    /// Sub revision: position in its revision.
+    pub sub: u32,
+}
+
+impl<'a> EventRef<'a> {
+    /// A copy that owns its bytes.
+    pub fn to_event(&self) -> Event {
+        Event { kind: self.kind, kv: self.kv.to_kv(), prev_kv: self.prev_kv.map(|p| p.to_kv()), sub: self.sub }
+    }
+
+    /// Approximate bytes of the event on the wire (as [`Event::approx_size`]).
+    pub fn approx_size(&self) -> usize {
+        approx_size(&self.kv, self.prev_kv.as_ref())
+    }
+}
+
+impl<'a> From<&'a Event> for EventRef<'a> {
+    fn from(e: &'a Event) -> Self {
+        EventRef { kind: e.kind, kv: (&e.kv).into(), prev_kv: e.prev_kv.as_ref().map(Into::into), sub: e.sub }
+    }
+}
+
+fn approx_size(kv: &KvRef<'_>, prev: Option<&KvRef<'_>>) -> usize {
+    32 + kv.key.len() + kv.value.len() + prev.map_or(0, |p| 32 + p.key.len() + p.value.len())
+}
+
+/// A revision's events in a few chunks: every event's encoding lies wholly in one
+/// chunk; `starts[i]` is where event `i` begins in its chunk, `firsts[c]` the first
+/// event of chunk `c`.
+///
+/// An event's encoding: a flags byte (`DELETE`, `PREV`, `PREV_KEY`), varints of
+/// sub, create, mod and version, the key and the value (varint length, bytes);
+/// with `PREV`, varints of the previous create, mod and version, with `PREV_KEY`
+/// the previous key (else it is the key), and the previous value.
+#[derive(Default)]
+struct Arena {
+    chunks: Vec<Vec<u8>>,
+    starts: Vec<u32>,
+    firsts: Vec<u32>,
+}
+
+const DELETE: u8 = 1;
+const PREV: u8 = 2;
+const PREV_KEY: u8 = 4;
+
+/// Largest chunk allocated for events that each fit in less (a larger event gets a
+/// chunk of its own size).
+const CHUNK_MAX: usize = 1 << 20;
+
+fn varint_len(v: u64) -> usize {
+    // 7 bits per byte; 0 takes one.
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn bytes_len(b: &[u8]) -> usize {
+    varint_len(b.len() as u64) + b.len()
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+/// Bytes of one event's encoding in an [`Arena`].
+fn encoded_len(e: &EventRef<'_>) -> usize {
+    let kv = &e.kv;
+    let mut n = 1
+        + varint_len(u64::from(e.sub))
+        + varint_len(kv.create_revision)
+        + varint_len(kv.mod_revision)
+        + varint_len(kv.version)
+        + bytes_len(kv.key)
+        + bytes_len(kv.value);
+    if let Some(p) = &e.prev_kv {
+        n += varint_len(p.create_revision) + varint_len(p.mod_revision) + varint_len(p.version) + bytes_len(p.value);
+        if p.key != kv.key {
+            n += bytes_len(p.key);
+        }
+    }
+    n
+}
+
+fn encode(out: &mut Vec<u8>, e: &EventRef<'_>) {
+    let kv = &e.kv;
+    let mut flags = if e.kind == EventKind::Delete { DELETE } else { 0 };
+    if let Some(p) = &e.prev_kv {
+        flags |= PREV;
+        if p.key != kv.key {
+            flags |= PREV_KEY;
+        }
+    }
+    out.push(flags);
+    put_varint(out, u64::from(e.sub));
+    put_varint(out, kv.create_revision);
+    put_varint(out, kv.mod_revision);
+    put_varint(out, kv.version);
+    put_bytes(out, kv.key);
+    put_bytes(out, kv.value);
+    if let Some(p) = &e.prev_kv {
+        put_varint(out, p.create_revision);
+        put_varint(out, p.mod_revision);
+        put_varint(out, p.version);
+        if flags & PREV_KEY != 0 {
+            put_bytes(out, p.key);
+        }
+        put_bytes(out, p.value);
+    }
+}
+
+/// Reads what [`encode`] wrote (the arena's own bytes: well formed by construction).
+struct Decoder<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Decoder<'a> {
+    fn byte(&mut self) -> u8 {
+        let b = self.buf[self.at];
+        self.at += 1;
+        b
+    }
+
+    fn varint(&mut self) -> u64 {
+        let mut v = 0u64;
+        let mut shift = 0;
+        loop {
+            let b = self.byte();
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return v;
+            }
+            shift += 7;
+        }
+    }
+
+    fn bytes(&mut self) -> &'a [u8] {
+        let n = self.varint() as usize;
+        let b = &self.buf[self.at..self.at + n];
+        self.at += n;
+        b
+    }
+
+    fn event(&mut self) -> EventRef<'a> {
+        let flags = self.byte();
+        let sub = self.varint() as u32;
+        let (create_revision, mod_revision, version) = (self.varint(), self.varint(), self.varint());
+        let key = self.bytes();
+        let value = self.bytes();
+        let kv = KvRef { key, value, create_revision, mod_revision, version };
+        let prev_kv = (flags & PREV != 0).then(|| {
+            let (create_revision, mod_revision, version) = (self.varint(), self.varint(), self.varint());
+            let key = if flags & PREV_KEY != 0 { self.bytes() } else { key };
+            KvRef { key, value: self.bytes(), create_revision, mod_revision, version }
+        });
+        let kind = if flags & DELETE != 0 { EventKind::Delete } else { EventKind::Put };
+        EventRef { kind, kv, prev_kv, sub }
+    }
+}
+
+impl Arena {
+    fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    fn chunk_of(&self, i: usize) -> usize {
+        self.firsts.partition_point(|&f| f as usize <= i) - 1
+    }
+
+    fn event_in(&self, chunk: usize, i: usize) -> EventRef<'_> {
+        Decoder { buf: &self.chunks[chunk], at: self.starts[i] as usize }.event()
+    }
+}
+
+/// Builds a [`RevisionBatch`] event by event, into chunks that are never moved:
+/// the chunks hold what they will keep (a chunk is sized from `hint`, the bytes
+/// expected, and from what is written so far, at most [`CHUNK_MAX`] unless one
+/// event needs more), so a huge revision costs no growing copy.
+pub(crate) struct BatchBuilder {
+    revision: u64,
+    has_prev_kv: bool,
+    size: usize,
+    hint: usize,
+    written: usize,
+    arena: Arena,
+}
+
+impl BatchBuilder {
+    /// A builder for `events` events of about `hint` encoded bytes.
+    pub(crate) fn new(revision: u64, has_prev_kv: bool, events: usize, hint: usize) -> Self {
+        let arena = Arena { chunks: Vec::new(), starts: Vec::with_capacity(events), firsts: Vec::new() };
+        BatchBuilder { revision, has_prev_kv, size: 0, hint, written: 0, arena }
+    }
+
+    /// Bytes event `e` takes in a batch (for hints).
+    pub(crate) fn event_len(e: &EventRef<'_>) -> usize {
+        encoded_len(e)
+    }
+
+    /// Appends event `e`.
+    pub(crate) fn push(&mut self, e: &EventRef<'_>) {
+        let need = encoded_len(e);
+        let a = &mut self.arena;
+        let fits = a.chunks.last().is_some_and(|c| c.capacity() - c.len() >= need);
+        if !fits {
+            let cap = need.max(self.hint.saturating_sub(self.written).max(self.written).min(CHUNK_MAX));
+            // Chunks are made here, just before an event is written to them, so
+            // none is left empty.
+            a.chunks.push(Vec::with_capacity(cap));
+            a.firsts.push(u32::try_from(a.starts.len()).expect("a revision has fewer than 2^32 events"));
+        }
+        let c = a.chunks.last_mut().expect("a chunk");
+        a.starts.push(u32::try_from(c.len()).expect("a chunk holds less than 4 GiB"));
+        encode(c, e);
+        debug_assert_eq!(c.len() - *a.starts.last().expect("pushed") as usize, need);
+        self.written += need;
+        self.size += e.approx_size();
+    }
+
+    /// The batch.
+    pub(crate) fn finish(mut self) -> RevisionBatch {
+        let a = &mut self.arena;
+        if let Some(c) = a.chunks.last_mut() {
+            // A last chunk mostly unused gives its room back (one copy of at most
+            // a chunk).
+            if c.capacity() - c.len() > c.len() / 4 {
+                c.shrink_to_fit();
+            }
+        }
+        a.starts.shrink_to_fit();
+        RevisionBatch {
+            revision: self.revision,
+            has_prev_kv: self.has_prev_kv,
+            size: self.size,
+            encoded: Default::default(),
+            events: self.arena,
+        }
+    }
 }
 
 /// The serialized events of one revision, as a consumer encoded them once for all
@@ -86,8 +410,53 @@ impl EncodedEvents {
 impl RevisionBatch {
     /// A batch of `events` (all of main revision `revision`, in sub order).
     pub fn new(revision: u64, events: Vec<Event>, has_prev_kv: bool) -> Self {
-        let size = events.iter().map(Event::approx_size).sum();
-        RevisionBatch { revision, events, has_prev_kv, size, encoded: Default::default() }
+        let refs = events.iter().map(EventRef::from);
+        let hint = refs.clone().map(|e| encoded_len(&e)).sum();
+        let mut b = BatchBuilder::new(revision, has_prev_kv, events.len(), hint);
+        for e in refs {
+            b.push(&e);
+        }
+        b.finish()
+    }
+
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether it has no events.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Event `i` (in sub-revision order).
+    ///
+    /// # Panics
+    ///
+    /// If `i >= self.len()`.
+    pub fn event(&self, i: usize) -> EventRef<'_> {
+        assert!(i < self.len(), "event {i} of a batch of {}", self.len());
+        self.events.event_in(self.events.chunk_of(i), i)
+    }
+
+    /// Every event, in sub-revision order.
+    pub fn events(&self) -> impl ExactSizeIterator<Item = EventRef<'_>> + Clone + '_ {
+        let a = &self.events;
+        let mut chunk = 0;
+        (0..a.len()).map(move |i| {
+            while a.firsts.get(chunk + 1).is_some_and(|&f| f as usize <= i) {
+                chunk += 1;
+            }
+            a.event_in(chunk, i)
+        })
+    }
+
+    /// Heap bytes the events take (chunks and offsets; not the memo).
+    pub fn heap_bytes(&self) -> usize {
+        let a = &self.events;
+        a.chunks.iter().map(Vec::capacity).sum::<usize>()
+            + 4 * (a.starts.capacity() + a.firsts.capacity())
+            + std::mem::size_of::<Vec<u8>>() * a.chunks.capacity()
     }
 }
 
@@ -103,18 +472,17 @@ pub struct RevisionEvents {
 
 impl RevisionEvents {
     /// The selected events, in order.
-    pub fn iter(&self) -> impl Iterator<Item = &Event> + '_ {
-        let all = self.selection.is_none();
-        let n = if all { self.batch.events.len() } else { self.selection.as_ref().map_or(0, |s| s.len()) };
-        (0..n).map(move |i| match &self.selection {
-            None => &self.batch.events[i],
-            Some(s) => &self.batch.events[s[i] as usize],
-        })
+    pub fn iter(&self) -> impl Iterator<Item = EventRef<'_>> + '_ {
+        let (all, picked) = match &self.selection {
+            None => (Some(self.batch.events()), None),
+            Some(s) => (None, Some(s.iter().map(|&i| self.batch.event(i as usize)))),
+        };
+        all.into_iter().flatten().chain(picked.into_iter().flatten())
     }
 
     /// Number of selected events.
     pub fn len(&self) -> usize {
-        self.selection.as_ref().map_or(self.batch.events.len(), |s| s.len())
+        self.selection.as_ref().map_or(self.batch.len(), |s| s.len())
     }
 
     /// Whether no event is selected.
@@ -126,7 +494,7 @@ impl RevisionEvents {
     pub fn size(&self) -> usize {
         match &self.selection {
             None => self.batch.size,
-            Some(_) => self.iter().map(Event::approx_size).sum(),
+            Some(_) => self.iter().map(|e| e.approx_size()).sum(),
         }
     }
 }
@@ -180,12 +548,11 @@ impl WatchResponse {
 
     /// Every event of the response in order, each with `prev_kv` only if asked for.
     pub fn events(&self) -> impl Iterator<Item = Event> + '_ {
-        self.events.iter().flat_map(|r| r.iter()).map(move |e| {
-            let mut e = e.clone();
+        self.events.iter().flat_map(|r| r.iter()).map(move |mut e| {
             if !self.prev_kv {
                 e.prev_kv = None;
             }
-            e
+            e.to_event()
         })
     }
 
@@ -262,5 +629,70 @@ impl WatchRequest {
     pub fn with_prev_kv(mut self) -> Self {
         self.prev_kv = true;
         self
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    fn kv(key: &[u8], value: Vec<u8>, rev: u64) -> KeyValue {
+        KeyValue { key: key.to_vec(), value, create_revision: rev / 2, mod_revision: rev, version: rev % 7 }
+    }
+
+    /// Events of every shape: puts and deletes, with and without prev_kv, a prev
+    /// key that differs, empty and huge values, large revisions (multi-byte
+    /// varints), enough bytes for several chunks, and one event larger than a chunk.
+    fn events() -> Vec<Event> {
+        let mut v = Vec::new();
+        for i in 0..30_000u64 {
+            let key = format!("k{i:06}").into_bytes();
+            let value = vec![b'a' + (i % 26) as u8; (i % 90) as usize];
+            let prev = match i % 4 {
+                0 => None,
+                1 => Some(kv(&key, vec![1; 3], i << 40)),
+                2 => Some(kv(b"other", Vec::new(), 0)),
+                _ => Some(kv(&key, vec![2; 1000], u64::MAX)),
+            };
+            let kind = if i % 3 == 0 { EventKind::Delete } else { EventKind::Put };
+            v.push(Event { kind, kv: kv(&key, value, i * 1_000_003), prev_kv: prev, sub: i as u32 });
+        }
+        let big = vec![7u8; CHUNK_MAX + 10];
+        v.insert(
+            12_345,
+            Event { kind: EventKind::Put, kv: kv(b"big", big.clone(), 9), prev_kv: Some(kv(b"big", big, 8)), sub: 0 },
+        );
+        v
+    }
+
+    #[test]
+    fn a_batch_gives_back_every_event_as_built() {
+        let ev = events();
+        let b = RevisionBatch::new(5, ev.clone(), true);
+        assert!(b.events.chunks.len() > 2, "several chunks: {}", b.events.chunks.len());
+        assert_eq!(b.len(), ev.len());
+        let back: Vec<Event> = b.events().map(|e| e.to_event()).collect();
+        assert_eq!(back, ev);
+        for i in [0, 1, 12_344, 12_345, 12_346, ev.len() - 1] {
+            assert_eq!(b.event(i).to_event(), ev[i], "event {i}");
+        }
+        assert_eq!(b.size, ev.iter().map(Event::approx_size).sum::<usize>());
+        let sel: Arc<[u32]> = vec![3, 12_345, 29_000].into();
+        let re = RevisionEvents { batch: Arc::new(b), selection: Some(sel) };
+        let picked: Vec<Event> = re.iter().map(|e| e.to_event()).collect();
+        assert_eq!(picked, vec![ev[3].clone(), ev[12_345].clone(), ev[29_000].clone()]);
+        assert_eq!(re.size(), picked.iter().map(Event::approx_size).sum::<usize>());
+    }
+
+    #[test]
+    fn small_batches_take_what_they_hold() {
+        let e = Event { kind: EventKind::Put, kv: kv(b"key", vec![1; 10], 3), prev_kv: None, sub: 0 };
+        let b = RevisionBatch::new(3, vec![e.clone()], false);
+        assert_eq!(b.events.chunks.len(), 1);
+        assert_eq!(b.events.chunks[0].capacity(), b.events.chunks[0].len());
+        assert_eq!(b.event(0).to_event(), e);
+        let empty = RevisionBatch::new(3, Vec::new(), false);
+        assert!(empty.is_empty());
+        assert_eq!(empty.events().count(), 0);
     }
 }

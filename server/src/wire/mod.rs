@@ -24,7 +24,9 @@
 use std::collections::{HashSet, VecDeque};
 use std::ops::Range;
 
-use argus_engine::watch::{EncodedEvents, Item, Part, RevisionBatch, RevisionEvents, WatchId, WatchResponse};
+use argus_engine::watch::{
+    EncodedEvents, EventKind, EventRef, Item, KvRef, Part, RevisionBatch, RevisionEvents, WatchId, WatchResponse,
+};
 use bytes::{Bytes, BytesMut};
 use prost::Message;
 use tonic::codec::{BufferSettings, DecodeBuf, Decoder};
@@ -32,6 +34,7 @@ use tonic::Status;
 
 use crate::convert;
 use crate::proto::etcdserverpb as pb;
+use crate::proto::mvccpb;
 use crate::Header;
 
 #[cfg(test)]
@@ -69,17 +72,46 @@ const FRAGMENT_FIELD: [u8; 2] = [7 << 3, 1];
 const REQUEST_BUFFER_BYTES: usize = 256;
 
 /// The field-11 bytes of every event of `batch` (with or without prev_kv), encoded
-/// on first use and shared by every stream, with each event's end offset.
+/// on first use and shared by every stream, with each event's end offset. The
+/// buffer is allocated once at its exact size (a huge revision's memo is not grown
+/// by doubling, which would hold up to three times its size while it copies).
 pub fn memo(batch: &RevisionBatch, prev_kv: bool) -> &EncodedEvents {
     batch.encoded[usize::from(prev_kv)].get_or_init(|| {
-        let mut out = Vec::new();
-        let mut ends = Vec::with_capacity(batch.events.len());
-        for e in &batch.events {
+        let total = batch.events().map(|e| event_field_len(&e, prev_kv)).sum();
+        let mut out = Vec::with_capacity(total);
+        let mut ends = Vec::with_capacity(batch.len());
+        for e in batch.events() {
             prost::encoding::message::encode(11, &convert::event(e, prev_kv), &mut out);
             ends.push(u32::try_from(out.len()).expect("a revision's events encode to less than 4 GiB"));
         }
+        debug_assert_eq!(out.len(), total, "event_field_len agrees with prost");
         EncodedEvents { bytes: out.into(), ends: ends.into() }
     })
+}
+
+/// Bytes of `e` as a field-11 entry of `WatchResponse` (what prost writes for
+/// `convert::event(e, prev_kv)`; proto3 leaves zero and empty fields out).
+fn event_field_len(e: &EventRef<'_>, prev_kv: bool) -> usize {
+    use prost::encoding::{encoded_len_varint, key_len};
+    let message = |tag: u32, n: usize| key_len(tag) + encoded_len_varint(n as u64) + n;
+    let bytes = |tag: u32, n: usize| if n == 0 { 0 } else { message(tag, n) };
+    let int = |tag: u32, v: u64| if v == 0 { 0 } else { key_len(tag) + encoded_len_varint(v) };
+    let kv = |kv: &KvRef<'_>| {
+        bytes(1, kv.key.len())
+            + int(2, kv.create_revision)
+            + int(3, kv.mod_revision)
+            + int(4, kv.version)
+            + bytes(5, kv.value.len())
+    };
+    let kind = match e.kind {
+        EventKind::Put => 0,
+        EventKind::Delete => int(1, mvccpb::event::EventType::Delete as u64),
+    };
+    let prev = match (&e.prev_kv, prev_kv) {
+        (Some(p), true) => message(3, kv(p)),
+        _ => 0,
+    };
+    message(11, kind + message(2, kv(&e.kv)) + prev)
 }
 
 /// One response's events: byte ranges of revision memos, in order (adjacent events
