@@ -614,7 +614,7 @@ fn soak_kill9_restarts_with_watchers_resuming() {
                     st,
                 )));
             }
-            let writers: Vec<_> = (0..WRITERS)
+            let mut writers: Vec<_> = (0..WRITERS)
                 .map(|w| tokio::spawn(writer(endpoint.clone(), w, round, rng.fork(), Arc::clone(&load))))
                 .collect();
             let comp = tokio::spawn(compactor(
@@ -630,10 +630,9 @@ fn soak_kill9_restarts_with_watchers_resuming() {
                 // Quiet the load, then wait until every watcher proves the last revision.
                 calm.store(true, Ordering::SeqCst);
                 load.stop.store(true, Ordering::SeqCst);
-                for w in writers {
-                    let _ = w.await;
+                for w in writers.drain(..) {
+                    w.await.expect("writer task");
                 }
-                let _ = comp.await;
                 let mut c = connect(&endpoint).await;
                 let head = c.get("/", None).await.expect("get").header().expect("header").revision() as u64;
                 let wait = Instant::now() + PATIENCE * 2;
@@ -660,6 +659,12 @@ fn soak_kill9_restarts_with_watchers_resuming() {
                 s.kill9();
             }
             load.stop.store(true, Ordering::SeqCst);
+            // Every writer has recorded its last write (acknowledged or in flight)
+            // before the log is read back.
+            for w in writers {
+                tokio::time::timeout(PATIENCE, w).await.expect("a writer ends").expect("writer task");
+            }
+            tokio::time::timeout(PATIENCE, comp).await.expect("the compactor ends").expect("compactor task");
             let mut logs = Vec::new();
             for t in tasks {
                 logs.push(tokio::time::timeout(PATIENCE, t).await.expect("a stream task ends").expect("stream task"));
