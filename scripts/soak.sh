@@ -2,9 +2,9 @@
 # The soak test (server/tests/soak.rs) alone, in release, for as long as asked:
 # the `argus` binary under writers, compactions and watch streams with fast, slow
 # and stalling consumers, kill -9 and restarted every round (a round is an eighth
-# of the run, at most 10 minutes), every watcher's responses judged by the engine's
-# guarantee checker, the server's RSS bounded. `cargo test` runs the same test for
-# 45 s in debug.
+# of the run, at most 2 minutes), every watcher's responses judged by the engine's
+# guarantee checker, the server's anonymous RSS bounded. `cargo test` runs the same
+# test for 45 s in debug.
 #
 #   scripts/soak.sh              # one hour
 #   scripts/soak.sh 14400        # four hours
