@@ -44,7 +44,7 @@ if [ -x scripts/loom.sh ]; then
 fi
 
 if [ -x scripts/fuzz-build.sh ]; then
-    log "fuzz target builds"
+    log "fuzz targets (build; 30 s of fuzzing each with nightly)"
     scripts/fuzz-build.sh
 fi
 

@@ -1,11 +1,16 @@
 //! # argus-engine
 //!
 //! The library half of Argus, a watch engine with etcd v3 semantics: an append-only,
-//! memory-mapped [revision log](log), an MVCC [store] on top of it, and (in later
-//! modules) the watch machinery. It has no async runtime in it.
+//! memory-mapped [revision log](log), an MVCC [store] on top of it, the [watch]
+//! machinery (a [`watch::WatchHub`] whose notifier thread fans each committed
+//! revision out to the watchers of every stream; it queues a watcher's `created`
+//! response when it registers the watcher, before any of its events), and a
+//! [checker](check) of etcd's watch guarantees for tests. It has no async runtime
+//! in it.
 //!
-//! Start at [`store::Store`]; `engine/FORMAT.md` specifies the bytes on disk and
-//! `ARCHITECTURE.md` at the repository root the data flow and invariants.
+//! Start at [`store::Store`] and [`watch::WatchHub`]; `engine/FORMAT.md` specifies
+//! the bytes on disk and `ARCHITECTURE.md` at the repository root the data flow and
+//! invariants.
 
 #![deny(missing_docs)]
 

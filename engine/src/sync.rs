@@ -5,10 +5,11 @@
 //! for loom's instrumented versions and the loom models in `loom-tests/` explore
 //! the real engine code. A plain `cargo build` uses `std` unchanged.
 
-#[cfg(loom)]
-pub(crate) use std::sync::Arc;
+// `Arc`, `Weak` and `OnceLock` are std's in every build; see below for why that is
+// sound under loom.
+pub(crate) use std::sync::{Arc, OnceLock, Weak};
 #[cfg(not(loom))]
-pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
 
 #[cfg(not(loom))]
 pub(crate) mod atomic {
@@ -18,7 +19,13 @@ pub(crate) mod atomic {
 // `Arc` stays std's under loom: loom's `Arc` cannot hold unsized values (`dyn
 // Storage`, `[u32]`) nor downgrade, and the engine never relies on a reference count
 // for synchronization; every hand-off goes through the atomics and locks below,
-// which loom does model.
+// which loom does model. `Weak` follows from `Arc` (it is what `Arc::downgrade`
+// gives). Loom 0.7 has no `OnceLock`; std's is used under loom too. The engine's
+// `OnceLock`s (a group's id snapshot, a revision's encoded events) are caches whose
+// value is a pure function of data already published to every thread that reads
+// them (through the atomics and locks loom does model), so whichever thread fills
+// one, the others read the same value: loom losing sight of its internal
+// synchronization hides no interleaving that could change an outcome.
 #[cfg(loom)]
 pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
 
@@ -266,7 +273,7 @@ impl std::task::Wake for ThreadWaker {
 /// park (and a spurious unpark only costs one extra turn).
 pub(crate) struct Doorbell {
     state: atomic::AtomicUsize,
-    sleeper: std::sync::OnceLock<thread::Thread>,
+    sleeper: OnceLock<thread::Thread>,
 }
 
 const IDLE: usize = 0;
@@ -275,7 +282,7 @@ const SLEEPING: usize = 2;
 
 impl Default for Doorbell {
     fn default() -> Self {
-        Doorbell { state: atomic::AtomicUsize::new(IDLE), sleeper: std::sync::OnceLock::new() }
+        Doorbell { state: atomic::AtomicUsize::new(IDLE), sleeper: OnceLock::new() }
     }
 }
 

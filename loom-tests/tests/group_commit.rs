@@ -3,11 +3,11 @@
 //! engine's own code over `MemStorage` under `FsyncPolicy::Always`.
 //!
 //! Run with `scripts/loom.sh group_commit`. Twins (see `models.rs`): with
-//! `bug-early-wake` the syncer tells every sleeping writer its revision is durable,
-//! including one whose revision arrived during the fsync, and the models' durability
-//! check fails; with `bug-lost-handoff` the role is never handed on, so a writer
-//! whose revision arrived during an fsync sleeps forever, and loom reports the
-//! deadlock.
+//! `argus_bug = "early-wake"` the syncer tells every sleeping writer its revision is
+//! durable, including one whose revision arrived during the fsync, and the models'
+//! durability check fails; with `argus_bug = "lost-handoff"` the role is never
+//! handed on, so a writer whose revision arrived during an fsync sleeps forever,
+//! and loom reports the deadlock.
 #![cfg(loom)]
 
 use std::sync::Arc;
@@ -78,8 +78,8 @@ fn writers_race(writers: usize) {
 /// sleep until a round covers it (the first hands it the role) and not be told
 /// durable by the first round.
 #[test]
-#[cfg_attr(feature = "bug-early-wake", should_panic(expected = "acknowledged before it was"))]
-#[cfg_attr(all(feature = "bug-lost-handoff", not(feature = "bug-early-wake")), should_panic(expected = "deadlock"))]
+#[cfg_attr(argus_bug = "early-wake", should_panic(expected = "acknowledged before it was"))]
+#[cfg_attr(argus_bug = "lost-handoff", should_panic(expected = "deadlock"))]
 fn group_commit_two_writers() {
     writers_race(2);
 }
@@ -87,8 +87,8 @@ fn group_commit_two_writers() {
 /// Model 2: three writers: two may arrive during one fsync and share the next,
 /// which exactly one of them runs, and a third role holder may follow.
 #[test]
-#[cfg_attr(feature = "bug-early-wake", should_panic(expected = "acknowledged before it was"))]
-#[cfg_attr(all(feature = "bug-lost-handoff", not(feature = "bug-early-wake")), should_panic(expected = "deadlock"))]
+#[cfg_attr(argus_bug = "early-wake", should_panic(expected = "acknowledged before it was"))]
+#[cfg_attr(argus_bug = "lost-handoff", should_panic(expected = "deadlock"))]
 fn group_commit_three_writers() {
     writers_race(3);
 }

@@ -1,10 +1,11 @@
 //! Loom models of the engine's concurrent hand-offs, on the engine's own code.
 //!
 //! Run with `scripts/loom.sh` (`RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2
-//! cargo test -p argus-loom-tests --release`). Every model has a twin: built with the
-//! cargo feature named in its `cfg_attr`, the engine carries one realistic seeded bug
-//! and the same model must fail (`should_panic`). `scripts/loom.sh` runs each model
-//! plain and each twin with its feature.
+//! cargo test -p argus-loom-tests --release`). Every model has a twin: built with
+//! `ARGUS_BUG=<name>` (`--cfg argus_bug="<name>"`, the name in its `cfg_attr`; see
+//! `engine/build.rs`), the engine carries one realistic seeded bug and the same model
+//! must fail (`should_panic`). `scripts/loom.sh` runs each model plain and each twin
+//! with its bug.
 #![cfg(loom)]
 
 use std::sync::Arc;
@@ -63,7 +64,7 @@ fn event_revs(rs: &[WatchResponse]) -> Vec<u64> {
 /// everything up to the committed revision: the reader never sees a committed
 /// revision whose records are missing or incomplete.
 #[test]
-#[cfg_attr(feature = "bug-publish-before-write", should_panic(expected = "committed"))]
+#[cfg_attr(argus_bug = "publish-before-write", should_panic(expected = "committed"))]
 fn log_append_and_publish_race_a_reader() {
     model(|| {
         let opts = LogOptions { fsync: FsyncPolicy::Never, segment_size: 4096, ..LogOptions::default() };
@@ -123,7 +124,7 @@ fn one_watcher_two_puts() -> (WatchHub, ManualNotifier, WatchController, WatchRe
 /// the consumer drains it: the victim is retried and gets every revision exactly
 /// once, in order.
 #[test]
-#[cfg_attr(feature = "bug-lost-victim-retry", should_panic(expected = "none lost"))]
+#[cfg_attr(argus_bug = "lost-victim-retry", should_panic(expected = "none lost"))]
 fn victim_retry_races_the_consumer_draining() {
     model(|| {
         let (hub, mut n, ctl, mut rx, id) = one_watcher_two_puts();
@@ -178,7 +179,7 @@ fn victim_retry_races_cancel() {
 /// the notifier moves on: it joins the synced index exactly at the notifier's
 /// position, so it gets every revision once.
 #[test]
-#[cfg_attr(feature = "bug-early-handoff", should_panic(expected = "no revision skipped"))]
+#[cfg_attr(argus_bug = "early-handoff", should_panic(expected = "no revision skipped"))]
 fn unsynced_to_synced_handoff_races_the_notifier() {
     model(|| {
         let store = store();
@@ -208,7 +209,7 @@ fn unsynced_to_synced_handoff_races_the_notifier() {
 /// the old job's result never reaches the new group (the generation of the slab
 /// handle tells them apart), and the new watcher gets exactly its own events.
 #[test]
-#[cfg_attr(feature = "bug-stale-handle", should_panic(expected = "only its own key"))]
+#[cfg_attr(argus_bug = "stale-handle", should_panic(expected = "only its own key"))]
 fn catchup_result_races_a_cancel_that_reuses_the_group_slot() {
     model(|| {
         let store = store();
@@ -259,7 +260,7 @@ fn catchup_result_races_a_cancel_that_reuses_the_group_slot() {
 /// the consumer's pop, waker registration and park, the consumer wakes with the
 /// delivery (a lost wake-up would leave it parked forever: loom reports a deadlock).
 #[test]
-#[cfg_attr(feature = "bug-lost-wakeup", should_panic(expected = "deadlock"))]
+#[cfg_attr(argus_bug = "lost-wakeup", should_panic(expected = "deadlock"))]
 fn a_blocked_consumer_is_woken_by_a_delivery() {
     model(|| {
         let (store, hub, mut n, ctl, mut rx, _) = watcher_on_k(8);
@@ -282,7 +283,7 @@ fn a_blocked_consumer_is_woken_by_a_delivery() {
 /// Model 5: a progress request races a write being notified: a bookmark at `R` is
 /// never queued before an event at or below `R`.
 #[test]
-#[cfg_attr(feature = "bug-progress-ahead", should_panic(expected = "bookmark at"))]
+#[cfg_attr(argus_bug = "progress-ahead", should_panic(expected = "bookmark at"))]
 fn progress_request_races_events() {
     model(|| {
         let (store, hub, mut n, ctl, mut rx, _) = watcher_on_k(8);

@@ -211,11 +211,9 @@ fn ops(list: &[pb::RequestOp]) -> Result<Vec<TxnOp>, Status> {
     use pb::request_op::Request as R;
     list.iter()
         .map(|op| match &op.request {
-            Some(R::RequestRange(r)) => Ok(TxnOp::Range {
-                key: r.key.clone(),
-                range_end: r.range_end.clone(),
-                options: range_options(r),
-            }),
+            Some(R::RequestRange(r)) => {
+                Ok(TxnOp::Range { key: r.key.clone(), range_end: r.range_end.clone(), options: range_options(r) })
+            }
             Some(R::RequestPut(p)) => put_op(p),
             Some(R::RequestDeleteRange(d)) => {
                 Ok(TxnOp::DeleteRange { key: d.key.clone(), range_end: d.range_end.clone(), prev_kv: d.prev_kv })

@@ -245,7 +245,7 @@ impl CommitStats {
 fn covered(rev: u64, committed: u64) -> bool {
     // Seeded bug (loom twin): every writer asleep when the round ends is told its
     // revision is durable, including those whose revision arrived during the fsync.
-    cfg!(feature = "bug-early-wake") || rev <= committed
+    cfg!(argus_bug = "early-wake") || rev <= committed
 }
 
 /// Held by the thread that runs a round without the `sync` lock: if the round
@@ -433,7 +433,7 @@ impl RevisionLog {
         // to the lowest, so the next fsync starts now.
         // Seeded bug (loom twin): the role is never handed on, so a writer whose
         // revision arrived during the fsync sleeps with nobody left to sync it.
-        let next = if poisoned || s.pending.is_empty() || cfg!(feature = "bug-lost-handoff") {
+        let next = if poisoned || s.pending.is_empty() || cfg!(argus_bug = "lost-handoff") {
             None
         } else {
             let lowest = s.waiters.iter().enumerate().min_by_key(|(_, w)| w.rev).map(|(i, _)| i);

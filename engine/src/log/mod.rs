@@ -46,7 +46,7 @@ pub use storage::{CrashMode, FileStorage, MemStorage, Storage, StorageFile};
 
 use crate::error::{Error, Result};
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use crate::sync::{lock, Arc, Mutex, SwapCell};
+use crate::sync::{lock, Arc, Mutex, SwapCell, Weak};
 
 /// The largest encode buffer the writer keeps between appends.
 const KEEP_ENCODE_BUFFER: usize = 1 << 20;
@@ -157,7 +157,7 @@ struct Inner {
     /// Called after every publish of `committed_rev` (the watch notifier's doorbell).
     listeners: Mutex<Vec<CommitListener>>,
     /// Revisions readers still need (see [`RetentionHold`]).
-    holds: Mutex<Vec<std::sync::Weak<AtomicU64>>>,
+    holds: Mutex<Vec<Weak<AtomicU64>>>,
 }
 
 /// Keeps the log from deleting segments at or after a revision, whatever the
@@ -343,7 +343,7 @@ impl RevisionLog {
         let seg = Arc::clone(&w.active);
         let off = w.write_off;
         // Seeded bug: publishes the revision before its bytes are written.
-        #[cfg(feature = "bug-publish-before-write")]
+        #[cfg(argus_bug = "publish-before-write")]
         if self.inner.opts.fsync == FsyncPolicy::Never {
             seg.publish(off + len);
             self.publish_committed(rev);

@@ -21,12 +21,10 @@
 //! - the id snapshot handed to deliveries ([`Members::ids`]) equals the member list at
 //!   the time it is taken; any change of membership drops it first.
 
-use std::sync::OnceLock;
-
 use super::delivery::Ids;
 use super::slab::Slab;
 use super::types::{EventKind, Filters, WatchId};
-use crate::sync::Arc;
+use crate::sync::{Arc, OnceLock};
 
 /// What decides, besides the key range, which responses a watcher receives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

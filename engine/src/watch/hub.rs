@@ -310,7 +310,7 @@ impl WatchHub {
             next_stream: AtomicU64::new(1),
         });
         let weak = Arc::downgrade(&shared);
-        store.log().add_commit_listener(std::sync::Arc::new(move || {
+        store.log().add_commit_listener(Arc::new(move || {
             if let Some(s) = weak.upgrade() {
                 // Store-buffering with the notifier (it writes `watching`, then reads
                 // `committed_rev`; the log wrote `committed_rev` before calling this):

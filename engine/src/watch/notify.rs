@@ -208,9 +208,10 @@ fn compacted_response(id: WatchId, rev: u64, compact: u64) -> WatchResponse {
 }
 
 /// Queues a watcher's last response and frees its id, atomically with respect to
-/// `watch()` (which takes the same lock to claim an id and queue `created`): a
-/// client that has seen `canceled` can reuse the id at once, and a new watcher with
-/// that id is `created` only after the old one's `canceled`.
+/// `watch()` (which takes the same lock to claim an id and queue the watcher's
+/// registration, whose `created` this thread queues later): a client that has seen
+/// `canceled` can reuse the id at once, and a new watcher with that id is
+/// `created` only after the old one's `canceled`.
 fn finish(stream: &StreamShared, id: WatchId, last: WatchResponse) {
     let mut ids = lock(&stream.ids);
     stream.send_control(last);
@@ -827,11 +828,11 @@ impl Notifier {
 
     fn progress(&mut self, stream: u64, id: Option<WatchId>) {
         let Some(&slot) = self.stream_slots.get(&stream) else { return };
-        #[cfg(not(feature = "bug-progress-ahead"))]
+        #[cfg(not(argus_bug = "progress-ahead"))]
         let rev = self.notified;
         // Seeded bug: bookmarks the store's revision, which the notifier may not have
         // delivered yet.
-        #[cfg(feature = "bug-progress-ahead")]
+        #[cfg(argus_bug = "progress-ahead")]
         let rev = self.hub.store.current_revision();
         let entry = self.streams.at(slot).1;
         let shared = Arc::clone(&entry.shared);
@@ -1101,13 +1102,13 @@ impl Notifier {
         for (h, outcome) in result.outcomes {
             // Only the group the job was made for: a group canceled meanwhile may have
             // left its slot to a new group, which the generation tells apart.
-            #[cfg(not(feature = "bug-stale-handle"))]
+            #[cfg(not(argus_bug = "stale-handle"))]
             let live = self.groups.get(h).is_some_and(|g| g.state == State::CatchingUp);
             // Seeded bug: trusts the slot index alone, so a job's result for a group
             // canceled meanwhile reaches whichever group took its slot.
-            #[cfg(feature = "bug-stale-handle")]
+            #[cfg(argus_bug = "stale-handle")]
             let live = self.groups.any_at(h.index).is_some_and(|g| g.state == State::CatchingUp);
-            #[cfg(feature = "bug-stale-handle")]
+            #[cfg(argus_bug = "stale-handle")]
             let h = if live { self.groups.handle(h.index) } else { h };
             if !live {
                 continue;
@@ -1151,11 +1152,11 @@ impl Notifier {
                 shared.mark_victims();
             }
             None => {
-                #[cfg(not(feature = "bug-early-handoff"))]
+                #[cfg(not(argus_bug = "early-handoff"))]
                 let caught_up = next == self.notified + 1;
                 // Seeded bug: joins the synced index one revision early, so the
                 // revision in between is never delivered to it.
-                #[cfg(feature = "bug-early-handoff")]
+                #[cfg(argus_bug = "early-handoff")]
                 let caught_up = next + 1 >= self.notified + 1;
                 if caught_up {
                     // At `next`: `make_synced` sets the cursor to `notified + 1`.

@@ -101,7 +101,7 @@ impl<T: Record> Slab<T> {
 
     /// The live record at `index`, whatever its generation (only the seeded
     /// stale-handle bug of the loom twin uses this).
-    #[cfg(feature = "bug-stale-handle")]
+    #[cfg(argus_bug = "stale-handle")]
     pub(crate) fn any_at(&self, index: u32) -> Option<&T> {
         self.slots.get(index as usize)?.as_ref()
     }

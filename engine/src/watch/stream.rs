@@ -261,7 +261,7 @@ impl StreamShared {
         self.has_victims.swap(true, Ordering::AcqRel);
         // Seeded bug: without this re-check, a consumer that drained the stream just
         // before the flag was set never retries it, and the victims starve.
-        #[cfg(not(feature = "bug-lost-victim-retry"))]
+        #[cfg(not(argus_bug = "lost-victim-retry"))]
         self.retry_if_drained();
     }
 
@@ -526,7 +526,7 @@ impl WatchReceiver {
         self.shared.waker.register(cx.waker());
         // Seeded bug: sleeps without looking again after registering, so an item
         // pushed (and a wake that found no waker) in between is never seen.
-        #[cfg(not(feature = "bug-lost-wakeup"))]
+        #[cfg(not(argus_bug = "lost-wakeup"))]
         if let Some(q) = self.shared.queue.pop() {
             return Poll::Ready(self.take(q));
         }

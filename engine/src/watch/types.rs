@@ -2,7 +2,7 @@
 //! and `WatchResponse`, with events shared between watchers instead of copied.
 
 use crate::store::KeyValue;
-use crate::sync::Arc;
+use crate::sync::{Arc, OnceLock};
 
 /// Identifier of a watcher, unique within its stream (etcd's `watch_id`).
 pub type WatchId = i64;
@@ -58,7 +58,7 @@ pub struct RevisionBatch {
     /// Memo of a consumer's serialized form of the events, without (`[0]`) and with
     /// (`[1]`) prev_kv: the gRPC server encodes a revision's events once here and
     /// reuses the bytes (or slices of them, for a selection) for every watcher.
-    pub encoded: [std::sync::OnceLock<EncodedEvents>; 2],
+    pub encoded: [OnceLock<EncodedEvents>; 2],
     events: Arena,
 }
 
