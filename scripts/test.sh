@@ -43,6 +43,11 @@ if [ -x scripts/loom.sh ]; then
     scripts/loom.sh
 fi
 
+if [ -x scripts/miri.sh ]; then
+    log "miri (the log's storage, mapping, segment and record code)"
+    scripts/miri.sh
+fi
+
 if [ -x scripts/fuzz-build.sh ]; then
     log "fuzz targets (build; 30 s of fuzzing each with nightly)"
     scripts/fuzz-build.sh
