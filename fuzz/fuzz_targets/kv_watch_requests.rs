@@ -45,7 +45,7 @@ use argus_engine::watch::{WatchHub, WatchOptions};
 use argus_server::kv::{KvPool, KvService};
 use argus_server::proto::etcdserverpb as pb;
 use argus_server::proto::etcdserverpb::kv_server::Kv;
-use argus_server::watch::{WatchService, WATCH_PATH};
+use argus_server::watch::{WatchLimits, WatchService, WATCH_PATH};
 use argus_server::Header;
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -89,7 +89,7 @@ impl Server {
         // Segments of 4 MiB, not 64: a fresh store per input stays cheap.
         opts.log.segment_size = 4 << 20;
         let store = Store::open_storage(Arc::new(MemStorage::new()), opts).expect("open a store in memory");
-        let kv = KvService::new(store.clone(), Header::default(), MAX_RECV, shared().pool.handle());
+        let kv = KvService::new(store.clone(), Header::default(), shared().pool.handle());
         let last_rev = store.current_revision();
         Server { store, kv, hub: None, last_rev }
     }
@@ -176,7 +176,11 @@ fn write<T>(s: &mut Server, what: &str, res: Result<tonic::Response<T>, tonic::S
 /// A Watch stream with `body` as everything the client sends, then half-closed.
 fn watch(s: &mut Server, body: Bytes) {
     let hub = s.hub();
-    let mut svc = WatchService::new(hub, Header::default(), MAX_REQUEST + 512 * 1024, MAX_RECV, MAX_RECV * 4);
+    // The server's defaults for the stream limits (see argus_server::serve).
+    let limits =
+        WatchLimits { max_streams: 100_000, max_watchers: 1_000_000, max_owed: 256, overflow: 256 + 2 * 100_000 };
+    let mut svc =
+        WatchService::new(hub, Header::default(), MAX_REQUEST + 512 * 1024, MAX_RECV, limits, Default::default());
     let req = http::Request::builder()
         .method(http::Method::POST)
         .uri(WATCH_PATH)

@@ -62,18 +62,19 @@ impl Drop for KvPool {
 }
 
 /// The KV service.
+///
+/// Requests above the receive limit never reach it: [`crate::limit`] refuses them
+/// with etcd's status before they are read.
 pub struct KvService {
     store: Store,
     header: Header,
-    max_recv_bytes: usize,
     pool: tokio::runtime::Handle,
 }
 
 impl KvService {
-    /// A KV service on `store` taking requests of at most `max_recv_bytes`, running
-    /// its store calls on `pool` (see [`KvPool`]).
-    pub fn new(store: Store, header: Header, max_recv_bytes: usize, pool: tokio::runtime::Handle) -> Self {
-        KvService { store, header, max_recv_bytes, pool }
+    /// A KV service on `store`, running its store calls on `pool` (see [`KvPool`]).
+    pub fn new(store: Store, header: Header, pool: tokio::runtime::Handle) -> Self {
+        KvService { store, header, pool }
     }
 
     async fn blocking<T: Send + 'static>(
@@ -81,20 +82,6 @@ impl KvService {
         f: impl FnOnce() -> Result<T, Status> + Send + 'static,
     ) -> Result<T, Status> {
         self.pool.spawn_blocking(f).await.map_err(|e| Status::internal(format!("argus: task failed: {e}")))?
-    }
-
-    /// etcd (grpc-go) refuses a message above its receive limit with
-    /// ResourceExhausted; tonic's own limit answers OutOfRange, so the transport
-    /// limit is set higher and this check gives etcd's answer.
-    fn check_size(&self, m: &impl prost::Message) -> Result<(), Status> {
-        let len = m.encoded_len();
-        if len > self.max_recv_bytes {
-            return Err(Status::resource_exhausted(format!(
-                "grpc: received message larger than max ({len} vs. {})",
-                self.max_recv_bytes
-            )));
-        }
-        Ok(())
     }
 }
 
@@ -273,13 +260,11 @@ fn txn_response(h: &Header, t: TxnResult) -> pb::TxnResponse {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, req: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
-        self.check_size(req.get_ref())?;
         let (store, h, r) = (self.store.clone(), self.header, req.into_inner());
         self.blocking(move || Ok(Response::new(range_response(&h, do_range(&store, &r)?)))).await
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
-        self.check_size(req.get_ref())?;
         let (store, h, p) = (self.store.clone(), self.header, req.into_inner());
         self.blocking(move || {
             let op = put_op(&p)?;
@@ -299,7 +284,6 @@ impl Kv for KvService {
         &self,
         req: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        self.check_size(req.get_ref())?;
         let (store, h, d) = (self.store.clone(), self.header, req.into_inner());
         self.blocking(move || {
             if empty_range(&d.key, &d.range_end) && !d.key.is_empty() {
@@ -319,7 +303,6 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
-        self.check_size(req.get_ref())?;
         let (store, h, t) = (self.store.clone(), self.header, req.into_inner());
         self.blocking(move || {
             let compares = t.compare.iter().map(compare).collect::<Result<Vec<_>, _>>()?;

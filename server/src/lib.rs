@@ -6,8 +6,10 @@
 
 #![deny(missing_docs)]
 
+pub mod conn;
 pub mod convert;
 pub mod kv;
+pub mod limit;
 pub mod metrics;
 pub mod other;
 pub mod watch;
@@ -91,8 +93,19 @@ pub struct ServerConfig {
     pub max_watchers_per_stream: usize,
     /// Most concurrent gRPC streams on one connection (HTTP/2 setting).
     pub max_streams_per_connection: u32,
+    /// Most Watch streams open at once, server-wide (past it: RESOURCE_EXHAUSTED).
+    pub max_streams: usize,
+    /// Most watchers, server-wide (past it a create is refused).
+    pub max_watchers: usize,
+    /// Control responses (created, canceled, progress) a Watch stream may owe its
+    /// client before the server stops reading its requests; the engine closes a
+    /// stream that owes more than this plus twice `max_watchers_per_stream`.
+    pub max_owed_responses: usize,
     /// Event deliveries one Watch stream may hold before its watchers become victims.
     pub watch_stream_capacity: usize,
+    /// How long a graceful stop waits for connections to finish before it closes
+    /// them.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -107,7 +120,11 @@ impl Default for ServerConfig {
             max_recv_bytes: 1536 * 1024 + 512 * 1024,
             max_watchers_per_stream: 100_000,
             max_streams_per_connection: 10_000,
+            max_streams: 100_000,
+            max_watchers: 1_000_000,
+            max_owed_responses: 256,
             watch_stream_capacity: 128,
+            shutdown_grace: Duration::from_secs(2),
         }
     }
 }
@@ -125,7 +142,10 @@ pub struct Running {
 }
 
 /// Opens the store, binds the listeners and serves until `shutdown` completes; then
-/// stops accepting, lets the listeners drain and flushes the log.
+/// ends every Watch stream (UNAVAILABLE), stops accepting, lets the connections
+/// finish for up to [`ServerConfig::shutdown_grace`], closes those still open (a
+/// Watch stream whose client does not read cannot even be sent its end), and flushes
+/// the log.
 ///
 /// `on_ready` is called once the listeners are bound.
 ///
@@ -191,9 +211,21 @@ pub async fn serve(
     let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let grace = cfg.shutdown_grace;
+    let after_grace = |rx| async move {
+        wait_stop(rx).await;
+        tokio::time::sleep(grace).await;
+    };
 
+    let stats = Arc::new(watch::WatchStats::default());
+    let limits = watch::WatchLimits {
+        max_streams: cfg.max_streams,
+        max_watchers: cfg.max_watchers,
+        max_owed: cfg.max_owed_responses,
+        overflow: cfg.max_owed_responses.saturating_add(cfg.max_watchers_per_stream.saturating_mul(2)),
+    };
     let metrics_task = metrics_listener.map(|l| {
-        let app = metrics::router(store.clone(), Arc::clone(&hub), cfg.data_dir.clone());
+        let app = metrics::router(store.clone(), Arc::clone(&hub), cfg.data_dir.clone(), Arc::clone(&stats), limits);
         let stop = wait_stop(stop_rx.clone());
         tokio::spawn(async move {
             if let Err(e) = axum::serve(l, app).with_graceful_shutdown(stop).await {
@@ -203,47 +235,78 @@ pub async fn serve(
     });
 
     use proto::etcdserverpb::{auth_server, cluster_server, kv_server, lease_server, maintenance_server};
-    // The transport takes up to 4x the receive limit; the services refuse what is
-    // above the limit itself with etcd's status (see `KvService::check_size`).
+    // Every request message is checked against the receive limit (and its framing)
+    // as it arrives, with etcd's statuses (`limit`); the decoders' own limit is the
+    // same.
     let max = cfg.max_recv_bytes;
-    let transport_max = max.saturating_mul(4);
-    let kv = kv_server::KvServer::new(kv::KvService::new(store.clone(), header, max, kv_pool.handle()))
-        .max_decoding_message_size(transport_max);
-    let watch =
-        watch::WatchService::new(Arc::clone(&hub), header, cfg.max_request_bytes + 512 * 1024, max, transport_max);
+    let kv = kv_server::KvServer::new(kv::KvService::new(store.clone(), header, kv_pool.handle()))
+        .max_decoding_message_size(max);
+    let watch = watch::WatchService::new(
+        Arc::clone(&hub),
+        header,
+        cfg.max_request_bytes + 512 * 1024,
+        max,
+        limits,
+        Arc::clone(&stats),
+    );
     let maintenance = maintenance_server::MaintenanceServer::new(other::MaintenanceService::new(
         store.clone(),
         header,
         cfg.data_dir.clone(),
         Arc::clone(&hub),
-    ));
+    ))
+    .max_decoding_message_size(max);
     // TCP_NODELAY on every accepted connection: tonic does not apply its own nodelay
     // setting to a caller-supplied stream, and with Nagle's algorithm on, a small
     // response waits for the client's delayed ACK (40 ms) whenever earlier bytes are
-    // unacknowledged, which on a connection carrying a watch stream is always.
+    // unacknowledged, which on a connection carrying a watch stream is always. Each
+    // is wrapped so that the end of the shutdown grace can close it.
+    let conns = conn::Connections::new();
     let incoming = {
         use tokio_stream::StreamExt;
-        tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
-            conn.inspect(|s| {
+        let conns = Arc::clone(&conns);
+        tokio_stream::wrappers::TcpListenerStream::new(listener).map(move |accepted| {
+            accepted.map(|s| {
                 if let Err(e) = s.set_nodelay(true) {
                     tracing::warn!(error = %e, "cannot set TCP_NODELAY");
                 }
+                conns.wrap(s)
             })
         })
     };
-    let result = tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(cfg.max_streams_per_connection))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(limit::RequestCheckLayer::new(max))
         .add_service(kv)
         .add_service(watch)
         .add_service(maintenance)
         .add_service(lease_server::LeaseServer::new(other::Unimplemented))
         .add_service(cluster_server::ClusterServer::new(other::Unimplemented))
         .add_service(auth_server::AuthServer::new(other::Unimplemented))
-        .serve_with_incoming_shutdown(incoming, wait_stop(stop_rx))
-        .await;
+        .serve_with_incoming_shutdown(incoming, wait_stop(stop_rx.clone()));
+    tokio::pin!(server);
+    let result = tokio::select! {
+        r = &mut server => r,
+        () = after_grace(stop_rx.clone()) => {
+            let open = conns.close_all();
+            tracing::warn!(connections = open, grace = ?grace, "connections still open at the end of the shutdown grace: closed");
+            match tokio::time::timeout(Duration::from_secs(1), &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::error!("connections did not close; stopping without them");
+                    Ok(())
+                }
+            }
+        }
+    };
     if let Some(t) = metrics_task {
-        let _ = t.await;
+        // A scraper that keeps its connection open must not hold the stop either (it
+        // has had the grace already, since the signal).
+        let abort = t.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(1), t).await.is_err() {
+            abort.abort();
+        }
     }
     let flushed = kv_pool.handle().spawn_blocking(move || store.flush()).await;
     match flushed {

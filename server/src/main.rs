@@ -67,6 +67,14 @@ struct ServeArgs {
     /// Most concurrent gRPC streams on one connection.
     #[arg(long, default_value_t = 10_000)]
     max_streams_per_connection: u32,
+    /// Most Watch streams open at once, server-wide; past it a new one is refused
+    /// with RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 100_000)]
+    max_streams: usize,
+    /// Most watchers at once, server-wide; past it a create is refused (created and
+    /// canceled, watch id -1, with the reason).
+    #[arg(long, default_value_t = 1_000_000)]
+    max_watchers: usize,
 }
 
 impl Default for ServeArgs {
@@ -81,6 +89,8 @@ impl Default for ServeArgs {
             max_request_bytes: d.max_request_bytes,
             max_watchers_per_stream: d.max_watchers_per_stream,
             max_streams_per_connection: d.max_streams_per_connection,
+            max_streams: d.max_streams,
+            max_watchers: d.max_watchers,
         }
     }
 }
@@ -120,6 +130,8 @@ fn main() -> ExitCode {
         max_recv_bytes: args.max_request_bytes + 512 * 1024,
         max_watchers_per_stream: args.max_watchers_per_stream,
         max_streams_per_connection: args.max_streams_per_connection,
+        max_streams: args.max_streams,
+        max_watchers: args.max_watchers,
         ..ServerConfig::default()
     };
     // Connections, gRPC framing and the Watch streams run on these workers; KV calls
@@ -133,12 +145,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(serve(cfg, shutdown_signal(), |r| {
+    let served = rt.block_on(serve(cfg, shutdown_signal(), |r| {
         eprintln!("argus: serving etcd v3 API on {} (revision {})", r.addr, r.store.current_revision());
         if let Some(m) = r.metrics_addr {
             eprintln!("argus: metrics on http://{m}/metrics");
         }
-    })) {
+    }));
+    // The server has stopped and flushed its log; nothing left on the runtime may
+    // hold the exit.
+    rt.shutdown_timeout(Duration::from_millis(500));
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("argus: {e}");

@@ -5,15 +5,26 @@ use std::fmt::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use std::sync::atomic::Ordering;
+
 use argus_engine::store::Store;
 use argus_engine::watch::WatchHub;
 use axum::routing::get;
 use axum::Router;
 
+use crate::watch::{WatchLimits, WatchStats};
+
 /// The metrics page: every counter with its HELP and TYPE lines.
-pub fn render(store: &Store, hub: &WatchHub, data_dir: &std::path::Path) -> String {
+pub fn render(
+    store: &Store,
+    hub: &WatchHub,
+    data_dir: &std::path::Path,
+    stats: &WatchStats,
+    limits: &WatchLimits,
+) -> String {
     let m = hub.metrics();
-    let rows: [(&str, &str, &str, u64); 14] = [
+    let n = |v: usize| v as u64;
+    let rows: [(&str, &str, &str, u64); 22] = [
         ("etcd_debugging_mvcc_watcher_total", "gauge", "Total number of watchers.", m.watchers),
         ("etcd_debugging_mvcc_watch_stream_total", "gauge", "Total number of watch streams.", m.streams),
         (
@@ -63,6 +74,50 @@ pub fn render(store: &Store, hub: &WatchHub, data_dir: &std::path::Path) -> Stri
             "1 while the watch engine's notifier runs, 0 once it failed (see Maintenance.Status errors).",
             u64::from(hub.failure().is_none()),
         ),
+        (
+            "argus_watch_owed_control_responses",
+            "gauge",
+            "Control responses (created, canceled, progress) owed by every watch stream: requested and not yet \
+             handled, or queued and not yet sent.",
+            m.owed_responses,
+        ),
+        (
+            "argus_server_watch_streams",
+            "gauge",
+            "Watch streams open (counted against --max-streams).",
+            n(stats.streams.load(Ordering::Relaxed)),
+        ),
+        (
+            "argus_server_max_watch_streams",
+            "gauge",
+            "Most watch streams open at once (--max-streams).",
+            n(limits.max_streams),
+        ),
+        (
+            "argus_server_watch_streams_refused_total",
+            "counter",
+            "Watch streams refused for --max-streams.",
+            stats.streams_refused.load(Ordering::Relaxed),
+        ),
+        (
+            "argus_server_watchers",
+            "gauge",
+            "Watchers on open watch streams (counted against --max-watchers).",
+            n(stats.watchers.load(Ordering::Relaxed)),
+        ),
+        ("argus_server_max_watchers", "gauge", "Most watchers at once (--max-watchers).", n(limits.max_watchers)),
+        (
+            "argus_server_watchers_refused_total",
+            "counter",
+            "Watch creates refused for --max-watchers.",
+            stats.watchers_refused.load(Ordering::Relaxed),
+        ),
+        (
+            "argus_server_watch_streams_overflowed_total",
+            "counter",
+            "Watch streams gone that the engine closed (RESOURCE_EXHAUSTED) for owing their client too many control responses.",
+            stats.overflowed.load(Ordering::Relaxed),
+        ),
     ];
     let mut out = String::new();
     for (name, kind, help, value) in rows {
@@ -72,12 +127,20 @@ pub fn render(store: &Store, hub: &WatchHub, data_dir: &std::path::Path) -> Stri
 }
 
 /// The `/metrics` router.
-pub fn router(store: Store, hub: Arc<WatchHub>, data_dir: PathBuf) -> Router {
+pub fn router(
+    store: Store,
+    hub: Arc<WatchHub>,
+    data_dir: PathBuf,
+    stats: Arc<WatchStats>,
+    limits: WatchLimits,
+) -> Router {
     Router::new().route(
         "/metrics",
         get(move || {
-            let (store, hub, dir) = (store.clone(), Arc::clone(&hub), data_dir.clone());
-            async move { ([("content-type", "text/plain; version=0.0.4")], render(&store, &hub, &dir)) }
+            let (store, hub, dir, stats) = (store.clone(), Arc::clone(&hub), data_dir.clone(), Arc::clone(&stats));
+            async move {
+                ([("content-type", "text/plain; version=0.0.4")], render(&store, &hub, &dir, &stats, &limits))
+            }
         }),
     )
 }

@@ -14,17 +14,37 @@
 //! watchers become victims that hold only a cursor. Nothing is buffered without
 //! bound, and an idle stream keeps no buffer.
 //!
+//! Requests are taken only while the stream owes its client fewer than
+//! [`WatchLimits::max_owed`] control responses (created, canceled, progress:
+//! requested and not yet written, see
+//! [`WatchReceiver::owed_responses`](argus_engine::watch::WatchReceiver::owed_responses))
+//! and the framer is below its byte target: past that, the client's requests wait
+//! in HTTP/2 flow control, so a client that sends requests and never reads is pushed
+//! back as etcd pushes it back, and what the server holds for it stays bounded. The
+//! engine closes a stream that owes more than [`WatchLimits::overflow`] anyway
+//! (responses it makes without a request pile up for a client that reads nothing):
+//! it ends with RESOURCE_EXHAUSTED.
+//!
+//! Server-wide, at most [`WatchLimits::max_streams`] Watch streams are open (past it
+//! a new one is answered RESOURCE_EXHAUSTED at once) and at most
+//! [`WatchLimits::max_watchers`] watchers live on them (past it a create is refused
+//! as other creates are: `created` and `canceled`, watch id -1, with the reason);
+//! [`WatchStats`] counts them for `/metrics`.
+//!
 //! The stream ends when the client half-closes (the engine stream is closed, what it
 //! still holds is sent, then `grpc-status: 0`), or on a request that does not decode
-//! (its status), or when the body is dropped (client reset, connection gone): the
-//! engine stream closes when its halves, owned by the body, are dropped.
+//! (etcd's status: see [`crate::limit`] and [`RequestDecoder`]), or when the engine
+//! shuts down (UNAVAILABLE) or the stream overflows (RESOURCE_EXHAUSTED), or when the
+//! body is dropped (client reset, connection gone): the engine stream closes when
+//! its halves, owned by the body, are dropped.
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use argus_engine::watch::{Filters, WatchController, WatchError, WatchHub, WatchReceiver, WatchRequest};
+use argus_engine::watch::{Filters, Item, WatchController, WatchError, WatchHub, WatchReceiver, WatchRequest};
 use bytes::Bytes;
 use futures::Stream;
 use http::header::CONTENT_TYPE;
@@ -40,6 +60,73 @@ use crate::Header;
 /// The gRPC path of the Watch method.
 pub const WATCH_PATH: &str = "/etcdserverpb.Watch/Watch";
 
+/// The message of the UNAVAILABLE status that ends Watch streams at shutdown.
+pub const SHUTTING_DOWN: &str = "argus: the server is shutting down";
+
+/// The Watch service's limits.
+#[derive(Clone, Copy, Debug)]
+pub struct WatchLimits {
+    /// Most Watch streams open at once, server-wide.
+    pub max_streams: usize,
+    /// Most watchers on the open streams, server-wide.
+    pub max_watchers: usize,
+    /// Control responses a stream may owe its client before its requests are left
+    /// unread.
+    pub max_owed: usize,
+    /// Control responses a stream may owe before the engine closes it.
+    pub overflow: usize,
+}
+
+/// What the Watch service counts, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct WatchStats {
+    /// Watch streams open.
+    pub streams: AtomicUsize,
+    /// Watchers on them (from an accepted create to the `canceled` written, or the
+    /// stream's end).
+    pub watchers: AtomicUsize,
+    /// Watch streams refused for `max_streams`.
+    pub streams_refused: AtomicU64,
+    /// Creates refused for `max_watchers`.
+    pub watchers_refused: AtomicU64,
+    /// Streams closed for owing more than `overflow` control responses.
+    pub overflowed: AtomicU64,
+}
+
+/// Takes one of `limit` places counted by `n`; false (nothing taken) when none is free.
+fn take_place(n: &AtomicUsize, limit: usize) -> bool {
+    n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| (v < limit).then_some(v + 1)).is_ok()
+}
+
+/// A Watch stream's places in [`WatchStats`]: the stream's and its watchers',
+/// given back when it ends.
+struct Places {
+    stats: Arc<WatchStats>,
+    watchers: usize,
+}
+
+impl Places {
+    fn take_watcher(&mut self, limit: usize) -> bool {
+        let ok = take_place(&self.stats.watchers, limit);
+        self.watchers += usize::from(ok);
+        ok
+    }
+
+    fn release_watcher(&mut self) {
+        if self.watchers > 0 {
+            self.watchers -= 1;
+            self.stats.watchers.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Places {
+    fn drop(&mut self) {
+        self.stats.watchers.fetch_sub(self.watchers, Ordering::AcqRel);
+        self.stats.streams.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The Watch service (cheap to clone: one per connection).
 #[derive(Clone)]
 pub struct WatchService {
@@ -51,22 +138,24 @@ struct Shared {
     header: Header,
     fragment_bytes: usize,
     max_recv_bytes: usize,
-    max_decoding_bytes: usize,
+    limits: WatchLimits,
+    stats: Arc<WatchStats>,
 }
 
 impl WatchService {
     /// A Watch service on `hub`. Responses of watchers that asked for `fragment` are
     /// split above `fragment_bytes` (etcd: max request bytes + 512 KiB); requests
-    /// above `max_recv_bytes` are refused with etcd's ResourceExhausted status, and
-    /// messages above `max_decoding_bytes` by tonic's decoder (OutOfRange).
+    /// above `max_recv_bytes` are refused with etcd's ResourceExhausted status (by
+    /// [`crate::limit`] before they are read, and by the decoder).
     pub fn new(
         hub: Arc<WatchHub>,
         header: Header,
         fragment_bytes: usize,
         max_recv_bytes: usize,
-        max_decoding_bytes: usize,
+        limits: WatchLimits,
+        stats: Arc<WatchStats>,
     ) -> Self {
-        WatchService { shared: Arc::new(Shared { hub, header, fragment_bytes, max_recv_bytes, max_decoding_bytes }) }
+        WatchService { shared: Arc::new(Shared { hub, header, fragment_bytes, max_recv_bytes, limits, stats }) }
     }
 
     fn respond(&self, req: http::Request<tonic::body::Body>) -> http::Response<tonic::body::Body> {
@@ -77,19 +166,31 @@ impl WatchService {
             return status.into_http();
         }
         let s = &self.shared;
+        if s.hub.is_shut_down() {
+            return Status::unavailable(SHUTTING_DOWN).into_http();
+        }
+        if !take_place(&s.stats.streams, s.limits.max_streams) {
+            s.stats.streams_refused.fetch_add(1, Ordering::Relaxed);
+            let msg = format!("argus: too many watch streams (limit {})", s.limits.max_streams);
+            return Status::resource_exhausted(msg).into_http();
+        }
+        let places = Places { stats: Arc::clone(&s.stats), watchers: 0 };
         let requests = Streaming::new_request(
             RequestDecoder::new(s.max_recv_bytes),
             req.into_body(),
             None,
-            Some(s.max_decoding_bytes),
+            Some(s.max_recv_bytes),
         );
         let (ctl, rx) = s.hub.stream().split();
+        ctl.set_max_owed_responses(s.limits.overflow);
         let body = WatchBody {
             requests: Some(requests),
             ctl: Some(ctl),
             rx,
             shared: Arc::clone(s),
             framer: Framer::new(s.header, s.fragment_bytes),
+            places,
+            paused: false,
             engine_done: false,
             error: None,
             finished: false,
@@ -151,9 +252,13 @@ pub(crate) fn refused(h: &Header, rev: u64, e: &WatchError) -> pb::WatchResponse
     let reason = match e {
         WatchError::DuplicateId(_) => "mvcc: duplicate watch ID provided on the WatchStream".to_string(),
         WatchError::EmptyRange => "mvcc: watcher range is empty".to_string(),
-        WatchError::NegativeRevision(_) => "mvcc: required revision has been compacted".to_string(),
         other => other.to_string(),
     };
+    refusal(h, rev, reason)
+}
+
+/// A refused create's response: `created` and `canceled`, watch id -1, the reason.
+fn refusal(h: &Header, rev: u64, reason: String) -> pb::WatchResponse {
     pb::WatchResponse {
         header: Some(h.at(rev)),
         watch_id: -1,
@@ -196,6 +301,9 @@ pub struct WatchBody {
     rx: WatchReceiver,
     shared: Arc<Shared>,
     framer: Framer,
+    places: Places,
+    /// Requests are left unread: the stream owes too much, or the framer is full.
+    paused: bool,
     /// The engine stream is closed and drained.
     engine_done: bool,
     /// The status the stream ends with, if not OK.
@@ -211,10 +319,22 @@ impl WatchBody {
         }
     }
 
-    /// Takes every request that has arrived.
+    /// Whether requests may be taken: the stream owes fewer control responses than
+    /// its bound, and the framer is below its target (refused creates go there).
+    fn may_take_requests(&self) -> bool {
+        !self.framer.is_full() && self.rx.owed_responses() < self.shared.limits.max_owed
+    }
+
+    /// Takes the requests that have arrived, as long as it may (see
+    /// [`WatchBody::may_take_requests`]).
     fn poll_requests(&mut self, cx: &mut Context<'_>) {
         use pb::watch_request::RequestUnion as U;
-        while let Some(requests) = self.requests.as_mut() {
+        while self.requests.is_some() {
+            self.paused = !self.may_take_requests();
+            if self.paused {
+                return;
+            }
+            let Some(requests) = self.requests.as_mut() else { return };
             let msg = match Pin::new(requests).poll_next(cx) {
                 Poll::Pending => return,
                 Poll::Ready(Some(Ok(m))) => m,
@@ -237,10 +357,19 @@ impl WatchBody {
             match msg.request_union {
                 Some(U::CreateRequest(c)) => {
                     let fragment = c.fragment;
+                    let max = self.shared.limits.max_watchers;
+                    if !self.places.take_watcher(max) {
+                        self.shared.stats.watchers_refused.fetch_add(1, Ordering::Relaxed);
+                        let rev = self.shared.hub.store().current_revision();
+                        let reason = format!("argus: too many watchers (limit {max})");
+                        self.framer.push_message(&refusal(&self.shared.header, rev, reason));
+                        continue;
+                    }
                     match ctl.watch(engine_request(c)) {
                         Ok(id) if fragment => self.framer.expect_fragment(id),
                         Ok(_) => {}
                         Err(e) => {
+                            self.places.release_watcher();
                             let rev = self.shared.hub.store().current_revision();
                             self.framer.push_message(&refused(&self.shared.header, rev, &e));
                         }
@@ -265,6 +394,10 @@ impl WatchBody {
             match self.rx.poll_recv_item(cx) {
                 Poll::Pending => return,
                 Poll::Ready(Some(item)) => {
+                    // A watcher's last response gives its place back.
+                    if matches!(&item, Item::Response(r) if r.canceled) {
+                        self.places.release_watcher();
+                    }
                     self.framer.push_item(item);
                 }
                 Poll::Ready(None) => self.engine_done = true,
@@ -280,23 +413,48 @@ impl WatchBody {
         if self.framer.has_frame() {
             return Poll::Ready(self.framer.next_frame().map(Frame::data));
         }
-        self.poll_requests(cx);
-        if self.error.is_none() {
-            self.poll_engine(cx);
-        }
-        if let Some(f) = self.framer.next_frame() {
-            return Poll::Ready(Some(Frame::data(f)));
-        }
-        if self.error.is_some() || self.engine_done {
-            self.finished = true;
-            if self.error.is_none() && self.rx.engine_shut_down() {
-                self.error = Some(Status::unavailable("argus: the server is shutting down"));
+        loop {
+            self.poll_requests(cx);
+            if self.error.is_none() {
+                self.poll_engine(cx);
             }
-            return Poll::Ready(Some(Frame::trailers(trailers(self.error.take()))));
+            if let Some(f) = self.framer.next_frame() {
+                return Poll::Ready(Some(Frame::data(f)));
+            }
+            if self.error.is_some() || self.engine_done {
+                self.finished = true;
+                if self.error.is_none() {
+                    if self.rx.overflowed() {
+                        self.error = Some(Status::resource_exhausted(format!(
+                            "argus: the client does not read its watch responses: it was owed more than {} \
+                             control responses",
+                            self.shared.limits.overflow
+                        )));
+                    } else if self.rx.engine_shut_down() {
+                        self.error = Some(Status::unavailable(SHUTTING_DOWN));
+                    }
+                }
+                return Poll::Ready(Some(Frame::trailers(trailers(self.error.take()))));
+            }
+            // Requests left unread while the stream owed too much: read on if what it
+            // owes was received meanwhile (the receive registered this task's waker
+            // before, so a later decrease wakes it, and nothing else would).
+            if self.paused && self.requests.is_some() && self.may_take_requests() {
+                continue;
+            }
+            // Every source polled above is pending and will wake this task.
+            self.framer.release_idle();
+            return Poll::Pending;
         }
-        // Every source polled above is pending and will wake this task.
-        self.framer.release_idle();
-        Poll::Pending
+    }
+}
+
+impl Drop for WatchBody {
+    fn drop(&mut self) {
+        // Counted when the stream is gone: its client may never read to its end.
+        if self.rx.overflowed() {
+            self.shared.stats.overflowed.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 

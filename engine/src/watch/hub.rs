@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::group::Class;
 use super::index::KeyRange;
-use super::stream::{CloseGuard, StreamShared, WatchController, WatchReceiver, WatchStream};
+use super::stream::{CloseGuard, InFlight, StreamShared, WatchController, WatchReceiver, WatchStream};
 use super::types::WatchId;
 use super::victims::RetryQueue;
 use crate::store::Store;
@@ -86,6 +86,10 @@ pub struct WatchMetrics {
     pub pending_events: AtomicU64,
     /// Events handed to consumers (`events_total`).
     pub events_delivered: AtomicU64,
+    /// Control responses owed by every stream: requested and not yet handled by the
+    /// notifier, or queued and not yet received (see
+    /// [`WatchReceiver::owed_responses`](super::WatchReceiver::owed_responses)).
+    pub owed_responses: AtomicU64,
     /// Revisions the notifier has processed.
     pub notified_revision: AtomicU64,
     /// Turns of the notifier loop that found work (a commit to fan out, a request,
@@ -112,6 +116,8 @@ pub struct MetricsSnapshot {
     pub pending_events: u64,
     /// See [`WatchMetrics::events_delivered`].
     pub events_delivered: u64,
+    /// See [`WatchMetrics::owed_responses`].
+    pub owed_responses: u64,
     /// See [`WatchMetrics::notified_revision`].
     pub notified_revision: u64,
     /// See [`WatchMetrics::notifier_turns`].
@@ -131,6 +137,7 @@ impl WatchMetrics {
             groups: r(&self.groups),
             pending_events: r(&self.pending_events),
             events_delivered: r(&self.events_delivered),
+            owed_responses: r(&self.owed_responses),
             notified_revision: r(&self.notified_revision),
             notifier_turns: r(&self.notifier_turns),
         }
@@ -147,18 +154,23 @@ pub(crate) struct Registration {
     pub(crate) min_rev: u64,
     /// The header revision of its `created` response.
     pub(crate) created_rev: u64,
+    /// Owed by its stream until registered.
+    pub(crate) _owed: InFlight,
 }
 
-/// A request to the notifier.
+/// A request to the notifier. `_owed`: a client's request is owed by its stream
+/// until the notifier drops it.
 pub(crate) enum Control {
     Register(Box<Registration>),
     Cancel {
         stream: u64,
         id: WatchId,
+        _owed: InFlight,
     },
     Progress {
         stream: u64,
         id: Option<WatchId>,
+        _owed: InFlight,
     },
     OpenStream(Arc<StreamShared>),
     CloseStream {
@@ -215,8 +227,8 @@ impl HubShared {
 
     /// Answers the requests left after the engine stopped: an accepted watch still
     /// gets its `created` response (and, if the engine failed, its `canceled` with
-    /// the reason), a stream opened meanwhile is ended at once (nothing else would
-    /// ever end it); nothing else is done.
+    /// the reason), and a stream opened too late to be registered (the notifier's
+    /// last act closes only registered ones) its end; nothing else is done.
     pub(crate) fn drain_stopped(&self) {
         let failure = self.failure();
         while let Some(c) = self.controls.pop() {

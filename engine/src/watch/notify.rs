@@ -47,7 +47,10 @@ use super::hub::{Control, HubShared, Registration};
 use super::index::Shard;
 use super::slab::{Handle, Record, Slab};
 use super::stream::{IdTable, StreamShared, LONE, PENDING};
-use super::types::{BatchBuilder, EventRef, KvRef, RevisionBatch, RevisionEvents, WatchId, WatchResponse};
+use super::types::{
+    BatchBuilder, EventRef, KvRef, RevisionBatch, RevisionEvents, WatchId, WatchResponse, BEFORE_HISTORY,
+    NEVER_COMPACTED,
+};
 use crate::log::record::{RecordKind, RecordRef};
 use crate::log::LogReader;
 use crate::store::Store;
@@ -695,8 +698,8 @@ impl Notifier {
             match c {
                 Control::OpenStream(s) => self.open_stream(s),
                 Control::Register(r) => self.register(*r),
-                Control::Cancel { stream, id } => self.cancel(stream, id),
-                Control::Progress { stream, id } => self.progress(stream, id),
+                Control::Cancel { stream, id, .. } => self.cancel(stream, id),
+                Control::Progress { stream, id, .. } => self.progress(stream, id),
                 Control::CloseStream { stream } => self.close_stream(stream),
                 Control::CatchupDone(r) => self.catchup_done(r),
                 Control::InjectPanic => panic!("injected notifier panic (WatchHub::inject_notifier_panic)"),
@@ -721,8 +724,10 @@ impl Notifier {
         let shared = Arc::clone(&self.streams.at(slot).1.shared);
         shared.send_control(WatchResponse::created(r.id, r.created_rev));
         let compact = self.hub.store.compact_revision();
-        if r.min_rev < compact {
-            // Created, then canceled: its start is gone (etcd: compact_revision set).
+        if r.min_rev < compact || r.min_rev == BEFORE_HISTORY {
+            // Created, then canceled: its start is gone (etcd: compact_revision set;
+            // -1 for a negative start on a store never compacted).
+            let compact = if compact == 0 { NEVER_COMPACTED } else { compact };
             finish(&shared, r.id, compacted_response(r.id, self.notified, compact));
             return;
         }

@@ -4,10 +4,22 @@
 //! first use and frees them as it drains) with an atomic waker: the notifier pushes
 //! and wakes, the consumer pops, and neither ever waits for the other or takes a
 //! lock that the other holds. It carries, in one FIFO order, control responses
-//! (created, canceled, progress), which are never refused, and event deliveries,
-//! which count against the stream's bound in messages and in bytes (atomic
-//! counters). A delivery that finds the bound reached is refused with [`Full`], and
-//! the notifier turns the groups it was for into victims.
+//! (created, canceled, progress) and event deliveries, which count against the
+//! stream's bound in messages and in bytes (atomic counters). A delivery that finds
+//! the bound reached is refused with [`Full`], and the notifier turns the groups it
+//! was for into victims.
+//!
+//! Control responses are owed, not refused: the stream counts what it owes its
+//! consumer (requests on their way to the notifier, and control responses queued and
+//! not yet received), so that a consumer that takes requests from a client can stop
+//! taking them while it owes too much (the server does: see
+//! [`WatchReceiver::owed_responses`]). A progress request for every watcher made
+//! while another one waits for the notifier adds nothing: the notifier answers that
+//! one after this call, which covers both. Past an optional bound
+//! ([`WatchController::set_max_owed_responses`]: responses the engine makes without
+//! any request, periodic progress notifications for example, still pile up for a
+//! consumer that never receives) the stream overflows: it is closed, and
+//! [`WatchReceiver::overflowed`] says why it ended.
 //!
 //! Wake-up protocol (modelled with loom): the producer pushes, then wakes the
 //! registered waker; the consumer pops, and only when the queue is empty registers
@@ -28,7 +40,7 @@ use super::delivery::{Delivery, Expansion, Ids, Item};
 use super::group::Class;
 use super::hub::{Control, HubShared};
 use super::index::KeyRange;
-use super::types::{WatchId, WatchRequest, WatchResponse};
+use super::types::{WatchId, WatchRequest, WatchResponse, BEFORE_HISTORY};
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{lock, Arc, AtomicWaker, Mutex, Queue};
 
@@ -189,6 +201,16 @@ pub(crate) struct StreamShared {
     pub(crate) ids: Mutex<IdTable>,
     next_id: AtomicU64,
     hub: Option<Arc<HubShared>>,
+    /// Control responses owed to the consumer: requests on their way to the notifier
+    /// ([`InFlight`]) and control responses queued and not yet received.
+    owed: AtomicUsize,
+    /// The most control responses the queue takes while `owed` is at or above it the
+    /// stream overflows (`usize::MAX`: no bound).
+    max_owed: AtomicUsize,
+    /// A progress request for every watcher is on its way to the notifier.
+    progress_asked: AtomicBool,
+    /// The stream was closed because it owed more than `max_owed`.
+    overflowed: AtomicBool,
 }
 
 impl StreamShared {
@@ -206,7 +228,62 @@ impl StreamShared {
             ids: Mutex::new(IdTable::default()),
             next_id: AtomicU64::new(0),
             hub,
+            owed: AtomicUsize::new(0),
+            max_owed: AtomicUsize::new(usize::MAX),
+            progress_asked: AtomicBool::new(false),
+            overflowed: AtomicBool::new(false),
         })
+    }
+
+    /// One more control response owed.
+    fn owe(&self) {
+        self.owed.fetch_add(1, Ordering::AcqRel);
+        if let Some(h) = &self.hub {
+            h.metrics.owed_responses.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One owed control response received (or a request handled).
+    fn paid(&self) {
+        self.owed.fetch_sub(1, Ordering::AcqRel);
+        if let Some(h) = &self.hub {
+            h.metrics.owed_responses.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Read with a read-modify-write: the consumer registers its waker, then reads
+    /// this; an [`InFlight`] request decrements it, then wakes (see
+    /// `retry_if_drained` for why both sides use read-modify-writes).
+    fn owed_now(&self) -> usize {
+        self.owed.fetch_add(0, Ordering::AcqRel)
+    }
+
+    /// Queues a control response, counted as owed; past the bound the stream
+    /// overflows instead.
+    fn push_control(&self, q: Queued) {
+        let before = self.owed.fetch_add(1, Ordering::AcqRel);
+        if before >= self.max_owed.load(Ordering::Relaxed) || self.overflowed.load(Ordering::Acquire) {
+            self.owed.fetch_sub(1, Ordering::AcqRel);
+            self.overflow();
+            return;
+        }
+        if let Some(h) = &self.hub {
+            h.metrics.owed_responses.fetch_add(1, Ordering::Relaxed);
+        }
+        self.push(q);
+    }
+
+    /// Closes the stream for owing too much: nothing more is queued but its end, and
+    /// the receiver learns why ([`WatchReceiver::overflowed`]).
+    fn overflow(&self) {
+        if !self.overflowed.swap(true, Ordering::AcqRel) {
+            if !self.closed.swap(true, Ordering::AcqRel) {
+                if let Some(h) = &self.hub {
+                    h.control(Control::CloseStream { stream: self.id });
+                }
+            }
+            self.waker.wake();
+        }
     }
 
     fn push(&self, q: Queued) {
@@ -234,20 +311,20 @@ impl StreamShared {
         Ok(())
     }
 
-    /// Queues a control response; never refused.
+    /// Queues a control response, owed until received (see `push_control`).
     pub(crate) fn send_control(&self, resp: WatchResponse) {
-        self.push(Queued::Response(Box::new(resp)));
+        self.push_control(Queued::Response(Box::new(resp)));
     }
 
-    /// Queues watcher `id`'s plain `canceled` response; never refused.
+    /// Queues watcher `id`'s plain `canceled` response (see `send_control`).
     pub(crate) fn send_canceled(&self, id: WatchId, revision: u64) {
-        self.push(Queued::Canceled { id, revision });
+        self.push_control(Queued::Canceled { id, revision });
     }
 
-    /// Queues a progress notification at `revision` for every watcher in `ids`;
-    /// never refused.
+    /// Queues a progress notification at `revision` for every watcher in `ids` (see
+    /// `send_control`).
     pub(crate) fn send_progress(&self, revision: u64, ids: Ids) {
-        self.push(Queued::Progress { revision, ids });
+        self.push_control(Queued::Progress { revision, ids });
     }
 
     /// Reads the counters with read-modify-writes, not loads: see `retry_if_drained`.
@@ -301,6 +378,51 @@ impl StreamShared {
     }
 }
 
+impl Drop for StreamShared {
+    /// What is still queued leaves the hub's gauges with the stream.
+    fn drop(&mut self) {
+        let Some(h) = &self.hub else { return };
+        while let Some(q) = self.queue.pop() {
+            match q {
+                Queued::Events { events, .. } => {
+                    h.metrics.pending_events.fetch_sub(events, Ordering::Relaxed);
+                }
+                Queued::Response(_) | Queued::Canceled { .. } | Queued::Progress { .. } => {
+                    h.metrics.owed_responses.fetch_sub(1, Ordering::Relaxed);
+                }
+                Queued::Closed => {}
+            }
+        }
+    }
+}
+
+/// A request on its way to the notifier, owed by its stream until the notifier has
+/// handled it (the responses it made, if any, are queued and owed by then); the
+/// notifier drops it when done, which wakes the consumer (a request may make no
+/// response at all, and the consumer may be waiting for the count to go down).
+pub(crate) struct InFlight {
+    stream: Arc<StreamShared>,
+    /// A progress request for every watcher (later ones are answered with it).
+    progress_all: bool,
+}
+
+impl InFlight {
+    fn new(stream: &Arc<StreamShared>, progress_all: bool) -> InFlight {
+        stream.owe();
+        InFlight { stream: Arc::clone(stream), progress_all }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.progress_all {
+            self.stream.progress_asked.store(false, Ordering::Release);
+        }
+        self.stream.paid();
+        self.stream.waker.wake();
+    }
+}
+
 /// Why a watch request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -314,9 +436,6 @@ pub enum WatchError {
     /// The key is empty.
     #[error("key is not provided")]
     EmptyKey,
-    /// A negative start revision.
-    #[error("start revision {0} is negative")]
-    NegativeRevision(i64),
     /// The stream already has `WatchOptions::max_watchers_per_stream` watchers.
     #[error("too many watchers on this stream (limit {0})")]
     TooManyWatchers(usize),
@@ -357,10 +476,15 @@ impl WatchController {
     ///
     /// # Errors
     ///
-    /// [`WatchError`] for a duplicate id, an empty key or range, a negative start
-    /// revision, too many watchers, or a closed stream. A start revision below the
-    /// compaction revision is not an error here: the watcher is created and then
-    /// canceled with `compact_revision` set, as etcd does.
+    /// [`WatchError`] for a duplicate id, an empty key or range, too many watchers,
+    /// or a closed stream. A start revision below the compaction revision is not an
+    /// error here: the watcher is created and then canceled with `compact_revision`
+    /// set, as etcd does; so is a negative one (with [`NEVER_COMPACTED`] on a store
+    /// never compacted), except -1 on a store never compacted, which is no earlier
+    /// than etcd's compaction revision of such a store (-1): that watcher starts with
+    /// the next revision (etcd's, at its first sync a moment later).
+    ///
+    /// [`NEVER_COMPACTED`]: super::NEVER_COMPACTED
     pub fn watch(&self, req: WatchRequest) -> Result<WatchId, WatchError> {
         if self.shared.closed.load(Ordering::Acquire) || self.hub.stop.load(Ordering::Acquire) {
             return Err(WatchError::Closed);
@@ -375,9 +499,6 @@ impl WatchController {
             Ok(crate::range::KeySpan::Between(k, e)) => KeyRange::bounded(k, e),
             Ok(crate::range::KeySpan::Empty) => return Err(WatchError::EmptyRange),
         };
-        if req.start_revision < 0 {
-            return Err(WatchError::NegativeRevision(req.start_revision));
-        }
         // The id is claimed, and the registration queued, under the ids lock, which the
         // notifier also holds while it queues a watcher's last response and frees its
         // id: `created` of a reused id always follows the old watcher's `canceled`.
@@ -400,7 +521,12 @@ impl WatchController {
         };
         ids.insert(id, PENDING);
         let current = self.hub.store.current_revision();
-        let min_rev = if req.start_revision == 0 { current + 1 } else { req.start_revision as u64 };
+        let min_rev = match req.start_revision {
+            0 => current + 1,
+            -1 if self.hub.store.compact_revision() == 0 => current + 1,
+            s if s < 0 => BEFORE_HISTORY,
+            s => s as u64,
+        };
         // The notifier queues `created` when it registers the watcher, so that every
         // response it queued before (a stream-wide progress, say) comes first and
         // cannot be taken to cover this watcher.
@@ -411,6 +537,7 @@ impl WatchController {
             class: Class::new(req.filters, req.prev_kv, req.progress_notify),
             min_rev,
             created_rev: current,
+            _owed: InFlight::new(&self.shared, false),
         })));
         drop(ids);
         Ok(id)
@@ -425,21 +552,44 @@ impl WatchController {
         if !lock(&self.shared.ids).contains(id) {
             return Err(WatchError::UnknownId(id));
         }
-        self.hub.control(Control::Cancel { stream: self.shared.id, id });
+        self.hub.control(Control::Cancel { stream: self.shared.id, id, _owed: InFlight::new(&self.shared, false) });
         Ok(())
     }
 
     /// Asks for a progress response for watcher `id`: sent once every event of it up
     /// to the response's revision has been delivered.
     pub fn request_progress(&self, id: WatchId) {
-        self.hub.control(Control::Progress { stream: self.shared.id, id: Some(id) });
+        let owed = InFlight::new(&self.shared, false);
+        self.hub.control(Control::Progress { stream: self.shared.id, id: Some(id), _owed: owed });
     }
 
     /// Asks for progress of every watcher of the stream: one response with id `-1`
     /// when all are synced, else one per watcher, each as soon as it is synced (an
-    /// unsynced watcher never withholds the others' bookmarks).
+    /// unsynced watcher never withholds the others' bookmarks). While an earlier such
+    /// request waits for the notifier, this one adds nothing: the notifier answers
+    /// that one after this call, so its answer is as recent as this one's would be.
     pub fn request_progress_all(&self) {
-        self.hub.control(Control::Progress { stream: self.shared.id, id: None });
+        if self.shared.progress_asked.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let owed = InFlight::new(&self.shared, true);
+        self.hub.control(Control::Progress { stream: self.shared.id, id: None, _owed: owed });
+    }
+
+    /// Control responses this stream owes its consumer: see
+    /// [`WatchReceiver::owed_responses`].
+    pub fn owed_responses(&self) -> usize {
+        self.shared.owed_now()
+    }
+
+    /// Bounds the control responses the stream may owe: one more than `max` queued
+    /// closes it instead ([`WatchReceiver::overflowed`]). No bound unless set. A
+    /// consumer that stops taking requests at a lower bound (see
+    /// [`WatchReceiver::owed_responses`]) reaches this one only when responses made
+    /// without a request (compaction cancels, periodic and owed progress
+    /// notifications) pile up for a receiver that takes nothing.
+    pub fn set_max_owed_responses(&self, max: usize) {
+        self.shared.max_owed.store(max, Ordering::Relaxed);
     }
 
     /// Closes the stream: every watcher is removed; nothing more is queued.
@@ -474,13 +624,20 @@ impl WatchReceiver {
                 self.done = true;
                 return None;
             }
-            Queued::Response(r) => Item::Response(*r),
+            Queued::Response(r) => {
+                self.shared.paid();
+                Item::Response(*r)
+            }
             Queued::Canceled { id, revision } => {
+                self.shared.paid();
                 let mut r = WatchResponse::control(id, revision);
                 r.canceled = true;
                 Item::Response(r)
             }
-            Queued::Progress { revision, ids } => Item::Progress { revision, ids },
+            Queued::Progress { revision, ids } => {
+                self.shared.paid();
+                Item::Progress { revision, ids }
+            }
             Queued::Events { delivery, bytes, events } => {
                 self.hub.metrics.events_delivered.fetch_add(events, Ordering::Relaxed);
                 self.shared.consumed(bytes, events);
@@ -542,6 +699,23 @@ impl WatchReceiver {
     /// because the stream was closed.
     pub fn engine_shut_down(&self) -> bool {
         self.hub.stop.load(Ordering::Acquire)
+    }
+
+    /// Control responses (created, canceled, progress) the stream owes: requested
+    /// and not yet handled by the notifier, or queued and not yet received. A
+    /// consumer that stops taking requests from its client while this is at a bound
+    /// keeps what it holds for the client bounded; a receive, or the notifier
+    /// handling a request, wakes a task waiting in
+    /// [`WatchReceiver::poll_recv_item`] (which it must be, with an empty queue, for
+    /// a request that makes no response to wake it).
+    pub fn owed_responses(&self) -> usize {
+        self.shared.owed_now()
+    }
+
+    /// Whether the stream ended (or will) because it owed more control responses
+    /// than its bound ([`WatchController::set_max_owed_responses`]).
+    pub fn overflowed(&self) -> bool {
+        self.shared.overflowed.load(Ordering::Acquire)
     }
 
     /// Polls on this thread, parking it between polls, until `poll_recv_item` is
@@ -797,5 +971,147 @@ mod tests {
         }
         assert_eq!(t.drain().len(), m.len());
         assert_eq!(t.len(), 0);
+    }
+
+    mod owed {
+        use super::super::*;
+        use crate::log::{FsyncPolicy, MemStorage};
+        use crate::store::{Store, StoreOptions};
+        use crate::watch::{WatchHub, WatchOptions, NEVER_COMPACTED};
+        use std::time::{Duration, Instant};
+
+        const T: Duration = Duration::from_secs(10);
+
+        fn store() -> Store {
+            let mut opts = StoreOptions::default();
+            opts.log.fsync = FsyncPolicy::Never;
+            Store::open_storage(Arc::new(MemStorage::new()), opts).unwrap()
+        }
+
+        fn until(what: &str, mut f: impl FnMut() -> bool) {
+            let deadline = Instant::now() + T;
+            while !f() {
+                assert!(Instant::now() < deadline, "timed out waiting for {what}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+
+        /// What a stream owes counts its requests until the notifier has handled
+        /// them and their responses until received; the hub's gauge is the sum.
+        #[test]
+        fn owed_responses_count_requests_then_queued_responses() {
+            let st = store();
+            let hub = WatchHub::new(st.clone(), WatchOptions::default());
+            let mut s = hub.stream();
+            let other = hub.stream();
+            for i in 0..10 {
+                s.watch(WatchRequest::key(format!("k{i}"))).unwrap();
+            }
+            other.watch(WatchRequest::key("o")).unwrap();
+            assert!(s.controller().owed_responses() >= 1);
+            until("ten created responses queued", || s.rx.owed_responses() == 10);
+            until("the hub's gauge", || hub.metrics().owed_responses == 11);
+            for _ in 0..10 {
+                assert!(s.recv_timeout(T).unwrap().created);
+            }
+            assert_eq!(s.rx.owed_responses(), 0);
+            assert_eq!(s.cancel(99), Err(WatchError::UnknownId(99)));
+            s.cancel(1).unwrap();
+            until("the canceled response", || s.rx.owed_responses() == 1);
+            assert!(s.recv_timeout(T).unwrap().canceled);
+            assert_eq!(s.rx.owed_responses(), 0);
+            // A stream dropped with responses queued leaves the gauge with them.
+            until("other's created", || other.rx.owed_responses() == 1);
+            drop(other);
+            until("the gauge back to 0", || hub.metrics().owed_responses == 0);
+        }
+
+        /// Progress requests for every watcher made while one waits for the
+        /// notifier are answered with it: never more answers than requests, at least
+        /// one, and the last answer comes after the last request, at or after the
+        /// revision written before it.
+        #[test]
+        fn progress_requests_waiting_for_the_notifier_share_one_answer() {
+            let st = store();
+            let hub = WatchHub::new(st.clone(), WatchOptions::default());
+            let mut s = hub.stream();
+            s.watch(WatchRequest::key("k")).unwrap();
+            assert!(s.recv_timeout(T).unwrap().created);
+            for _ in 0..5 {
+                st.put(b"x", b"v").unwrap();
+            }
+            let rev = st.current_revision();
+            for _ in 0..10_000 {
+                s.request_progress_all();
+            }
+            // One request at a time waits for the notifier; the others share it.
+            until("every request handled", || !s.rx.shared.progress_asked.load(Ordering::Acquire));
+            let mut answers = Vec::new();
+            while let Some(r) = s.try_recv() {
+                assert!(r.is_progress() && r.watch_id == -1, "{r:?}");
+                answers.push(r.revision);
+            }
+            assert!(!answers.is_empty() && answers.len() <= 10_000, "{} answers", answers.len());
+            assert!(*answers.last().unwrap() >= rev, "{answers:?} for revision {rev}");
+            eprintln!("{} answers to 10000 progress requests", answers.len());
+        }
+
+        /// A stream that owes more than its bound is closed: what was queued before
+        /// is received, then the end, and it says why.
+        #[test]
+        fn a_stream_past_its_owed_bound_overflows_and_closes() {
+            let st = store();
+            let hub = WatchHub::new(st.clone(), WatchOptions::default());
+            let mut s = hub.stream();
+            s.controller().set_max_owed_responses(4);
+            s.watch(WatchRequest::key("a")).unwrap();
+            assert!(s.recv_timeout(T).unwrap().created);
+            for i in 0..8 {
+                s.watch(WatchRequest::key(format!("k{i}"))).unwrap();
+            }
+            let mut created = 0;
+            while let Some(r) = s.recv_timeout(T) {
+                assert!(r.created, "{r:?}");
+                created += 1;
+            }
+            assert!(created < 8, "{created} created responses for a bound of 4");
+            assert!(s.rx.overflowed());
+            assert_eq!(s.watch(WatchRequest::key("late")), Err(WatchError::Closed));
+            until("the stream gone", || hub.metrics().streams == 0 && hub.metrics().watchers == 0);
+        }
+
+        /// A negative start: created, then canceled as compacted with -1 on a store
+        /// never compacted (but -1 itself, which watches from the next revision),
+        /// with the compaction revision on a compacted one.
+        #[test]
+        fn a_negative_start_is_created_then_canceled_as_compacted() {
+            let st = store();
+            let hub = WatchHub::new(st.clone(), WatchOptions::default());
+            let mut s = hub.stream();
+            let id = s.watch(WatchRequest::key("k").from_revision(-2)).unwrap();
+            let c = s.recv_timeout(T).unwrap();
+            assert!(c.created && c.watch_id == id && !c.canceled, "{c:?}");
+            let x = s.recv_timeout(T).unwrap();
+            assert!(x.canceled && x.watch_id == id && x.compact_revision == NEVER_COMPACTED, "{x:?}");
+            assert_eq!(x.compact_revision as i64, -1, "etcd's -1 on the wire");
+            let live = s.watch(WatchRequest::key("k").from_revision(-1)).unwrap();
+            assert!(s.recv_timeout(T).unwrap().created);
+            st.put(b"k", b"1").unwrap();
+            let e = s.recv_timeout(T).unwrap();
+            assert_eq!((e.watch_id, e.event_count(), e.revision), (live, 1, 2), "{e:?}");
+            for _ in 0..3 {
+                st.put(b"k", b"2").unwrap();
+            }
+            let _ = s.recv_timeout(T);
+            st.compact(4).unwrap();
+            let id = s.watch(WatchRequest::key("k").from_revision(-1)).unwrap();
+            loop {
+                let r = s.recv_timeout(T).unwrap();
+                if r.watch_id == id && r.canceled {
+                    assert_eq!(r.compact_revision, 4, "{r:?}");
+                    break;
+                }
+            }
+        }
     }
 }

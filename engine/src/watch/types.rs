@@ -7,6 +7,17 @@ use crate::sync::{Arc, OnceLock};
 /// Identifier of a watcher, unique within its stream (etcd's `watch_id`).
 pub type WatchId = i64;
 
+/// The [`WatchResponse::compact_revision`] of a watcher canceled because its start
+/// revision, a negative one, lies before a history that was never compacted. etcd
+/// answers -1 there (the compaction revision of an etcd store never compacted), and
+/// this value is -1 on the wire, as every `compact_revision` is sent (`as i64`).
+pub const NEVER_COMPACTED: u64 = u64::MAX;
+
+/// The first revision a watcher with a negative start may receive, as the notifier
+/// is told: no revision is 0, so it is before any history, compacted or not, and the
+/// watcher is created and then canceled as compacted.
+pub(crate) const BEFORE_HISTORY: u64 = 0;
+
 /// Kind of an event (etcd's `mvccpb.Event.EventType`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventKind {
@@ -511,7 +522,9 @@ pub struct WatchResponse {
     pub created: bool,
     /// The watcher was canceled (last response of a watcher).
     pub canceled: bool,
-    /// Set when canceled because its next revision was compacted.
+    /// Set when canceled because its next revision was compacted: the compaction
+    /// revision, or [`NEVER_COMPACTED`] for a negative start on a store never
+    /// compacted.
     pub compact_revision: u64,
     /// Why it was canceled.
     pub cancel_reason: String,
@@ -594,7 +607,9 @@ pub struct WatchRequest {
     /// Empty: just `key`; `"\0"`: every key `>= key`; otherwise the exclusive end
     /// (see [`crate::store::prefix_end`] for prefixes).
     pub range_end: Vec<u8>,
-    /// 0: from the next revision; past: catch up from it; future: wait for it.
+    /// 0: from the next revision; past: catch up from it; future: wait for it;
+    /// negative: before any history (created, then canceled as compacted, as etcd
+    /// does; see [`WatchController::watch`](super::WatchController::watch)).
     pub start_revision: i64,
     /// Event filters.
     pub filters: Filters,

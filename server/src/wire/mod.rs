@@ -598,7 +598,9 @@ impl Framer {
 }
 
 /// Decoder of `WatchRequest`s (prost), refusing messages above the receive limit
-/// with etcd's status.
+/// with etcd's status, and answering one that does not decode as etcd (grpc-go)
+/// does: INTERNAL, "grpc: failed to unmarshal the received message" and the
+/// decoder's own words.
 pub struct RequestDecoder {
     max_bytes: usize,
 }
@@ -625,7 +627,7 @@ impl Decoder for RequestDecoder {
         }
         pb::WatchRequest::decode(src)
             .map(Some)
-            .map_err(|e| Status::invalid_argument(format!("malformed WatchRequest: {e}")))
+            .map_err(|e| Status::internal(format!("grpc: failed to unmarshal the received message {e}")))
     }
 
     fn buffer_settings(&self) -> BufferSettings {

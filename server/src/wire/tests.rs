@@ -309,9 +309,9 @@ fn every_response_kind_is_what_prost_encodes() {
 #[test]
 fn a_refused_create_is_what_prost_encodes() {
     let mut f = Framer::new(header(), 1 << 20);
-    for e in [WatchError::DuplicateId(3), WatchError::EmptyRange, WatchError::NegativeRevision(-2)] {
+    for e in [WatchError::DuplicateId(3), WatchError::EmptyRange, WatchError::TooManyWatchers(5)] {
         let msg = crate::watch::refused(&header(), 9, &e);
-        assert!(msg.created && msg.canceled && msg.watch_id == -1 && msg.cancel_reason.starts_with("mvcc: "));
+        assert!(msg.created && msg.canceled && msg.watch_id == -1 && !msg.cancel_reason.is_empty());
         f.push_message(&msg);
         let frames: Vec<Bytes> = std::iter::from_fn(|| f.next_frame()).collect();
         assert_frames(&frames, &[msg], "refused");
@@ -548,8 +548,9 @@ fn framed(reqs: &[pb::WatchRequest]) -> Vec<u8> {
 }
 
 /// Requests decode with prost; one above the receive limit is refused with etcd's
-/// status and message (ResourceExhausted), a malformed one with InvalidArgument,
-/// and the stream ends at the first error.
+/// status and message (ResourceExhausted), a malformed one with etcd's Internal
+/// ("grpc: failed to unmarshal the received message ..."), and the stream ends at
+/// the first error.
 #[test]
 fn requests_decode_and_the_receive_limit_is_etcds() {
     let small = create(10);
@@ -568,7 +569,9 @@ fn requests_decode_and_the_receive_limit_is_etcds() {
     let mut bad = vec![0, 0, 0, 0, 3];
     bad.extend_from_slice(&[0x0a, 0x05, 0x01]);
     let got = decode_requests(bad, 64);
-    assert_eq!(got[0].as_ref().expect_err("malformed").code(), tonic::Code::InvalidArgument);
+    let err = got[0].as_ref().expect_err("malformed");
+    assert_eq!(err.code(), tonic::Code::Internal);
+    assert!(err.message().starts_with("grpc: failed to unmarshal the received message "), "{err:?}");
 }
 
 /// A catch-up response of many small revisions (above a frame in all) for several

@@ -457,3 +457,57 @@ fn watch_from_the_compaction_revision_keeps_its_deletes() {
         assert_watch_guarantees(&h, &[(&specs, wire)]);
     });
 }
+
+/// The scenario of [`negative_start_revisions_match_etcd`] on one server: the wire
+/// responses of a stream of watchers with negative starts on a store never compacted,
+/// then of one on a compacted store.
+async fn negative_starts(endpoint: &str) -> (Vec<PbWatchResponse>, Vec<PbWatchResponse>) {
+    let mut client = connect(endpoint).await;
+    let specs = [Spec::prefix(1, "/n/").from(-1), Spec::prefix(2, "/n/").from(-2), Spec::prefix(3, "/n/").from(-100)];
+    let fresh = Collected::open(&client, &specs).await;
+    fresh
+        .wait("created 1-3 and canceled 2, 3", |rs| {
+            (1..=3).all(|id| rs.iter().any(|r| r.watch_id == id && r.created))
+                && (2..=3).all(|id| rs.iter().any(|r| r.watch_id == id && r.canceled))
+        })
+        .await;
+    // etcd's watcher from -1 is unsynced until its first sync (every 100 ms), and
+    // misses what is written before it: write after that.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    client.put("/n/a", "1", None).await.expect("put");
+    fresh.wait_rev(&[1], 2).await;
+    for i in 0..4 {
+        client.put(format!("/n/{i}"), "2", None).await.expect("put");
+    }
+    client.compact(4, None).await.expect("compact");
+    let specs = [Spec::prefix(11, "/n/").from(-1), Spec::prefix(12, "/n/").from(-7), Spec::prefix(13, "/n/").from(5)];
+    let compacted = Collected::open(&client, &specs).await;
+    compacted
+        .wait("created 11-13 and canceled 11, 12", |rs| {
+            (11..=13).all(|id| rs.iter().any(|r| r.watch_id == id && r.created))
+                && (11..=12).all(|id| rs.iter().any(|r| r.watch_id == id && r.canceled))
+        })
+        .await;
+    client.put("/n/b", "3", None).await.expect("put");
+    compacted.wait_rev(&[13], 7).await;
+    (fresh.snapshot(), compacted.snapshot())
+}
+
+/// A negative start revision, as etcd 3.4 answers it: the watcher is created (its
+/// own id, the header at the store's revision) and then canceled as compacted, with
+/// `compact_revision` -1 on a store never compacted and the compaction revision
+/// otherwise; except -1 on a store never compacted, which etcd does not cancel (-1
+/// is its "never compacted" revision) and which then watches from the next revision.
+#[test]
+fn negative_start_revisions_match_etcd() {
+    let (etcd, argus) = start_both();
+    let rt = runtime();
+    let ((ef, ec), (af, ac)) =
+        rt.block_on(async { tokio::join!(negative_starts(&etcd.endpoint), negative_starts(argus.endpoint())) });
+    assert_same_watchers("never compacted", &[1, 2, 3], &ef, &af);
+    assert_same_watchers("compacted at 4", &[11, 12, 13], &ec, &ac);
+    assert_eq!(watcher_lines(&af, 2), ["created rev=1", "canceled compact_revision=-1"]);
+    assert_eq!(watcher_lines(&ac, 12), ["created rev=6", "canceled compact_revision=4"]);
+    assert_eq!(watcher_lines(&af, 1)[0], "created rev=1");
+    assert_eq!(watcher_lines(&af, 1).len(), 1 + 6, "{:?}", watcher_lines(&af, 1));
+}

@@ -181,6 +181,8 @@ impl Drop for ChildGuard {
 pub struct ArgusProcess {
     /// The gRPC address it printed.
     pub addr: SocketAddr,
+    /// Every line it wrote to stderr so far.
+    pub stderr: Arc<Mutex<Vec<String>>>,
     child: ChildGuard,
 }
 
@@ -188,6 +190,11 @@ impl ArgusProcess {
     /// Runs `argus serve --listen 127.0.0.1:0 --data-dir <dir> <extra...>` and waits
     /// for the address it reports on stderr (its stderr keeps being drained).
     pub fn start(data_dir: &Path, extra: &[&str]) -> ArgusProcess {
+        Self::start_logging(data_dir, extra, "warn")
+    }
+
+    /// As [`ArgusProcess::start`], with `RUST_LOG` set to `filter`.
+    pub fn start_logging(data_dir: &Path, extra: &[&str], filter: &str) -> ArgusProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_argus"))
             .arg("serve")
             .arg("--listen")
@@ -195,7 +202,7 @@ impl ArgusProcess {
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -204,6 +211,8 @@ impl ArgusProcess {
         let stderr = child.stderr.take().expect("stderr");
         let child = ChildGuard(child);
         let (tx, rx) = mpsc::channel();
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let kept = Arc::clone(&lines);
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
@@ -216,10 +225,13 @@ impl ArgusProcess {
                 } else if line.contains("ERROR") || line.starts_with("argus: ") {
                     eprintln!("[argus child] {line}");
                 }
+                kept.lock().unwrap().push(line);
             }
         });
-        let addr = rx.recv_timeout(PATIENCE).expect("the argus binary did not report its address");
-        ArgusProcess { addr: addr.parse().expect("the reported address"), child }
+        let addr = rx.recv_timeout(PATIENCE).unwrap_or_else(|_| {
+            panic!("the argus binary did not report its address; its stderr:\n{}", lines.lock().unwrap().join("\n"))
+        });
+        ArgusProcess { addr: addr.parse().expect("the reported address"), stderr: lines, child }
     }
 
     /// `127.0.0.1:port`.
@@ -240,17 +252,7 @@ impl ArgusProcess {
     /// Sends SIGTERM (a graceful stop) and waits up to `within` for the process to
     /// exit; its exit status, or `None` if it is still running (it is then killed).
     pub fn terminate(mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let ok = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
-        assert!(ok.is_ok_and(|s| s.success()), "kill -TERM {}", self.pid());
-        let deadline = std::time::Instant::now() + within;
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.0.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.child.kill();
-        None
+        terminate(&mut self.child, within)
     }
 }
 
@@ -307,6 +309,22 @@ impl Etcd {
         }
         panic!("etcd did not start; its log:\n{last_log}");
     }
+}
+
+/// SIGTERM to `child`, then up to `within` for it to exit (else SIGKILL, `None`).
+fn terminate(child: &mut ChildGuard, within: Duration) -> Option<std::process::ExitStatus> {
+    let pid = child.0.id();
+    let ok = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    assert!(ok.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill();
+    None
 }
 
 impl Drop for Etcd {
