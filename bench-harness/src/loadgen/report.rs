@@ -807,7 +807,7 @@ fn split_table(out: &mut String, g: &Grouped<'_>, scenarios: &[&str], systems: &
 const SPLIT_LEGEND: &str = "Server CPU of the measured phase by the thread that spent it (`/proc/<pid>/task/*/stat` \
      at the start and end of the phase), per delivered event (per put where no events are delivered, per watcher \
      created in the creation scenarios), means over the repetitions: **engine** = the watch engine's notifier \
-     (`argus-notifier`) and its own pool (`argus-engine-N`: catch-up, parallel matching); **wire** = the tokio \
+     (`argus-notifier`) and its own pool (`argus-engine-fN`: parallel matching; `argus-engine-cN`: catch-up); **wire** = the tokio \
      workers (`argus-io*`: HTTP/2, gRPC decoding, the Watch encoding); **kv** = the blocking pool (`argus-kv*`: \
      Put/Txn/Range and their fsyncs); **other** = every other thread, and threads that ended during the phase \
      (their CPU is in the process total but no longer readable per thread). Per-thread times come in clock \
@@ -960,14 +960,14 @@ fn why(t: &TargetResult, g: &Grouped<'_>) -> String {
                 w,
                 "Server CPU per delivered event: Argus {}, etcd {}; client CPU per event: Argus {}, etcd {}. Per \
                  event Argus sends etcd's bytes (about 100 per event, so about 1 GB in all): a perf profile \
-                 (cpu-clock, 2026-12-02, this code) of the catch-up put most of the wire threads' time in the \
+                 (cpu-clock, 2026-12-02, of 1c22720) of the catch-up put most of the wire threads' time in the \
                  kernel's copy of those bytes into TCP (`_copy_from_iter`, `tcp_sendmsg`) and in thread wake-ups; \
                  at the copy rate this VM shows (about 3 GB/s) the copy alone is about 0.3 s. The engine's share \
-                 is reading the log (a CRC check per record) and one batch of owned events per revision (its \
-                 allocation and first-touch page faults). The 100 watchers are one group, so a revision is read, matched and \
+                 is reading the log (a CRC check per record) and one batch per revision (since issue 10 a compact \
+                 arena of the revision's events; its allocation and first-touch page faults). The 100 watchers are one group, so a revision is read, matched and \
                  encoded once and each 1,000-revision response is joined once and shared by all 100 messages. \
                  What would close the rest: a cheaper engine share (skip the second CRC check of records the log \
-                 already verified, events borrowed from the mapped log instead of copied).",
+                 already verified, events borrowed from the mapped log instead of copied into the batch).",
                 us(s, ARGUS, "server_cpu_per_event_us"),
                 us(s, ETCD, "server_cpu_per_event_us"),
                 us(s, ARGUS, "client_cpu_per_event_us"),
@@ -999,7 +999,7 @@ fn why(t: &TargetResult, g: &Grouped<'_>) -> String {
                     "The puts themselves cost Argus {} per delivered event (the kv threads: the store, the fsyncs of \
                      `--fsync always`, which on this VM are mostly virtio exits, and four thread switches per put \
                      between the io threads and the blocking pool), which alone is {} of the goal. A perf profile \
-                     (cpu-clock, 2026-12-02, this code) put about 40% of the io threads' time in scheduler paths \
+                     (cpu-clock, 2026-12-02, of 1c22720) put about 40% of the io threads' time in scheduler paths \
                      (wake-ups of the io workers, the blocking pool and the notifier, about 6 context switches per \
                      put) and about 20% in framing and copying; the engine's own share is under 5%. What would close \
                      it: writes that await durability on the io threads rather than on a blocking pool (no hand-off \

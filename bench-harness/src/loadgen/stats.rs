@@ -118,7 +118,7 @@ pub fn loadavg() -> String {
 #[serde(rename_all = "lowercase")]
 pub enum Part {
     /// The watch engine: its notifier thread (`argus-notifier`) and its own thread
-    /// pool for catch-up and parallel matching (`argus-engine-N`).
+    /// pools for parallel matching (`argus-engine-fN`) and catch-up (`argus-engine-cN`).
     Engine,
     /// The tokio workers (`argus-io*`): HTTP/2, gRPC decoding, the Watch wire encoding.
     Wire,
