@@ -11,14 +11,7 @@ use crate::proto::mvccpb;
 
 /// An engine key-value as etcd's `mvccpb.KeyValue`.
 pub fn kv(kv: &KeyValue) -> mvccpb::KeyValue {
-    mvccpb::KeyValue {
-        key: kv.key.clone(),
-        create_revision: kv.create_revision as i64,
-        mod_revision: kv.mod_revision as i64,
-        version: kv.version as i64,
-        value: kv.value.clone(),
-        lease: 0,
-    }
+    kv_ref(&KvRef::from(kv))
 }
 
 /// An engine event (owned, or borrowed from a revision batch) as etcd's

@@ -38,7 +38,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,7 +47,7 @@ use argus_engine::store::{prefix_end, RangeOptions, Store, StoreOptions};
 use argus_engine::watch::EventKind;
 use etcd_client::proto::PbWatchResponse;
 
-use common::{apply, connect, observed, ArgusProcess, Op, Spec, PATIENCE};
+use common::{apply_recorded, connect, observed, ArgusProcess, Load, Op, Spec, PATIENCE};
 
 /// Writer tasks.
 const WRITERS: usize = 2;
@@ -131,18 +131,6 @@ fn write_op(rng: &mut Rng, w: usize, round: usize, seq: usize) -> Vec<Op> {
     }
 }
 
-#[derive(Default)]
-struct Load {
-    /// Acknowledged writes of the round, with their revisions.
-    acked: Mutex<Vec<(u64, Vec<Op>)>>,
-    /// Writes whose outcome is unknown (the kill came first).
-    in_flight: Mutex<Vec<Vec<Op>>>,
-    /// Writes refused with an error other than unavailability (none is invalid).
-    refused: Mutex<Vec<String>>,
-    acks: AtomicUsize,
-    stop: AtomicBool,
-}
-
 async fn writer(endpoint: String, w: usize, round: usize, mut rng: Rng, load: Arc<Load>) {
     let mut client = connect(&endpoint).await;
     for seq in 0.. {
@@ -153,21 +141,8 @@ async fn writer(endpoint: String, w: usize, round: usize, mut rng: Rng, load: Ar
         // A pause of 0-3 ms: a release build would otherwise write thousands of
         // revisions a second, and the test reads each round's log back into memory.
         tokio::time::sleep(Duration::from_millis(rng.below(4))).await;
-        match tokio::time::timeout(Duration::from_secs(10), apply(&mut client, &ops)).await {
-            Ok(Ok(rev)) => {
-                load.acked.lock().unwrap().push((rev, ops));
-                load.acks.fetch_add(1, Ordering::SeqCst);
-            }
-            Ok(Err(etcd_client::Error::GRpcStatus(s)))
-                if !matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled) =>
-            {
-                load.refused.lock().unwrap().push(format!("{ops:?}: {s}"));
-                return;
-            }
-            _ => {
-                load.in_flight.lock().unwrap().push(ops);
-                return;
-            }
+        if !apply_recorded(&mut client, ops, Duration::from_secs(10), &load).await {
+            return;
         }
     }
 }

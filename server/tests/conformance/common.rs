@@ -891,6 +891,48 @@ pub async fn apply(client: &mut Client, ops: &[Op]) -> Result<u64, etcd_client::
     }
 }
 
+/// The writes of a load that a `kill -9` interrupts, as its writer tasks record them
+/// ([`apply_recorded`]).
+#[derive(Default)]
+pub struct Load {
+    /// Acknowledged writes, with their revisions.
+    pub acked: Mutex<Vec<(u64, Vec<Op>)>>,
+    /// Writes whose outcome is unknown (the kill came first): each may or may not
+    /// have been applied.
+    pub in_flight: Mutex<Vec<Vec<Op>>>,
+    /// Writes the server refused with an error status other than unavailability:
+    /// none of the writes is invalid, so any is a failure.
+    pub refused: Mutex<Vec<String>>,
+    /// How many writes were acknowledged.
+    pub acks: std::sync::atomic::AtomicUsize,
+    /// Set to end a round without a kill: writers stop before their next write.
+    pub stop: std::sync::atomic::AtomicBool,
+}
+
+/// Applies `ops` (waiting at most `wait`) and records the outcome in `load`:
+/// acknowledged, refused, or in flight (failed without an answer: the kill). False
+/// when the writer must stop, i.e. unless the write was acknowledged.
+pub async fn apply_recorded(client: &mut Client, ops: Vec<Op>, wait: Duration, load: &Load) -> bool {
+    use std::sync::atomic::Ordering;
+    match tokio::time::timeout(wait, apply(client, &ops)).await {
+        Ok(Ok(rev)) => {
+            load.acked.lock().unwrap().push((rev, ops));
+            load.acks.fetch_add(1, Ordering::SeqCst);
+            true
+        }
+        Ok(Err(etcd_client::Error::GRpcStatus(s)))
+            if !matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled) =>
+        {
+            load.refused.lock().unwrap().push(format!("{ops:?}: {s}"));
+            false
+        }
+        _ => {
+            load.in_flight.lock().unwrap().push(ops);
+            false
+        }
+    }
+}
+
 /// Applies `ops` and records them at the revision the server answered, checking that
 /// a write that changed something got the next revision.
 pub async fn write(client: &mut Client, history: &mut History, ops: &[Op]) -> u64 {

@@ -13,8 +13,8 @@
 //!   so does a watch of everything from revision 1 on the restarted server.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use argus_engine::check::History;
@@ -22,7 +22,8 @@ use etcd_client::proto::PbWatchResponse;
 use etcd_client::GetOptions;
 
 use crate::common::{
-    apply, assert_watch_guarantees, connect, engine_kv, reassemble, record, ArgusProcess, Collected, Op, Spec, PATIENCE,
+    apply_recorded, assert_watch_guarantees, connect, engine_kv, reassemble, record, ArgusProcess, Collected, Load, Op,
+    Spec, PATIENCE,
 };
 
 const WRITERS: usize = 3;
@@ -57,18 +58,6 @@ fn puts_of(ops: &[Op]) -> Puts {
         .collect()
 }
 
-#[derive(Default)]
-struct Load {
-    acked: Mutex<Vec<(u64, Vec<Op>)>>,
-    in_flight: Mutex<Vec<Vec<Op>>>,
-    acks: AtomicUsize,
-    /// Set to end a round without a kill: writers stop before their next write.
-    stop: AtomicBool,
-    /// Writes the server refused (an error status other than unavailability): none
-    /// of the writes is invalid, so any is a failure.
-    refused: Mutex<Vec<String>>,
-}
-
 /// Writes until a write fails (the kill) or `stop`, recording acknowledged writes
 /// and the one that failed (in flight: it may or may not have been applied).
 async fn writer(endpoint: String, w: usize, round: usize, load: Arc<Load>) {
@@ -77,22 +66,8 @@ async fn writer(endpoint: String, w: usize, round: usize, load: Arc<Load>) {
         if load.stop.load(Ordering::SeqCst) {
             return;
         }
-        let ops = op(w, round, seq);
-        match tokio::time::timeout(Duration::from_secs(5), apply(&mut client, &ops)).await {
-            Ok(Ok(rev)) => {
-                load.acked.lock().unwrap().push((rev, ops));
-                load.acks.fetch_add(1, Ordering::SeqCst);
-            }
-            Ok(Err(etcd_client::Error::GRpcStatus(s)))
-                if !matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled) =>
-            {
-                load.refused.lock().unwrap().push(format!("{ops:?}: {s}"));
-                return;
-            }
-            _ => {
-                load.in_flight.lock().unwrap().push(ops);
-                return;
-            }
+        if !apply_recorded(&mut client, op(w, round, seq), Duration::from_secs(5), &load).await {
+            return;
         }
     }
 }
