@@ -55,7 +55,7 @@ use argus_bench::{fs_of, target_dir, unix_now, RunMeta};
 use argus_engine::log::storage::Mapping;
 use argus_engine::log::{CommitStats, FileStorage, FsyncPolicy, RevisionLog, Storage, StorageFile, GROUP_SIZE_BOUNDS};
 use argus_engine::store::{
-    prefix_end, Compare, CompareOp, CompareTarget, RangeOptions, Store, StoreOptions, TxnOp, TxnOpResult,
+    prefix_end, Compare, CompareOp, CompareTarget, PutLease, RangeOptions, Store, StoreOptions, TxnOp, TxnOpResult,
 };
 use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode, Throughput};
 use serde_json::json;
@@ -528,8 +528,10 @@ const TXN_OPS: usize = 128;
 fn fill_txn_keys(store: &Store, value: &[u8]) {
     let keys: Vec<Vec<u8>> = (0..TXN_KEYS).map(|i| key("/registry/txn/", i)).collect();
     for chunk in keys.chunks(TXN_OPS) {
-        let ops: Vec<TxnOp> =
-            chunk.iter().map(|k| TxnOp::Put { key: k.clone(), value: value.to_vec(), prev_kv: false }).collect();
+        let ops: Vec<TxnOp> = chunk
+            .iter()
+            .map(|k| TxnOp::Put { key: k.clone(), value: value.to_vec(), prev_kv: false, lease: PutLease::None })
+            .collect();
         store.txn(&[], &ops, &[]).expect("fill");
     }
 }

@@ -138,8 +138,14 @@ impl Rng {
 
 /// The batch every floor push shares: one event, like a one-key put.
 fn sample_batch() -> Arc<RevisionBatch> {
-    let kv =
-        KeyValue { key: b"/fan/key".to_vec(), value: vec![b'v'; 64], create_revision: 2, mod_revision: 2, version: 1 };
+    let kv = KeyValue {
+        key: b"/fan/key".to_vec(),
+        value: vec![b'v'; 64],
+        create_revision: 2,
+        mod_revision: 2,
+        version: 1,
+        lease: 0,
+    };
     Arc::new(RevisionBatch::new(2, vec![Event { kind: EventKind::Put, kv, prev_kv: None, sub: 0 }], false))
 }
 

@@ -128,6 +128,7 @@ impl History {
                             create_revision,
                             mod_revision: revision,
                             version,
+                            lease: 0,
                         };
                         Some((EventKind::Put, kv))
                     }
@@ -156,6 +157,7 @@ impl History {
                 create_revision: r.create_revision,
                 mod_revision: r.mod_revision,
                 version: r.version,
+                lease: r.lease,
             };
             h.keys.entry(kv.key.clone()).or_default().push(KeyEntry { rev: r.mod_revision, kv: Some(kv) });
         }
@@ -170,7 +172,7 @@ impl History {
             let kind = match r.kind {
                 RecordKind::Put => EventKind::Put,
                 RecordKind::Delete => EventKind::Delete,
-                RecordKind::End => continue,
+                RecordKind::End | RecordKind::LeaseGrant | RecordKind::LeaseRevoke => continue,
             };
             let kv = match kind {
                 EventKind::Put => KeyValue {
@@ -179,6 +181,7 @@ impl History {
                     create_revision: r.create_revision,
                     mod_revision: r.main,
                     version: r.version,
+                    lease: r.lease,
                 },
                 EventKind::Delete => KeyValue { key: r.key.to_vec(), mod_revision: r.main, ..Default::default() },
             };

@@ -93,6 +93,20 @@ pub enum Error {
     /// A put that keeps the current value found no key.
     #[error("key not found")]
     KeyNotFound,
+    /// A put or a lease call names a lease that does not exist.
+    #[error("requested lease not found")]
+    LeaseNotFound,
+    /// A grant names a lease ID that is already in use.
+    #[error("lease already exists")]
+    LeaseExists,
+    /// A grant's TTL is above [`crate::lease::MAX_LEASE_TTL`].
+    #[error("too large lease TTL: {ttl} (limit {max})")]
+    LeaseTtlTooLarge {
+        /// The TTL asked for, in seconds.
+        ttl: i64,
+        /// The limit.
+        max: i64,
+    },
     /// A transaction writes the same key twice.
     #[error("duplicate key given in txn request")]
     DuplicateKey,

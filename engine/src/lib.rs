@@ -1,7 +1,8 @@
 //! # argus-engine
 //!
 //! The library half of Argus, a watch engine with etcd v3 semantics: an append-only,
-//! memory-mapped [revision log](log), an MVCC [store] on top of it, the [watch]
+//! memory-mapped [revision log](log), an MVCC [store] on top of it with etcd's
+//! [leases](lease), the [watch]
 //! machinery (a [`watch::WatchHub`] whose notifier thread fans each committed
 //! revision out to the watchers of every stream; it queues a watcher's `created`
 //! response when it registers the watcher, before any of its events), and a
@@ -16,6 +17,7 @@
 
 pub mod check;
 pub mod error;
+pub mod lease;
 pub mod log;
 pub mod range;
 pub mod store;

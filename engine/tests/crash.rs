@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use argus_engine::log::record::{self, RecordKind, FILE_HEADER};
 use argus_engine::log::{CrashMode, FsyncPolicy, MemStorage, OwnedRecord, Recovered, Storage};
-use argus_engine::store::{prefix_end, Compare, CompareOp, CompareTarget, RangeOptions, Store, StoreOptions, TxnOp};
+use argus_engine::store::{
+    prefix_end, Compare, CompareOp, CompareTarget, PutLease, RangeOptions, Store, StoreOptions, TxnOp,
+};
 use argus_engine::Error;
 use common::{check_history, k, ErrKind, Limits, Model};
 use rand::rngs::StdRng;
@@ -87,8 +89,14 @@ fn write_some(s: &Store, m: &mut Model, n: usize, vlen: usize) {
     for i in 0..n {
         let v = |j: usize| -> Vec<u8> { format!("{i}.{j}.").bytes().chain(std::iter::repeat_n(b'v', vlen)).collect() };
         if i % 4 == 3 {
-            let ops: Vec<TxnOp> =
-                (0..3).map(|j| TxnOp::Put { key: format!("m{j}").into_bytes(), value: v(j), prev_kv: false }).collect();
+            let ops: Vec<TxnOp> = (0..3)
+                .map(|j| TxnOp::Put {
+                    key: format!("m{j}").into_bytes(),
+                    value: v(j),
+                    prev_kv: false,
+                    lease: PutLease::None,
+                })
+                .collect();
             let got = k(s.txn(&[], &ops, &[]));
             assert_eq!(got, m.txn(&[], &ops, &[]));
         } else {
@@ -113,7 +121,7 @@ fn writer_op(seed: u64, t: usize, i: usize) -> (Vec<Compare>, Vec<TxnOp>, Vec<Tx
         format!("{tag}{j}:").bytes().chain((0..pad).map(|p| b'a' + (p % 26) as u8)).collect()
     };
     let own = |j: usize| format!("t{t}/k{j}").into_bytes();
-    let put = |key: Vec<u8>, value: Vec<u8>| TxnOp::Put { key, value, prev_kv: false };
+    let put = |key: Vec<u8>, value: Vec<u8>| TxnOp::Put { key, value, prev_kv: false, lease: PutLease::None };
     let choice = i % 10;
     match choice {
         0..6 => {
@@ -451,7 +459,12 @@ fn torn_setup() -> TornSetup {
     write_some(&s, &mut model, 4, 10);
     storage.fail_syncs(true);
     let ops: Vec<TxnOp> = (0..3)
-        .map(|j| TxnOp::Put { key: format!("torn{j}").into_bytes(), value: vec![b'x'; 20 + j * 8], prev_kv: false })
+        .map(|j| TxnOp::Put {
+            key: format!("torn{j}").into_bytes(),
+            value: vec![b'x'; 20 + j * 8],
+            prev_kv: false,
+            lease: PutLease::None,
+        })
         .collect();
     assert!(s.txn(&[], &ops, &[]).is_err(), "the txn's fsync fails");
     drop(s);
@@ -484,7 +497,12 @@ fn check_cut(t: &TornSetup, cut: usize) -> Result<(), String> {
     if e >= *t.data_ends.last().unwrap() {
         // The whole revision reached the disk (at most zero padding is missing).
         let ops: Vec<TxnOp> = (0..3)
-            .map(|j| TxnOp::Put { key: format!("torn{j}").into_bytes(), value: vec![b'x'; 20 + j * 8], prev_kv: false })
+            .map(|j| TxnOp::Put {
+                key: format!("torn{j}").into_bytes(),
+                value: vec![b'x'; 20 + j * 8],
+                prev_kv: false,
+                lease: PutLease::None,
+            })
             .collect();
         model.txn(&[], &ops, &[]).unwrap();
         if rec.torn_bytes != 0 {
@@ -768,7 +786,7 @@ fn poisoning(fault: Fault, policy: FsyncPolicy) {
     set_fault(&storage, fault, false);
     assert_eq!(k(s.put(b"k1", b"later")), Err(ErrKind::Poisoned), "{ctx}: later puts fail");
     assert_eq!(k(s.delete_range(b"k", &prefix_end(b"k"), false)), Err(ErrKind::Poisoned), "{ctx}: later deletes fail");
-    let ops = [TxnOp::Put { key: b"z".to_vec(), value: b"1".to_vec(), prev_kv: false }];
+    let ops = [TxnOp::Put { key: b"z".to_vec(), value: b"1".to_vec(), prev_kv: false, lease: PutLease::None }];
     assert_eq!(k(s.txn(&[], &ops, &[]).map(|_| ())), Err(ErrKind::Poisoned), "{ctx}: later txns fail");
     // Reads work and show only committed data.
     assert_eq!(s.current_revision(), committed, "{ctx}");
@@ -1149,7 +1167,12 @@ fn big_put(s: &Store, m: &mut Model) {
 /// One txn of 40 puts of 100 bytes (about 6.5 KiB of records).
 fn big_txn(s: &Store, m: &mut Model) {
     let ops: Vec<TxnOp> = (0..40)
-        .map(|i| TxnOp::Put { key: format!("t{i:02}").into_bytes(), value: vec![b't'; 100], prev_kv: false })
+        .map(|i| TxnOp::Put {
+            key: format!("t{i:02}").into_bytes(),
+            value: vec![b't'; 100],
+            prev_kv: false,
+            lease: PutLease::None,
+        })
         .collect();
     assert_eq!(k(s.txn(&[], &ops, &[])), m.txn(&[], &ops, &[]), "big txn");
 }

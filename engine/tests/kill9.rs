@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use argus_engine::log::{FileStorage, FsyncPolicy};
-use argus_engine::store::{prefix_end, Compare, CompareOp, CompareTarget, Store, StoreOptions, TxnOp};
+use argus_engine::store::{prefix_end, Compare, CompareOp, CompareTarget, PutLease, Store, StoreOptions, TxnOp};
 use common::{check_history, k, Limits, Model};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -48,7 +48,12 @@ fn child_op(seed: u64, i: usize) -> (Vec<Compare>, Vec<TxnOp>, Vec<TxnOp>) {
         let pad = rng.random_range(0..300);
         format!("{i}.{j}:").bytes().chain((0..pad).map(|p| (p * 7 + i) as u8)).collect()
     };
-    let put = |key: String, value: Vec<u8>| TxnOp::Put { key: key.into_bytes(), value, prev_kv: false };
+    let put = |key: String, value: Vec<u8>| TxnOp::Put {
+        key: key.into_bytes(),
+        value,
+        prev_kv: false,
+        lease: PutLease::None,
+    };
     match i % 10 {
         0..8 => (Vec::new(), vec![put(format!("k{}", (i * 7) % 20), val(0))], Vec::new()),
         8 => {

@@ -34,7 +34,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use argus_engine::log::{CrashMode, FsyncPolicy, MemStorage, Storage};
-use argus_engine::store::{prefix_end, Compare, CompareOp, CompareTarget, RangeOptions, Store, StoreOptions, TxnOp};
+use argus_engine::store::{
+    prefix_end, Compare, CompareOp, CompareTarget, PutLease, RangeOptions, Store, StoreOptions, TxnOp,
+};
 use common::{check_history, check_spans, k, ErrKind, Limits, Model};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, RngSeed, TestError, TestRunner};
@@ -463,10 +465,10 @@ impl Harness {
     fn txn_op(&self, o: &TxnOpSpec) -> TxnOp {
         match o {
             TxnOpSpec::Put { key, value, prev_kv } => {
-                TxnOp::Put { key: self.key(*key), value: Self::value(value), prev_kv: *prev_kv }
+                TxnOp::Put { key: self.key(*key), value: Self::value(value), prev_kv: *prev_kv, lease: PutLease::None }
             }
             TxnOpSpec::PutKeep { key, prev_kv } => {
-                TxnOp::PutKeepValue { key: self.key(*key), value: Vec::new(), prev_kv: *prev_kv }
+                TxnOp::PutKeepValue { key: self.key(*key), value: Vec::new(), prev_kv: *prev_kv, lease: PutLease::None }
             }
             TxnOpSpec::Delete { span, prev_kv } => {
                 let (key, range_end) = self.span(span);
@@ -914,7 +916,7 @@ fn fixed_rules_of_revisions_and_txns() {
         .txn(
             &[],
             &[
-                TxnOp::Put { key: b"b".to_vec(), value: b"2".to_vec(), prev_kv: false },
+                TxnOp::Put { key: b"b".to_vec(), value: b"2".to_vec(), prev_kv: false, lease: PutLease::None },
                 TxnOp::DeleteRange { key: b"a".to_vec(), range_end: Vec::new(), prev_kv: true },
                 TxnOp::Range { key: b"a".to_vec(), range_end: b"c".to_vec(), options: RangeOptions::default() },
             ],
@@ -927,8 +929,8 @@ fn fixed_rules_of_revisions_and_txns() {
     assert_eq!(rr.revision, 3);
     // Two writes of one key in one txn.
     let dup = [
-        TxnOp::Put { key: b"x".to_vec(), value: b"1".to_vec(), prev_kv: false },
-        TxnOp::Put { key: b"x".to_vec(), value: b"2".to_vec(), prev_kv: false },
+        TxnOp::Put { key: b"x".to_vec(), value: b"1".to_vec(), prev_kv: false, lease: PutLease::None },
+        TxnOp::Put { key: b"x".to_vec(), value: b"2".to_vec(), prev_kv: false, lease: PutLease::None },
     ];
     assert_eq!(k(s.txn(&[], &dup, &[])), Err(ErrKind::DuplicateKey));
     assert_eq!(k(s.txn(&[], &[], &dup)), Err(ErrKind::DuplicateKey), "the branch not taken is validated too");
@@ -1038,6 +1040,7 @@ fn concurrent_readers_see_exact_revisions() {
                             key: k.as_bytes().to_vec(),
                             value: format!("{i}").into_bytes(),
                             prev_kv: false,
+                            lease: PutLease::None,
                         })
                         .collect();
                     assert_eq!(k(store.txn(&[], &ops, &[])), model.txn(&[], &ops, &[]));
@@ -1090,7 +1093,7 @@ fn current_revision_race(policy: FsyncPolicy) -> Option<String> {
     let store = Store::open_storage(Arc::new(storage), options(policy, 64 << 10)).unwrap();
     let ops: Vec<TxnOp> = ["a", "b", "c"]
         .iter()
-        .map(|k| TxnOp::Put { key: k.as_bytes().to_vec(), value: b"0".to_vec(), prev_kv: false })
+        .map(|k| TxnOp::Put { key: k.as_bytes().to_vec(), value: b"0".to_vec(), prev_kv: false, lease: PutLease::None })
         .collect();
     store.txn(&[], &ops, &[]).unwrap();
     let done = Arc::new(AtomicBool::new(false));
@@ -1106,6 +1109,7 @@ fn current_revision_race(policy: FsyncPolicy) -> Option<String> {
                             key: k.as_bytes().to_vec(),
                             value: format!("{i}").into_bytes(),
                             prev_kv: false,
+                            lease: PutLease::None,
                         })
                         .collect();
                     store.txn(&[], &ops, &[]).unwrap();

@@ -18,7 +18,7 @@ use counting::{LIVE, PEAK};
 use std::sync::atomic::Ordering;
 
 use argus_engine::log::FsyncPolicy;
-use argus_engine::store::{KeyValue, Store, StoreOptions, TxnOp};
+use argus_engine::store::{KeyValue, PutLease, Store, StoreOptions, TxnOp};
 
 /// Peak heap bytes above the starting level while `f` runs, and the bytes still
 /// held after it.
@@ -40,8 +40,9 @@ fn key(i: usize) -> Vec<u8> {
 /// Puts the 200k keys (24 bytes each, 100-byte values) in txns of 100 puts.
 fn fill(store: &Store) {
     for first in (0..KEYS).step_by(100) {
-        let ops: Vec<TxnOp> =
-            (first..first + 100).map(|i| TxnOp::Put { key: key(i), value: vec![b'v'; 100], prev_kv: false }).collect();
+        let ops: Vec<TxnOp> = (first..first + 100)
+            .map(|i| TxnOp::Put { key: key(i), value: vec![b'v'; 100], prev_kv: false, lease: PutLease::None })
+            .collect();
         store.txn(&[], &ops, &[]).unwrap();
     }
 }

@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use argus_engine::log::FsyncPolicy;
-use argus_engine::store::{Store, StoreOptions, TxnOp};
+use argus_engine::store::{PutLease, Store, StoreOptions, TxnOp};
 use argus_engine::watch::{Item, WatchHub, WatchOptions, WatchReceiver, WatchRequest};
 
 const KEYS: usize = 200_000;
@@ -42,8 +42,9 @@ fn filled() -> (tempfile::TempDir, Store) {
     opts.log.fsync = FsyncPolicy::Never;
     let store = Store::open(dir.path(), opts).unwrap();
     for first in (0..KEYS).step_by(100) {
-        let ops: Vec<TxnOp> =
-            (first..first + 100).map(|i| TxnOp::Put { key: key(i), value: vec![b'v'; 100], prev_kv: false }).collect();
+        let ops: Vec<TxnOp> = (first..first + 100)
+            .map(|i| TxnOp::Put { key: key(i), value: vec![b'v'; 100], prev_kv: false, lease: PutLease::None })
+            .collect();
         store.txn(&[], &ops, &[]).unwrap();
     }
     (dir, store)

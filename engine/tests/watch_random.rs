@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use argus_engine::check::{self, History, Observed};
 use argus_engine::log::{FsyncPolicy, MemStorage};
 use argus_engine::store::{
-    prefix_end, Compare, CompareOp, CompareTarget, KeyValue, RangeOptions, Store, StoreOptions, TxnOp,
+    prefix_end, Compare, CompareOp, CompareTarget, KeyValue, PutLease, RangeOptions, Store, StoreOptions, TxnOp,
 };
 use argus_engine::watch::{
     EventKind, Filters, WatchController, WatchError, WatchHub, WatchId, WatchOptions, WatchReceiver, WatchRequest,
@@ -142,6 +142,7 @@ fn compare_holds(target: &CompareTarget, op: CompareOp, kv: Option<&KeyValue>) -
         CompareTarget::Version(v) => kv.version.cmp(v),
         CompareTarget::CreateRevision(v) => kv.create_revision.cmp(v),
         CompareTarget::ModRevision(v) => kv.mod_revision.cmp(v),
+        CompareTarget::Lease(v) => kv.lease.cmp(v),
     };
     match op {
         CompareOp::Equal => ord.is_eq(),
@@ -258,8 +259,8 @@ impl Writer {
             used.push(key.clone());
             let exists = self.history.get_at(&key, self.last).is_some();
             ops.push(match self.rng.random_range(0..10) {
-                0 if exists => TxnOp::PutKeepValue { key, value: Vec::new(), prev_kv: false },
-                0..=5 => TxnOp::Put { key, value: self.value(), prev_kv: false },
+                0 if exists => TxnOp::PutKeepValue { key, value: Vec::new(), prev_kv: false, lease: PutLease::None },
+                0..=5 => TxnOp::Put { key, value: self.value(), prev_kv: false, lease: PutLease::None },
                 6..=8 => TxnOp::DeleteRange { key, range_end: Vec::new(), prev_kv: false },
                 _ => TxnOp::Range { key, range_end: Vec::new(), options: RangeOptions::default() },
             });

@@ -40,6 +40,7 @@ fn data_of<'a>(r: &RecordRef<'a>) -> RecordData<'a> {
         create_revision: r.create_revision,
         mod_revision: r.mod_revision,
         version: r.version,
+        lease: r.lease,
         key: r.key,
         value: r.value,
     }
@@ -107,17 +108,22 @@ fn check_encode(input: &[u8]) {
     let main = take(&mut b, 8);
     let sub = take(&mut b, 4) as u32;
     let flags = take(&mut b, 1);
-    let kind = match flags % 3 {
+    let kind = match flags % 5 {
         0 => RecordKind::Put,
         1 => RecordKind::Delete,
+        2 => RecordKind::LeaseGrant,
+        3 => RecordKind::LeaseRevoke,
         _ => RecordKind::End,
     };
     let create_revision = take(&mut b, 8);
-    let mod_revision = take(&mut b, 8);
     let version = take(&mut b, 8);
+    // A PUT may carry a lease; then its mod revision is its main revision.
+    let lease = if kind == RecordKind::Put { take(&mut b, 8) as i64 } else { 0 };
+    let mod_revision = if lease != 0 { main } else { take(&mut b, 8) };
     let split = (take(&mut b, 2) as usize).min(b.len());
     let (key, value) = b.split_at(split);
-    let rec = RecordData { main, sub, kind, last: flags & 4 != 0, create_revision, mod_revision, version, key, value };
+    let rec =
+        RecordData { main, sub, kind, last: flags & 4 != 0, create_revision, mod_revision, version, lease, key, value };
     let mut out = vec![0xAA; (flags >> 3) as usize % 8]; // records need not start at offset 0
     let start = out.len();
     encode(&rec, &mut out);
@@ -125,8 +131,8 @@ fn check_encode(input: &[u8]) {
     let (r, len) = decode(&out[start..]).expect("an encoded record decodes");
     assert_eq!(len, out.len() - start);
     assert_eq!(
-        (r.main, r.sub, r.kind, r.last, r.create_revision, r.mod_revision, r.version, r.key, r.value),
-        (main, sub, kind, rec.last, create_revision, mod_revision, version, key, value)
+        (r.main, r.sub, r.kind, r.last, r.create_revision, r.mod_revision, r.version, r.lease, r.key, r.value),
+        (main, sub, kind, rec.last, create_revision, mod_revision, version, lease, key, value)
     );
 }
 

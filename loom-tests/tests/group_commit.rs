@@ -32,7 +32,8 @@ fn write_one(log: &RevisionLog, storage: &MemStorage, last: &Mutex<u64>) -> u64 
         let mut last = last.lock().unwrap();
         let rev = *last + 1;
         let v = rev.to_le_bytes();
-        let ev = [Event { kind: RecordKind::Put, key: b"k", value: &v, create_revision: 2, version: rev - 1 }];
+        let ev =
+            [Event { kind: RecordKind::Put, key: b"k", value: &v, create_revision: 2, version: rev - 1, lease: 0 }];
         let mut offset = 0;
         let ticket = log.append(rev, &ev, |locs| offset = locs[0].offset()).unwrap();
         *last = rev;

@@ -73,7 +73,14 @@ fn log_append_and_publish_race_a_reader() {
         let t = thread::spawn(move || {
             for rev in 2..=3u64 {
                 let v = rev.to_le_bytes();
-                let ev = [Event { kind: RecordKind::Put, key: b"k", value: &v, create_revision: 2, version: rev - 1 }];
+                let ev = [Event {
+                    kind: RecordKind::Put,
+                    key: b"k",
+                    value: &v,
+                    create_revision: 2,
+                    version: rev - 1,
+                    lease: 0,
+                }];
                 let ticket = writer.append(rev, &ev, |_| {}).unwrap();
                 writer.wait_durable(ticket).unwrap();
             }

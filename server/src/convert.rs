@@ -36,7 +36,7 @@ pub fn kv_ref(kv: &KvRef<'_>) -> mvccpb::KeyValue {
         mod_revision: kv.mod_revision as i64,
         version: kv.version as i64,
         value: kv.value.to_vec(),
-        lease: 0,
+        lease: kv.lease,
     }
 }
 
@@ -52,6 +52,9 @@ pub fn status(e: Error) -> Status {
         Error::TooManyOps { .. } => {
             (Code::InvalidArgument, "etcdserver: too many operations in txn request".to_string())
         }
+        Error::LeaseNotFound => (Code::NotFound, "etcdserver: requested lease not found".to_string()),
+        Error::LeaseExists => (Code::FailedPrecondition, "etcdserver: lease already exists".to_string()),
+        Error::LeaseTtlTooLarge { .. } => (Code::OutOfRange, "etcdserver: too large lease TTL".to_string()),
         Error::DuplicateKey => (Code::InvalidArgument, "etcdserver: duplicate key given in txn request".to_string()),
         Error::InvalidRange => (Code::InvalidArgument, format!("etcdserver: {e}")),
         Error::Compacted { .. } => {

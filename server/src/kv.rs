@@ -5,7 +5,7 @@
 //! share one fsync (group commit).
 
 use argus_engine::store::{
-    Compare, CompareOp, CompareTarget, RangeOptions, RangeResult, Store, TxnOp, TxnOpResult, TxnResult,
+    Compare, CompareOp, CompareTarget, PutLease, RangeOptions, RangeResult, Store, TxnOp, TxnOpResult, TxnResult,
 };
 use argus_engine::KeySpan;
 use tonic::{Request, Response, Status};
@@ -177,21 +177,23 @@ fn range_response_with(header: Option<pb::ResponseHeader>, res: RangeResult) -> 
 }
 
 fn put_op(p: &pb::PutRequest) -> Result<TxnOp, Status> {
-    if p.lease != 0 {
-        return Err(Status::not_found("etcdserver: requested lease not found"));
-    }
-    if p.ignore_lease {
-        // No key has a lease here, so there is none to keep: etcd's answer for a key
-        // without one.
+    // etcd's checkRequestPut: `ignore_lease` with a lease is a contradiction; alone
+    // it keeps the key's current lease (none is fine), and the key must exist.
+    if p.ignore_lease && p.lease != 0 {
         return Err(Status::invalid_argument("etcdserver: lease is provided"));
     }
+    let lease = match (p.ignore_lease, p.lease) {
+        (true, _) => PutLease::Keep,
+        (false, 0) => PutLease::None,
+        (false, id) => PutLease::Attach(id),
+    };
     if p.ignore_value {
         if !p.value.is_empty() {
             return Err(Status::invalid_argument("etcdserver: value is provided"));
         }
-        return Ok(TxnOp::PutKeepValue { key: p.key.clone(), value: Vec::new(), prev_kv: p.prev_kv });
+        return Ok(TxnOp::PutKeepValue { key: p.key.clone(), value: Vec::new(), prev_kv: p.prev_kv, lease });
     }
-    Ok(TxnOp::Put { key: p.key.clone(), value: p.value.clone(), prev_kv: p.prev_kv })
+    Ok(TxnOp::Put { key: p.key.clone(), value: p.value.clone(), prev_kv: p.prev_kv, lease })
 }
 
 fn ops(list: &[pb::RequestOp]) -> Result<Vec<TxnOp>, Status> {
@@ -222,7 +224,8 @@ fn compare(c: &pb::Compare) -> Result<Compare, Status> {
         (T::Mod, None) => CompareTarget::ModRevision(0),
         (T::Value, Some(U::Value(v))) => CompareTarget::Value(v.clone()),
         (T::Value, None) => CompareTarget::Value(Vec::new()),
-        (T::Lease, _) => return Err(Status::unimplemented("argus does not implement leases (compare on LEASE)")),
+        (T::Lease, Some(U::Lease(v))) => CompareTarget::Lease(*v),
+        (T::Lease, None) => CompareTarget::Lease(0),
         _ => return Err(Status::invalid_argument("etcdserver: compare target does not match its value")),
     };
     let op = match c.result() {

@@ -9,6 +9,7 @@
 pub mod conn;
 pub mod convert;
 pub mod kv;
+pub mod lease;
 pub mod limit;
 pub mod metrics;
 pub mod other;
@@ -185,6 +186,10 @@ pub async fn serve(
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    // Leases get their full TTL from now, when the server is ready (as etcd's
+    // leader gives them when it takes over), and expire from here on.
+    store.restart_lease_clocks();
+    let _lease_expiry = store.start_lease_expiry().map_err(|e| format!("cannot start the lease expiry thread: {e}"))?;
     let running = Running { store: store.clone(), hub: Arc::clone(&hub), addr, metrics_addr };
     on_ready(&running);
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), fsync = %cfg.fsync,
@@ -281,7 +286,10 @@ pub async fn serve(
         .add_service(kv)
         .add_service(watch)
         .add_service(maintenance)
-        .add_service(lease_server::LeaseServer::new(other::Unimplemented))
+        .add_service(
+            lease_server::LeaseServer::new(lease::LeaseService::new(store.clone(), header, kv_pool.handle()))
+                .max_decoding_message_size(max),
+        )
         .add_service(cluster_server::ClusterServer::new(other::Unimplemented))
         .add_service(auth_server::AuthServer::new(other::Unimplemented))
         .serve_with_incoming_shutdown(incoming, wait_stop(stop_rx.clone()));

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use argus_engine::store::Store;
 use argus_engine::watch::WatchHub;
 use futures::Stream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 
 use crate::proto::etcdserverpb as pb;
-use crate::proto::etcdserverpb::{auth_server, cluster_server, lease_server, maintenance_server};
+use crate::proto::etcdserverpb::{auth_server, cluster_server, maintenance_server};
 use crate::Header;
 
 fn unimplemented(method: &str) -> Status {
@@ -40,20 +40,8 @@ macro_rules! unimplemented_service {
     };
 }
 
-/// Lease, Cluster and Auth: not implemented.
+/// Cluster and Auth: not implemented.
 pub struct Unimplemented;
-
-unimplemented_service!(lease_server::Lease, Unimplemented, [
-    lease_grant => "Lease.LeaseGrant",
-    lease_revoke => "Lease.LeaseRevoke",
-    lease_time_to_live => "Lease.LeaseTimeToLive",
-    lease_leases => "Lease.LeaseLeases",
-];
-    type LeaseKeepAliveStream = Out;
-    async fn lease_keep_alive(&self, _: Request<Streaming<pb::Empty>>) -> Result<Response<Out>, Status> {
-        Err(unimplemented("Lease.LeaseKeepAlive"))
-    }
-);
 
 unimplemented_service!(cluster_server::Cluster, Unimplemented, [
     member_add => "Cluster.MemberAdd",

@@ -431,6 +431,7 @@ fn to_engine(r: pb::WatchResponse) -> WatchResponse {
         create_revision: kv.create_revision as u64,
         mod_revision: kv.mod_revision as u64,
         version: kv.version as u64,
+        lease: kv.lease,
     };
     let mut groups: Vec<RevisionEvents> = Vec::new();
     let mut cur: Vec<Event> = Vec::new();

@@ -84,6 +84,8 @@ pub struct Event<'a> {
     pub create_revision: u64,
     /// Version after this event (0 for DELETE).
     pub version: u64,
+    /// The key's lease after this event (PUT; 0: none).
+    pub lease: i64,
 }
 
 /// A record copied out of the log.
@@ -186,7 +188,7 @@ pub type CommitListener = Arc<dyn Fn() + Send + Sync>;
 ///
 /// let (log, _recovered) = RevisionLog::open(Arc::new(MemStorage::new()), LogOptions::default()).unwrap();
 /// let ticket = log.append(2, &[Event { kind: RecordKind::Put, key: b"a", value: b"1",
-///     create_revision: 2, version: 1 }], |_locs| {}).unwrap();
+///     create_revision: 2, version: 1, lease: 0 }], |_locs| {}).unwrap();
 /// log.wait_durable(ticket).unwrap();
 /// assert_eq!(log.committed_rev(), 2);
 /// let snap = log.reader();
@@ -197,6 +199,10 @@ pub type CommitListener = Arc<dyn Fn() + Send + Sync>;
 pub struct RevisionLog {
     inner: Arc<Inner>,
 }
+
+/// Where a lease record was written; pass it to [`RevisionLog::sync_lease_record`].
+#[must_use = "a lease record is not durable until sync_lease_record returns"]
+pub struct LeaseWrite(Arc<Segment>);
 
 /// Proof that a revision was appended; pass it to [`RevisionLog::wait_durable`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -291,6 +297,7 @@ impl RevisionLog {
                     create_revision: e.create_revision,
                     mod_revision: rev,
                     version: e.version,
+                    lease: e.lease,
                     key: e.key,
                     value: e.value,
                 },
@@ -312,6 +319,81 @@ impl RevisionLog {
         before_commit(&locs);
         self.queue_commit(rev, seg, start + len, len);
         Ok(Ticket { rev })
+    }
+
+    /// Appends a lease record (FORMAT.md, Lease records) after the last appended
+    /// revision: `Some(ttl)` a grant of lease `id`, `None` its revoke. Returns the
+    /// segment it went to; the caller that must acknowledge it durably passes that to
+    /// [`RevisionLog::sync_lease_record`] (outside any lock). Readers never see a
+    /// lease record (they read revisions); it becomes part of the committed bytes
+    /// with the next revision, and opening the log finds it either way.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Poisoned`], [`Error::NoSpace`]; a write error poisons the log.
+    pub fn append_lease(&self, id: i64, ttl: Option<i64>) -> Result<LeaseWrite> {
+        if self.is_poisoned() {
+            return Err(self.poisoned_error());
+        }
+        let grant;
+        let revoke;
+        let (kind, value): (RecordKind, &[u8]) = match ttl {
+            Some(ttl) => {
+                grant = record::lease_grant_value(id, ttl);
+                (RecordKind::LeaseGrant, &grant)
+            }
+            None => {
+                revoke = id.to_le_bytes();
+                (RecordKind::LeaseRevoke, &revoke)
+            }
+        };
+        let mut w = lock(&self.inner.writer);
+        let mut buf = Vec::with_capacity(record::encoded_len(0, value.len()));
+        let data = RecordData {
+            main: w.last_rev,
+            sub: 0,
+            kind,
+            last: true,
+            create_revision: 0,
+            mod_revision: 0,
+            version: 0,
+            lease: 0,
+            key: b"",
+            value,
+        };
+        record::encode(&data, &mut buf);
+        let len = buf.len() as u64;
+        if w.write_off + len > w.active.capacity() {
+            let next = w.last_rev + 1;
+            self.roll(&mut w, next, len)?;
+        }
+        let seg = Arc::clone(&w.active);
+        let off = w.write_off;
+        if let Err(e) = seg.file.write_at(off, &buf) {
+            if is_no_space(&e) {
+                return Err(Error::NoSpace(format!("write to {} at offset {off}: {e}", seg.name)));
+            }
+            return Err(self.poison(format!("write to {} at offset {off}: {e}", seg.name)));
+        }
+        seg.set_written(off + len);
+        w.write_off = off + len;
+        Ok(LeaseWrite(seg))
+    }
+
+    /// Makes a lease record appended by [`RevisionLog::append_lease`] durable
+    /// (nothing under `fsync=never`). Holds no lock while it syncs.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Poisoned`] if the fsync fails (which poisons the log).
+    pub fn sync_lease_record(&self, written: LeaseWrite) -> Result<()> {
+        if self.inner.opts.fsync == FsyncPolicy::Never {
+            return Ok(());
+        }
+        if let Err(e) = written.0.file.sync() {
+            return Err(self.poison(format!("fsync of {} for a lease record: {e}", written.0.name)));
+        }
+        Ok(())
     }
 
     /// The record at `loc`, copied, whether or not it is committed yet: for the
@@ -389,24 +471,35 @@ impl RevisionLog {
     /// for `need` bytes of records.
     ///
     /// A segment is named after its first revision, so when the active segment
-    /// holds no record yet (it was created for `rev` itself: a fresh log, or a tail
-    /// that recovery emptied) the new one would have its name. It *replaces* it
-    /// instead: the empty file is removed and a larger one created under the name,
-    /// and the file set lists only the new one. (Creating it beside the old one
+    /// holds no revision yet (it was created for `rev` itself: a fresh log, or a tail
+    /// that recovery emptied; it may hold lease records) the new one would have its
+    /// name. It *replaces* it instead: a larger one holding the same lease records
+    /// is created under the name, and the file set lists only the new one. (Creating it beside the old one
     /// truncated the mapped file and listed one file twice, and a later compaction
     /// unlinked it behind both entries: every write after it was lost.) The larger
     /// file is made under a temporary name and renamed over the empty one, so a full
     /// disk or a crash leaves the old one in place.
     fn roll(&self, w: &mut WriterState, rev: u64, need: u64) -> Result<()> {
         let inner = &*self.inner;
-        let size = inner.opts.segment_size.max((FILE_HEADER as u64 + need).next_multiple_of(4096));
-        let replace = w.write_off == FILE_HEADER as u64;
+        let replace = w.last_rev < w.active.first_rev;
+        // A replacement starts with the replaced segment's lease records.
+        let carried = if replace { w.write_off - FILE_HEADER as u64 } else { 0 };
+        let size = inner.opts.segment_size.max((FILE_HEADER as u64 + carried + need).next_multiple_of(4096));
+        let mut carry = Vec::new();
         if replace {
-            debug_assert_eq!(w.active.first_rev, rev, "an empty active segment was created for the next revision");
+            debug_assert_eq!(
+                w.active.first_rev, rev,
+                "an active segment without revisions was created for the next one"
+            );
+            // Its lease records (below the written length: complete, never rewritten).
+            carry.resize((w.write_off - FILE_HEADER as u64) as usize, 0);
+            if let Err(e) = w.active.file.read_at(FILE_HEADER as u64, &mut carry) {
+                return Err(self.poison(format!("read back the lease records of {}: {e}", w.active.name)));
+            }
         } else if let Err(e) = w.active.file.sync() {
             return Err(self.poison(format!("fsync of {} when sealing it: {e}", w.active.name)));
         }
-        let seg = match create_segment(&*inner.storage, w.next_file_no, rev, size, replace) {
+        let seg = match create_segment(&*inner.storage, w.next_file_no, rev, size, replace.then_some(&carry[..])) {
             Ok(s) => Arc::new(s),
             // A full disk refuses this revision and changes nothing: the active
             // segment is as it was, and the next write tries again.
@@ -426,7 +519,8 @@ impl RevisionLog {
         );
         inner.files.store(Arc::new(FileSet { segments, snapshots: old.snapshots.clone() }));
         w.active = seg;
-        w.write_off = FILE_HEADER as u64;
+        w.write_off = FILE_HEADER as u64 + carry.len() as u64;
+        w.active.set_written(w.write_off);
         Ok(())
     }
 
@@ -465,9 +559,18 @@ pub(crate) fn is_no_space(e: &std::io::Error) -> bool {
 /// `replace`, a file of that name exists (an empty segment): the new one is made as
 /// `seg-<first_rev>.tmp` and renamed over it. A full disk is [`Error::NoSpace`] and
 /// leaves no file behind.
-fn create_segment(storage: &dyn Storage, file_no: u32, first_rev: u64, size: u64, replace: bool) -> Result<Segment> {
+/// Creates segment `first_rev` of `size` bytes. `replace`: it replaces an active
+/// segment of that name that holds no revision, whose lease records (these bytes)
+/// it starts with; it is made under a temporary name and renamed over the old one.
+fn create_segment(
+    storage: &dyn Storage,
+    file_no: u32,
+    first_rev: u64,
+    size: u64,
+    replace: Option<&[u8]>,
+) -> Result<Segment> {
     let name = segment_name(first_rev);
-    let made = if replace { format!("seg-{first_rev:020}.tmp") } else { name.clone() };
+    let made = if replace.is_some() { format!("seg-{first_rev:020}.tmp") } else { name.clone() };
     let io = |what: &str, e: std::io::Error| {
         if is_no_space(&e) {
             Error::NoSpace(format!("{what} {made} ({size} bytes): {e}"))
@@ -476,15 +579,17 @@ fn create_segment(storage: &dyn Storage, file_no: u32, first_rev: u64, size: u64
         }
     };
     let file = storage.create(&made, size).map_err(|e| io("create", e))?;
+    let carry = replace.unwrap_or(&[]);
     let ready = file
         .write_at(0, &record::encode_file_header(SEGMENT_MAGIC, first_rev))
+        .and_then(|()| if carry.is_empty() { Ok(()) } else { file.write_at(FILE_HEADER as u64, carry) })
         .map_err(|e| io("write header of", e))
         .and_then(|()| file.sync().map_err(|e| io("fsync", e)));
     if let Err(e) = ready {
         let _ = storage.remove(&made);
         return Err(e);
     }
-    if replace {
+    if replace.is_some() {
         storage.rename(&made, &name).map_err(|e| io("rename", e))?;
     }
     storage.sync_dir().map_err(|e| io("sync directory after creating", e))?;

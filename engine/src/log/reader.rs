@@ -43,7 +43,18 @@ impl LogReader {
         // Last segment whose first revision is <= from.
         let seg_idx = segs.partition_point(|s| s.first_rev <= from).saturating_sub(1);
         let off = segs.get(seg_idx).map_or(FILE_HEADER as u64, |s| s.seek(from));
-        Records { reader: self, seg_idx, off, from, to }
+        Records { reader: self, seg_idx, off, from, to, leases: false, done: from > to }
+    }
+
+    /// As [`LogReader::records`], plus every lease record of the view (they sit
+    /// between revisions, FORMAT.md): what opening the store replays. The scan
+    /// starts at the first segment, so lease records before revision `from` are
+    /// returned too (the lease records of every kept segment replayed in order over
+    /// the base snapshot's leases give the current leases, FORMAT.md, Snapshot).
+    pub fn records_with_leases(&self, from: u64, to: u64) -> Records<'_> {
+        let to = to.min(self.committed);
+        let from = from.max(self.first_rev());
+        Records { reader: self, seg_idx: 0, off: FILE_HEADER as u64, from, to, leases: true, done: false }
     }
 }
 
@@ -54,6 +65,9 @@ pub struct Records<'a> {
     off: u64,
     from: u64,
     to: u64,
+    /// Whether lease records are returned too (else skipped).
+    leases: bool,
+    done: bool,
 }
 
 impl<'a> Iterator for Records<'a> {
@@ -61,7 +75,7 @@ impl<'a> Iterator for Records<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if self.from > self.to {
+            if self.done {
                 return None;
             }
             let seg = self.reader.files.segments.get(self.seg_idx)?;
@@ -76,8 +90,14 @@ impl<'a> Iterator for Records<'a> {
                     let loc = Loc::new(seg.file_no, self.off);
                     self.off += n as u64;
                     if r.main > self.to {
-                        self.from = self.to + 1;
+                        self.done = true;
                         return None;
+                    }
+                    if r.kind.is_lease() {
+                        if self.leases {
+                            return Some(Ok((loc, r)));
+                        }
+                        continue;
                     }
                     if r.main < self.from {
                         continue;
@@ -88,7 +108,7 @@ impl<'a> Iterator for Records<'a> {
                     // Committed bytes were verified or written by us: this is memory
                     // or media corruption after open. Report it once and stop.
                     let err = Error::Corrupt { file: seg.name.clone().into(), offset: self.off, reason: e.to_string() };
-                    self.from = self.to + 1;
+                    self.done = true;
                     return Some(Err(err));
                 }
             }
@@ -106,7 +126,25 @@ impl LogReader {
             if r.kind == RecordKind::End {
                 break;
             }
-            out.push((Loc::new(s.file_no, off), r));
+            if r.kind == RecordKind::Put {
+                out.push((Loc::new(s.file_no, off), r));
+            }
+            off += record::encoded_len(r.key.len(), r.value.len()) as u64;
+        }
+        out
+    }
+
+    /// The leases of the base snapshot: ID and TTL (FORMAT.md, Snapshot).
+    pub fn snapshot_leases(&self) -> Vec<(i64, i64)> {
+        let Some(s) = self.files.snapshots.last() else { return Vec::new() };
+        let mut out = Vec::new();
+        let mut off = FILE_HEADER as u64;
+        while let Some(r) = s.record_at(off) {
+            match (r.kind, record::lease_op(&r)) {
+                (RecordKind::End, _) => break,
+                (RecordKind::LeaseGrant, Some((id, Some(ttl)))) => out.push((id, ttl)),
+                _ => {}
+            }
             off += record::encoded_len(r.key.len(), r.value.len()) as u64;
         }
         out

@@ -16,6 +16,9 @@ pub const SNAPSHOT_MAGIC: &[u8; 8] = b"ARGUSNAP";
 pub const FORMAT_VERSION: u32 = 1;
 /// Flag bit: the last record of its main revision.
 pub const FLAG_LAST: u8 = 1;
+/// Flag bit (PUT only): bytes 40..48 hold the key's lease, not its mod revision
+/// (which is then the record's main revision).
+pub const FLAG_LEASE: u8 = 2;
 
 /// Kind of a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -26,6 +29,10 @@ pub enum RecordKind {
     Delete,
     /// Snapshot trailer.
     End,
+    /// A lease was granted (a lease record: between revisions, not an event).
+    LeaseGrant,
+    /// A lease was revoked (a lease record: between revisions, not an event).
+    LeaseRevoke,
 }
 
 impl RecordKind {
@@ -34,6 +41,8 @@ impl RecordKind {
             RecordKind::Put => 0,
             RecordKind::Delete => 1,
             RecordKind::End => 2,
+            RecordKind::LeaseGrant => 3,
+            RecordKind::LeaseRevoke => 4,
         }
     }
 
@@ -42,8 +51,34 @@ impl RecordKind {
             0 => Some(RecordKind::Put),
             1 => Some(RecordKind::Delete),
             2 => Some(RecordKind::End),
+            3 => Some(RecordKind::LeaseGrant),
+            4 => Some(RecordKind::LeaseRevoke),
             _ => None,
         }
+    }
+
+    /// Whether this is a lease record, which sits between revisions and is no event.
+    pub fn is_lease(self) -> bool {
+        matches!(self, RecordKind::LeaseGrant | RecordKind::LeaseRevoke)
+    }
+}
+
+/// The value of a LEASE_GRANT record: lease ID and TTL in seconds.
+pub fn lease_grant_value(id: i64, ttl: i64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[0..8].copy_from_slice(&id.to_le_bytes());
+    v[8..16].copy_from_slice(&ttl.to_le_bytes());
+    v
+}
+
+/// What a lease record says: `(id, Some(ttl))` for a grant, `(id, None)` for a
+/// revoke; `None` if `r` is no lease record or its value has the wrong size.
+pub fn lease_op(r: &RecordRef<'_>) -> Option<(i64, Option<i64>)> {
+    let word = |at: usize| r.value.get(at..at + 8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")));
+    match r.kind {
+        RecordKind::LeaseGrant if r.value.len() == 16 => Some((word(0)?, Some(word(8)?))),
+        RecordKind::LeaseRevoke if r.value.len() == 8 => Some((word(0)?, None)),
+        _ => None,
     }
 }
 
@@ -65,6 +100,8 @@ pub struct RecordRef<'a> {
     pub mod_revision: u64,
     /// Puts since creation (0 for DELETE).
     pub version: u64,
+    /// The lease the key is attached to (PUT; 0: none).
+    pub lease: i64,
     /// The key.
     pub key: &'a [u8],
     /// The value (empty for DELETE).
@@ -88,6 +125,9 @@ pub struct RecordData<'a> {
     pub mod_revision: u64,
     /// Version.
     pub version: u64,
+    /// The key's lease (PUT; 0: none). Nonzero sets `LEASE` and is written in place
+    /// of `mod_revision`, which must then equal `main`.
+    pub lease: i64,
     /// Key.
     pub key: &'a [u8],
     /// Value.
@@ -136,12 +176,18 @@ pub fn encode(r: &RecordData<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(&r.main.to_le_bytes());
     out.extend_from_slice(&r.sub.to_le_bytes());
     out.push(r.kind.to_byte());
-    out.push(if r.last { FLAG_LAST } else { 0 });
+    let leased = r.lease != 0;
+    debug_assert!(!leased || (r.kind == RecordKind::Put && r.mod_revision == r.main), "only a PUT carries a lease");
+    out.push(if r.last { FLAG_LAST } else { 0 } | if leased { FLAG_LEASE } else { 0 });
     out.extend_from_slice(&[0; 2]);
     out.extend_from_slice(&(r.key.len() as u32).to_le_bytes());
     out.extend_from_slice(&(r.value.len() as u32).to_le_bytes());
     out.extend_from_slice(&r.create_revision.to_le_bytes());
-    out.extend_from_slice(&r.mod_revision.to_le_bytes());
+    if leased {
+        out.extend_from_slice(&r.lease.to_le_bytes());
+    } else {
+        out.extend_from_slice(&r.mod_revision.to_le_bytes());
+    }
     out.extend_from_slice(&r.version.to_le_bytes());
     out.extend_from_slice(r.key);
     out.extend_from_slice(r.value);
@@ -198,21 +244,28 @@ pub fn decode(bytes: &[u8]) -> Result<(RecordRef<'_>, usize), DecodeError> {
     }
     let kind = RecordKind::from_byte(bytes[20]).ok_or(DecodeError::BadField)?;
     let flags = bytes[21];
-    if flags & !FLAG_LAST != 0 || bytes[22] != 0 || bytes[23] != 0 {
+    if flags & !(FLAG_LAST | FLAG_LEASE) != 0 || bytes[22] != 0 || bytes[23] != 0 {
+        return Err(DecodeError::BadField);
+    }
+    let leased = flags & FLAG_LEASE != 0;
+    if leased && kind != RecordKind::Put {
         return Err(DecodeError::BadField);
     }
     let crc = crc32c::crc32c_append(crc32c::crc32c(&bytes[0..4]), &bytes[8..body]);
     if crc != u32_at(bytes, 4) {
         return Err(DecodeError::BadChecksum);
     }
+    let main = u64_at(bytes, 8);
+    let at40 = u64_at(bytes, 40);
     let rec = RecordRef {
-        main: u64_at(bytes, 8),
+        main,
         sub: u32_at(bytes, 16),
         kind,
         last: flags & FLAG_LAST != 0,
         create_revision: u64_at(bytes, 32),
-        mod_revision: u64_at(bytes, 40),
+        mod_revision: if leased { main } else { at40 },
         version: u64_at(bytes, 48),
+        lease: if leased { at40 as i64 } else { 0 },
         key: &bytes[RECORD_HEADER..RECORD_HEADER + key_len],
         value: &bytes[RECORD_HEADER + key_len..body],
     };
@@ -269,9 +322,70 @@ mod tests {
             create_revision: 5,
             mod_revision: 7,
             version: 2,
+            lease: 0,
             key,
             value,
         }
+    }
+
+    #[test]
+    fn a_lease_is_carried_in_place_of_the_mod_revision() {
+        let mut buf = Vec::new();
+        encode(&RecordData { lease: -5, ..sample(b"k", b"v") }, &mut buf);
+        encode(&RecordData { lease: 0x694d_7c3b_3f5c_2b0a, ..sample(b"k", b"v") }, &mut buf);
+        let (a, n) = decode(&buf).unwrap();
+        let (b, _) = decode(&buf[n..]).unwrap();
+        assert_eq!((a.lease, a.mod_revision, b.lease, b.mod_revision), (-5, 7, 0x694d_7c3b_3f5c_2b0a, 7));
+        // A record without a lease is byte for byte what the format wrote before leases.
+        let mut plain = Vec::new();
+        encode(&sample(b"k", b"v"), &mut plain);
+        assert_eq!(plain[21], FLAG_LAST);
+        assert_eq!(decode(&plain).unwrap().0.lease, 0);
+        // The LEASE flag on a DELETE is not a known value.
+        let mut del = Vec::new();
+        encode(&RecordData { kind: RecordKind::Delete, ..sample(b"k", b"") }, &mut del);
+        del[21] |= FLAG_LEASE;
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&del[0..4]), &del[8..RECORD_HEADER + 1]);
+        del[4..8].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode(&del).unwrap_err(), DecodeError::BadField);
+    }
+
+    #[test]
+    fn lease_records_round_trip() {
+        let grant = lease_grant_value(42, 60);
+        let revoke = 42i64.to_le_bytes();
+        let mut buf = Vec::new();
+        let rec = |kind, value| RecordData {
+            main: 9,
+            sub: 0,
+            kind,
+            last: true,
+            create_revision: 0,
+            mod_revision: 0,
+            version: 0,
+            lease: 0,
+            key: b"",
+            value,
+        };
+        encode(&rec(RecordKind::LeaseGrant, &grant), &mut buf);
+        encode(&rec(RecordKind::LeaseRevoke, &revoke), &mut buf);
+        let (g, n) = decode(&buf).unwrap();
+        let (r, _) = decode(&buf[n..]).unwrap();
+        assert!(g.kind.is_lease() && r.kind.is_lease() && !RecordKind::Put.is_lease());
+        assert_eq!(lease_op(&g), Some((42, Some(60))));
+        assert_eq!(lease_op(&r), Some((42, None)));
+        assert_eq!(
+            lease_op(
+                &decode(&{
+                    let mut b = Vec::new();
+                    encode(&sample(b"k", b"v"), &mut b);
+                    b
+                })
+                .unwrap()
+                .0
+            ),
+            None
+        );
     }
 
     #[test]

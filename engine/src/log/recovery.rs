@@ -209,7 +209,7 @@ impl RevisionLog {
         let (active, write_off) = match segments.last() {
             Some(s) => (Arc::clone(s), end_off),
             None => {
-                let seg = create_segment(&*storage, next_file_no, last_rev + 1, opts.segment_size, false)?;
+                let seg = create_segment(&*storage, next_file_no, last_rev + 1, opts.segment_size, None)?;
                 next_file_no += 1;
                 let seg = Arc::new(seg);
                 segments.push(Arc::clone(&seg));
@@ -291,8 +291,23 @@ fn scan_segment(storage: &dyn Storage, name: &str, first_rev: u64, bytes: &[u8],
             break None;
         }
         match record::decode(&bytes[off..]) {
+            // A lease record between two revisions (FORMAT.md, Lease records).
+            Ok((r, n))
+                if r.kind.is_lease()
+                    && r.last
+                    && r.sub == 0
+                    && expect_sub == 0
+                    && r.main + 1 == expect_main
+                    && record::lease_op(&r).is_some() =>
+            {
+                off += n;
+                complete_end = off;
+            }
             Ok((r, n)) => {
-                let in_order = r.kind != RecordKind::End && r.main == expect_main && r.sub == expect_sub;
+                let in_order = !matches!(r.kind, RecordKind::End)
+                    && !r.kind.is_lease()
+                    && r.main == expect_main
+                    && r.sub == expect_sub;
                 if !in_order {
                     break Some((
                         off,
@@ -345,7 +360,7 @@ fn scan_segment(storage: &dyn Storage, name: &str, first_rev: u64, bytes: &[u8],
         if let Some(l) = record::peek_len(&bytes[probe..]) {
             if l >= record::RECORD_HEADER && l.is_multiple_of(8) && probe + l <= bytes.len() {
                 if let Ok((r, _)) = record::decode(&bytes[probe..]) {
-                    if r.main > torn_rev && r.kind != RecordKind::End {
+                    if r.main > torn_rev && r.kind != RecordKind::End && !r.kind.is_lease() {
                         let first = later.map_or(probe, |(f, _)| f);
                         later = Some((first, later.map_or(r.main, |(_, m)| m.max(r.main))));
                     }

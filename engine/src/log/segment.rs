@@ -172,6 +172,7 @@ mod tests {
                     create_revision: 2,
                     mod_revision: rev,
                     version: rev - 1,
+                    lease: 0,
                     key: b"k",
                     value: &value,
                 },

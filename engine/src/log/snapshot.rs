@@ -28,12 +28,14 @@ impl SnapshotFile {
 impl RevisionLog {
     /// Writes and fsyncs the base snapshot for compaction revision `rev` from
     /// `records` (every live key at `rev`, in key order, each a record with its own
-    /// revisions), publishes it to readers, and returns the new [`Loc`] of each
-    /// record in order.
+    /// revisions) and `leases` (every lease that exists now: ID and TTL, in ID
+    /// order), publishes it to readers, and returns the new [`Loc`] of each record
+    /// in order.
     pub(crate) fn write_snapshot<'a>(
         &self,
         rev: u64,
         records: impl Iterator<Item = RecordData<'a>>,
+        leases: &[(i64, i64)],
     ) -> Result<Vec<Loc>> {
         let inner = &*self.inner;
         let storage = &*inner.storage;
@@ -45,6 +47,23 @@ impl RevisionLog {
             record::encode(&r, &mut buf);
         }
         let count = offsets.len() as u64;
+        for &(id, ttl) in leases {
+            record::encode(
+                &RecordData {
+                    main: rev,
+                    sub: 0,
+                    kind: RecordKind::LeaseGrant,
+                    last: true,
+                    create_revision: 0,
+                    mod_revision: 0,
+                    version: 0,
+                    lease: 0,
+                    key: b"",
+                    value: &record::lease_grant_value(id, ttl),
+                },
+                &mut buf,
+            );
+        }
         record::encode(
             &RecordData {
                 main: rev,
@@ -54,6 +73,7 @@ impl RevisionLog {
                 create_revision: 0,
                 mod_revision: rev,
                 version: 0,
+                lease: 0,
                 key: b"",
                 value: &count.to_le_bytes(),
             },
@@ -154,6 +174,7 @@ pub(super) fn open_snapshot(storage: &dyn Storage, name: &str, rev: u64, file_no
                 let _ = n;
                 break;
             }
+            Ok((r, n)) if r.kind == RecordKind::LeaseGrant && record::lease_op(&r).is_some() => off += n,
             Ok((r, n)) => {
                 if r.kind != RecordKind::Put || r.mod_revision > rev {
                     return Err(corrupt(

@@ -43,7 +43,7 @@ fn append(
     let mut last = last.lock().unwrap();
     let rev = *last + 1;
     let mut loc = None;
-    let ev = [Event { kind: RecordKind::Put, key: b"k", value, create_revision: 2, version: rev - 1 }];
+    let ev = [Event { kind: RecordKind::Put, key: b"k", value, create_revision: 2, version: rev - 1, lease: 0 }];
     let ticket = log.append(rev, &ev, |l| {
         loc = Some(l[0]);
         if let Some(m) = locs {
@@ -413,12 +413,15 @@ fn commit_stats_buckets_median_and_interval() {
 }
 
 /// Random appends (some larger than a segment, some right after opening, when the
-/// active segment is empty), reopens with other segment sizes, crashes that lose
-/// unsynced tails, and compactions: no two live segments ever share a name or a
-/// first revision, and the directory holds exactly the live segments.
+/// active segment is empty), lease records between them (some the first records of
+/// a segment, some filling one), reopens with other segment sizes, crashes that
+/// lose unsynced tails, and compactions: no two live segments ever share a name or a
+/// first revision, the directory holds exactly the live segments, and every lease
+/// record is found again on open unless a crash lost it before it was synced.
 #[test]
 fn no_two_live_segments_share_a_name() {
     use rand::{Rng, SeedableRng};
+    use std::collections::BTreeSet;
     let seed: u64 = std::env::var("ARGUS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     println!("segment names seed {seed} (replay with ARGUS_SEED={seed})");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -434,20 +437,58 @@ fn no_two_live_segments_share_a_name() {
         on_disk.sort();
         assert_eq!(on_disk, names, "{ctx}: files on disk");
     };
+    // Lease IDs granted (all of them, and those known durable).
+    let mut granted: BTreeSet<i64> = BTreeSet::new();
+    let mut durable: BTreeSet<i64> = BTreeSet::new();
+    let recovered = |log: &RevisionLog| -> BTreeSet<i64> {
+        let r = log.reader();
+        let mut ids: BTreeSet<i64> = r.snapshot_leases().into_iter().map(|(id, _)| id).collect();
+        for item in r.records_with_leases(0, r.committed_rev()) {
+            let (_, rec) = item.unwrap();
+            if let Some((id, Some(_))) = record::lease_op(&rec) {
+                ids.insert(id);
+            }
+        }
+        ids
+    };
     for round in 0..30 {
         let size = [4096u64, 8192, 65536][rng.random_range(0..3)];
         let policy = if rng.random_bool(0.5) { FsyncPolicy::Always } else { FsyncPolicy::Never };
         let (log, rec) = RevisionLog::open(Arc::new(storage.clone()), opts(policy, size)).unwrap();
+        let found = recovered(&log);
+        assert!(found.is_superset(&durable), "round {round}: lease records lost: {:?}", durable.difference(&found));
+        assert!(found.is_subset(&granted), "round {round}: lease records from nowhere");
+        granted = found.clone();
+        durable = found;
         let mut last = rec.last_rev;
         let mut hold_rev = None;
         for i in 0..rng.random_range(1..40) {
+            // Lease records: sometimes one, sometimes enough to fill a small segment.
+            if rng.random_bool(0.3) {
+                let n = if rng.random_bool(0.1) { rng.random_range(50..150) } else { 1 };
+                for _ in 0..n {
+                    let id = granted.last().map_or(1, |l| l + 1);
+                    let w = log.append_lease(id, Some(60)).unwrap();
+                    granted.insert(id);
+                    if policy == FsyncPolicy::Always {
+                        log.sync_lease_record(w).unwrap();
+                        durable.insert(id);
+                    }
+                }
+                check(&log, &storage, &format!("round {round}, lease records before append {i}"));
+            }
             // Large ones often first, when the active segment may be empty.
             let p = if i == 0 { 0.5 } else { 0.1 };
             let len = if rng.random_bool(p) { rng.random_range(4096..20000) } else { rng.random_range(0..300) };
             let value = vec![b'v'; len];
-            let ev = [Event { kind: RecordKind::Put, key: b"k", value: &value, create_revision: 2, version: 1 }];
+            let ev =
+                [Event { kind: RecordKind::Put, key: b"k", value: &value, create_revision: 2, version: 1, lease: 0 }];
             let t = log.append(last + 1, &ev, |_| {}).unwrap();
             log.wait_durable(t).unwrap();
+            if policy == FsyncPolicy::Always {
+                // Everything before a durable revision is durable with it.
+                durable = granted.clone();
+            }
             last += 1;
             check(&log, &storage, &format!("round {round}, append {i} of {len} bytes, segment size {size}"));
             if rng.random_bool(0.05) {
@@ -456,15 +497,23 @@ fn no_two_live_segments_share_a_name() {
         }
         if let Some(r) = hold_rev {
             let recs: Vec<RecordData<'_>> = Vec::new();
-            log.write_snapshot(r, recs.into_iter()).unwrap();
+            let leases: Vec<(i64, i64)> = granted.iter().map(|&id| (id, 60)).collect();
+            log.write_snapshot(r, recs.into_iter(), &leases).unwrap();
             log.drop_before(r).unwrap();
             check(&log, &storage, &format!("round {round}, compacted at {r}"));
+            durable = granted.clone();
+        }
+        if rng.random_bool(0.5) {
+            log.flush().unwrap();
+            durable = granted.clone();
         }
         drop(log);
         if rng.random_bool(0.3) {
             storage = storage.crash(CrashMode::DropUnsynced);
             let (log, _) = RevisionLog::open(Arc::new(storage.clone()), opts(policy, size)).unwrap();
             check(&log, &storage, &format!("round {round}, after a crash"));
+        } else {
+            durable = granted.clone();
         }
     }
 }

@@ -38,12 +38,14 @@ pub(crate) struct IndexEntry {
     loc: AtomicU64,
     pub(crate) create_revision: u64,
     pub(crate) version: u64,
+    /// The key's lease after the change (0: none, and always for a tombstone).
+    pub(crate) lease: i64,
     pub(crate) tombstone: bool,
 }
 
 impl IndexEntry {
-    pub(crate) fn new(loc: Loc, create_revision: u64, version: u64, tombstone: bool) -> Self {
-        IndexEntry { loc: AtomicU64::new(loc.0), create_revision, version, tombstone }
+    pub(crate) fn new(loc: Loc, create_revision: u64, version: u64, lease: i64, tombstone: bool) -> Self {
+        IndexEntry { loc: AtomicU64::new(loc.0), create_revision, version, lease, tombstone }
     }
 
     pub(crate) fn loc(&self) -> Loc {
@@ -64,6 +66,7 @@ pub(crate) struct Found {
     pub(crate) loc: Loc,
     pub(crate) create_revision: u64,
     pub(crate) version: u64,
+    pub(crate) lease: i64,
 }
 
 impl Found {
@@ -75,6 +78,7 @@ impl Found {
             create_revision: self.create_revision,
             mod_revision: self.main,
             version: self.version,
+            lease: self.lease,
         }
     }
 }
@@ -116,6 +120,7 @@ impl KeyIndex {
             loc: e.value().loc(),
             create_revision: e.value().create_revision,
             version: e.value().version,
+            lease: e.value().lease,
         })
     }
 

@@ -84,8 +84,8 @@ fn txn_compares_branches_and_sees_own_writes() {
     s.put(b"k", b"1").unwrap();
     let cmp = [Compare::new(b"k".to_vec(), CompareOp::Equal, CompareTarget::Value(b"1".to_vec()))];
     let ops = [
-        TxnOp::Put { key: b"k".to_vec(), value: b"2".to_vec(), prev_kv: true },
-        TxnOp::Put { key: b"j".to_vec(), value: b"x".to_vec(), prev_kv: false },
+        TxnOp::Put { key: b"k".to_vec(), value: b"2".to_vec(), prev_kv: true, lease: PutLease::None },
+        TxnOp::Put { key: b"j".to_vec(), value: b"x".to_vec(), prev_kv: false, lease: PutLease::None },
         TxnOp::Range { key: b"a".to_vec(), range_end: b"z".to_vec(), options: RangeOptions::default() },
     ];
     let r = s.txn(&cmp, &ops, &[]).unwrap();
@@ -107,7 +107,7 @@ fn txn_compares_branches_and_sees_own_writes() {
     let missing = [Compare::new(b"nope".to_vec(), CompareOp::Equal, CompareTarget::Version(0))];
     assert!(s.txn(&missing, &[], &[]).unwrap().succeeded);
     let dup = [
-        TxnOp::Put { key: b"k".to_vec(), value: b"2".to_vec(), prev_kv: false },
+        TxnOp::Put { key: b"k".to_vec(), value: b"2".to_vec(), prev_kv: false, lease: PutLease::None },
         TxnOp::DeleteRange { key: b"a".to_vec(), range_end: b"z".to_vec(), prev_kv: false },
     ];
     assert!(matches!(s.txn(&[], &dup, &[]), Err(Error::DuplicateKey)));
@@ -155,7 +155,12 @@ fn store_with_keys(n: usize) -> Store {
     let (s, _) = mem_store();
     let mut ops = Vec::new();
     for i in 0..n {
-        ops.push(TxnOp::Put { key: format!("k{i:05}").into_bytes(), value: vec![b'v'; 100], prev_kv: false });
+        ops.push(TxnOp::Put {
+            key: format!("k{i:05}").into_bytes(),
+            value: vec![b'v'; 100],
+            prev_kv: false,
+            lease: PutLease::None,
+        });
         if ops.len() == 100 || i + 1 == n {
             s.txn(&[], &ops, &[]).unwrap();
             ops.clear();
@@ -170,7 +175,7 @@ fn second_delete_range_over_the_same_span_is_not_quadratic() {
     let s = store_with_keys(N as usize);
     let del = TxnOp::DeleteRange { key: b"k".to_vec(), range_end: b"l".to_vec(), prev_kv: false };
     let range = TxnOp::Range { key: b"k".to_vec(), range_end: b"l".to_vec(), options: RangeOptions::default() };
-    let put = TxnOp::Put { key: b"z".to_vec(), value: b"1".to_vec(), prev_kv: false };
+    let put = TxnOp::Put { key: b"z".to_vec(), value: b"1".to_vec(), prev_kv: false, lease: PutLease::None };
     work::take(work::Counter::OverlayVisits);
     let r = s.txn(&[], &[del.clone(), del, range, put], &[]).unwrap();
     let visits = work::take(work::Counter::OverlayVisits);
@@ -193,7 +198,7 @@ fn txn_range_with_limit_reads_only_the_values_it_returns() {
     const N: usize = 1000;
     let s = store_with_keys(N);
     let limited = |options| TxnOp::Range { key: b"k".to_vec(), range_end: b"l".to_vec(), options };
-    let put = TxnOp::Put { key: b"k00001x".to_vec(), value: b"new".to_vec(), prev_kv: false };
+    let put = TxnOp::Put { key: b"k00001x".to_vec(), value: b"new".to_vec(), prev_kv: false, lease: PutLease::None };
     s.put(b"k00001x", b"new").unwrap();
     let cases = [
         (RangeOptions { limit: 10, ..Default::default() }, 10, 10),

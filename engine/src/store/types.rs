@@ -1,6 +1,6 @@
 //! Requests and answers of the store, shaped like etcd's KV API.
 
-/// A key's state at a revision (etcd's `mvccpb.KeyValue`, without lease).
+/// A key's state at a revision (etcd's `mvccpb.KeyValue`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyValue {
     /// The key.
@@ -13,6 +13,8 @@ pub struct KeyValue {
     pub mod_revision: u64,
     /// Puts since creation, from 1.
     pub version: u64,
+    /// The lease the key is attached to (0: none).
+    pub lease: i64,
 }
 
 /// Options of a range read.
@@ -72,6 +74,8 @@ pub enum CompareTarget {
     CreateRevision(u64),
     /// The mod revision (0 for a missing key).
     ModRevision(u64),
+    /// The lease (0 for a missing key or a key without one).
+    Lease(i64),
 }
 
 /// How a compare relates the key's field to the operand.
@@ -113,6 +117,7 @@ impl Compare {
             CompareTarget::Version(v) => kv.version.cmp(v),
             CompareTarget::CreateRevision(v) => kv.create_revision.cmp(v),
             CompareTarget::ModRevision(v) => kv.mod_revision.cmp(v),
+            CompareTarget::Lease(v) => kv.lease.cmp(v),
         };
         match self.op {
             CompareOp::Equal => ord == Ordering::Equal,
@@ -121,6 +126,20 @@ impl Compare {
             CompareOp::NotEqual => ord != Ordering::Equal,
         }
     }
+}
+
+/// Which lease a put leaves its key attached to (etcd's `lease` and `ignore_lease`
+/// of a `PutRequest`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PutLease {
+    /// None (etcd's lease 0): a key attached to a lease is detached from it.
+    #[default]
+    None,
+    /// This lease, which must exist ([`crate::Error::LeaseNotFound`] otherwise).
+    Attach(i64),
+    /// The key's current one (etcd's `ignore_lease`; [`crate::Error::KeyNotFound`]
+    /// if the key does not exist).
+    Keep,
 }
 
 /// One operation of a txn branch.
@@ -134,6 +153,8 @@ pub enum TxnOp {
         value: Vec<u8>,
         /// Return the previous state.
         prev_kv: bool,
+        /// The lease the key is left attached to.
+        lease: PutLease,
     },
     /// Put `key` again with its current value (etcd's `ignore_value`): a new
     /// revision and version; [`crate::Error::KeyNotFound`] if the key does not exist.
@@ -144,6 +165,8 @@ pub enum TxnOp {
         value: Vec<u8>,
         /// Return the previous state.
         prev_kv: bool,
+        /// The lease the key is left attached to.
+        lease: PutLease,
     },
     /// Delete `[key, range_end)`.
     DeleteRange {

@@ -71,7 +71,7 @@ pub(crate) fn batch_from_records(
     fn view<'a>(r: &RecordRef<'a>) -> EventRef<'a> {
         let kv = match r.kind {
             RecordKind::Delete => {
-                KvRef { key: r.key, value: &[], create_revision: 0, mod_revision: r.main, version: 0 }
+                KvRef { key: r.key, value: &[], create_revision: 0, mod_revision: r.main, version: 0, lease: 0 }
             }
             _ => KvRef {
                 key: r.key,
@@ -79,6 +79,7 @@ pub(crate) fn batch_from_records(
                 create_revision: r.create_revision,
                 mod_revision: r.main,
                 version: r.version,
+                lease: r.lease,
             },
         };
         EventRef { kind: event_kind(r), kv, prev_kv: None, sub: r.sub }

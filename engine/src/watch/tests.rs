@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::log::{FsyncPolicy, MemStorage};
-use crate::store::{Store, StoreOptions};
+use crate::store::{PutLease, Store, StoreOptions};
 use crate::sync::Arc;
 
 const T: Duration = Duration::from_secs(10);
@@ -352,7 +352,7 @@ fn one_delivery_per_stream_per_revision_names_every_watcher_once() {
     use crate::store::TxnOp;
     st.put(b"/p/b", b"x").unwrap();
     let _ = next_delivery(&mut s);
-    let put = TxnOp::Put { key: b"/p/c".to_vec(), value: b"2".to_vec(), prev_kv: false };
+    let put = TxnOp::Put { key: b"/p/c".to_vec(), value: b"2".to_vec(), prev_kv: false, lease: PutLease::None };
     let del = TxnOp::DeleteRange { key: b"/p/b".to_vec(), range_end: vec![], prev_kv: false };
     st.txn(&[], &[put, del], &[]).unwrap();
     let d = next_delivery(&mut s);

@@ -110,6 +110,8 @@ pub struct KvRef<'a> {
     pub mod_revision: u64,
     /// Puts since creation.
     pub version: u64,
+    /// The lease the key is attached to (0: none).
+    pub lease: i64,
 }
 
 impl<'a> KvRef<'a> {
@@ -121,6 +123,7 @@ impl<'a> KvRef<'a> {
             create_revision: self.create_revision,
             mod_revision: self.mod_revision,
             version: self.version,
+            lease: self.lease,
         }
     }
 }
@@ -133,6 +136,7 @@ impl<'a> From<&'a KeyValue> for KvRef<'a> {
             create_revision: kv.create_revision,
             mod_revision: kv.mod_revision,
             version: kv.version,
+            lease: kv.lease,
         }
     }
 }
@@ -176,10 +180,12 @@ fn approx_size(kv: &KvRef<'_>, prev: Option<&KvRef<'_>>) -> usize {
 /// chunk; `starts[i]` is where event `i` begins in its chunk, `firsts[c]` the first
 /// event of chunk `c`.
 ///
-/// An event's encoding: a flags byte (`DELETE`, `PREV`, `PREV_KEY`), varints of
-/// sub, create, mod and version, the key and the value (varint length, bytes);
-/// with `PREV`, varints of the previous create, mod and version, with `PREV_KEY`
-/// the previous key (else it is the key), and the previous value.
+/// An event's encoding: a flags byte (`DELETE`, `PREV`, `PREV_KEY`, `LEASE`,
+/// `PREV_LEASE`), varints of sub, create, mod and version, with `LEASE` the lease
+/// (its 64 bits as a varint), the key and the value (varint length, bytes); with
+/// `PREV`, varints of the previous create, mod and version, with `PREV_LEASE` the
+/// previous lease, with `PREV_KEY` the previous key (else it is the key), and the
+/// previous value.
 #[derive(Default)]
 struct Arena {
     chunks: Vec<Vec<u8>>,
@@ -190,6 +196,8 @@ struct Arena {
 const DELETE: u8 = 1;
 const PREV: u8 = 2;
 const PREV_KEY: u8 = 4;
+const LEASE: u8 = 8;
+const PREV_LEASE: u8 = 16;
 
 /// Largest chunk allocated for events that each fit in less (a larger event gets a
 /// chunk of its own size).
@@ -227,10 +235,16 @@ fn encoded_len(e: &EventRef<'_>) -> usize {
         + varint_len(kv.version)
         + bytes_len(kv.key)
         + bytes_len(kv.value);
+    if kv.lease != 0 {
+        n += varint_len(kv.lease as u64);
+    }
     if let Some(p) = &e.prev_kv {
         n += varint_len(p.create_revision) + varint_len(p.mod_revision) + varint_len(p.version) + bytes_len(p.value);
         if p.key != kv.key {
             n += bytes_len(p.key);
+        }
+        if p.lease != 0 {
+            n += varint_len(p.lease as u64);
         }
     }
     n
@@ -239,10 +253,16 @@ fn encoded_len(e: &EventRef<'_>) -> usize {
 fn encode(out: &mut Vec<u8>, e: &EventRef<'_>) {
     let kv = &e.kv;
     let mut flags = if e.kind == EventKind::Delete { DELETE } else { 0 };
+    if kv.lease != 0 {
+        flags |= LEASE;
+    }
     if let Some(p) = &e.prev_kv {
         flags |= PREV;
         if p.key != kv.key {
             flags |= PREV_KEY;
+        }
+        if p.lease != 0 {
+            flags |= PREV_LEASE;
         }
     }
     out.push(flags);
@@ -250,12 +270,18 @@ fn encode(out: &mut Vec<u8>, e: &EventRef<'_>) {
     put_varint(out, kv.create_revision);
     put_varint(out, kv.mod_revision);
     put_varint(out, kv.version);
+    if flags & LEASE != 0 {
+        put_varint(out, kv.lease as u64);
+    }
     put_bytes(out, kv.key);
     put_bytes(out, kv.value);
     if let Some(p) = &e.prev_kv {
         put_varint(out, p.create_revision);
         put_varint(out, p.mod_revision);
         put_varint(out, p.version);
+        if flags & PREV_LEASE != 0 {
+            put_varint(out, p.lease as u64);
+        }
         if flags & PREV_KEY != 0 {
             put_bytes(out, p.key);
         }
@@ -300,13 +326,15 @@ impl<'a> Decoder<'a> {
         let flags = self.byte();
         let sub = self.varint() as u32;
         let (create_revision, mod_revision, version) = (self.varint(), self.varint(), self.varint());
+        let lease = if flags & LEASE != 0 { self.varint() as i64 } else { 0 };
         let key = self.bytes();
         let value = self.bytes();
-        let kv = KvRef { key, value, create_revision, mod_revision, version };
+        let kv = KvRef { key, value, create_revision, mod_revision, version, lease };
         let prev_kv = (flags & PREV != 0).then(|| {
             let (create_revision, mod_revision, version) = (self.varint(), self.varint(), self.varint());
+            let lease = if flags & PREV_LEASE != 0 { self.varint() as i64 } else { 0 };
             let key = if flags & PREV_KEY != 0 { self.bytes() } else { key };
-            KvRef { key, value: self.bytes(), create_revision, mod_revision, version }
+            KvRef { key, value: self.bytes(), create_revision, mod_revision, version, lease }
         });
         let kind = if flags & DELETE != 0 { EventKind::Delete } else { EventKind::Put };
         EventRef { kind, kv, prev_kv, sub }
@@ -652,7 +680,8 @@ mod batch_tests {
     use super::*;
 
     fn kv(key: &[u8], value: Vec<u8>, rev: u64) -> KeyValue {
-        KeyValue { key: key.to_vec(), value, create_revision: rev / 2, mod_revision: rev, version: rev % 7 }
+        let lease = if rev.is_multiple_of(3) { -(rev as i64) } else { (rev % 5) as i64 * 0x694d_7c3b_3f5c };
+        KeyValue { key: key.to_vec(), value, create_revision: rev / 2, mod_revision: rev, version: rev % 7, lease }
     }
 
     /// Events of every shape: puts and deletes, with and without prev_kv, a prev

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use argus_engine::log::record::RecordKind;
 use argus_engine::log::OwnedRecord;
 use argus_engine::store::{
-    Compare, CompareOp, CompareTarget, DeleteResult, KeyValue, PutResult, RangeOptions, RangeResult, Store,
+    Compare, CompareOp, CompareTarget, DeleteResult, KeyValue, PutLease, PutResult, RangeOptions, RangeResult, Store,
     StoreOptions, TxnOp, TxnOpResult, TxnResult,
 };
 use argus_engine::Error;
@@ -136,6 +136,7 @@ fn holds(c: &Compare, kv: &KeyValue) -> bool {
         CompareTarget::Version(v) => kv.version.cmp(v),
         CompareTarget::CreateRevision(v) => kv.create_revision.cmp(v),
         CompareTarget::ModRevision(v) => kv.mod_revision.cmp(v),
+        CompareTarget::Lease(v) => kv.lease.cmp(v),
     };
     match c.op {
         CompareOp::Equal => ord.is_eq(),
@@ -312,7 +313,7 @@ impl Model {
         let mut responses = Vec::new();
         for op in ops {
             match op {
-                TxnOp::Put { key, value, prev_kv } | TxnOp::PutKeepValue { key, value, prev_kv } => {
+                TxnOp::Put { key, value, prev_kv, .. } | TxnOp::PutKeepValue { key, value, prev_kv, .. } => {
                     let prev = next.get(key).cloned();
                     // etcd's ignore_value: the key's current value, and the key must exist.
                     let value = match (op, &prev) {
@@ -328,6 +329,7 @@ impl Model {
                         create_revision,
                         mod_revision: rev,
                         version,
+                        lease: 0,
                     };
                     events.push(OwnedRecord {
                         main: rev,
@@ -402,7 +404,11 @@ impl Model {
 
     /// As `Store::put_with`.
     pub fn put(&mut self, key: &[u8], value: &[u8], prev_kv: bool) -> Result<PutResult, ErrKind> {
-        let r = self.txn(&[], &[TxnOp::Put { key: key.to_vec(), value: value.to_vec(), prev_kv }], &[])?;
+        let r = self.txn(
+            &[],
+            &[TxnOp::Put { key: key.to_vec(), value: value.to_vec(), prev_kv, lease: PutLease::None }],
+            &[],
+        )?;
         match r.responses.into_iter().next() {
             Some(TxnOpResult::Put(p)) => Ok(p),
             other => panic!("model: a put answered {other:?}"),

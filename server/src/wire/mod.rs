@@ -102,6 +102,7 @@ fn event_field_len(e: &EventRef<'_>, prev_kv: bool) -> usize {
             + int(3, kv.mod_revision)
             + int(4, kv.version)
             + bytes(5, kv.value.len())
+            + int(6, kv.lease as u64)
     };
     let kind = match e.kind {
         EventKind::Put => 0,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use argus_engine::log::MemStorage;
-use argus_engine::store::{Store, StoreOptions, TxnOp};
+use argus_engine::store::{PutLease, Store, StoreOptions, TxnOp};
 use argus_engine::watch::{
     Item, WatchController, WatchError, WatchHub, WatchId, WatchOptions, WatchReceiver, WatchRequest, WatchResponse,
 };
@@ -243,7 +243,7 @@ fn events_at(rs: &[pb::WatchResponse], id: WatchId, rev: i64) -> bool {
 }
 
 fn put(key: &str, value: &[u8], prev_kv: bool) -> TxnOp {
-    TxnOp::Put { key: key.into(), value: value.to_vec(), prev_kv }
+    TxnOp::Put { key: key.into(), value: value.to_vec(), prev_kv, lease: PutLease::None }
 }
 
 /// Every kind of response the engine yields today, through the framer.
@@ -590,6 +590,8 @@ fn a_large_multi_revision_part_is_joined_once_and_shared() {
                 create_revision: 2,
                 mod_revision: rev,
                 version: rev - 1,
+                // Some with a lease (the encoded length must count it), some without.
+                lease: (rev % 3) as i64 * 0x694d_7c3b,
             };
             let batch = RevisionBatch::new(rev, vec![Event { kind: EventKind::Put, kv, prev_kv: None, sub: 0 }], false);
             RevisionEvents { batch: Arc::new(batch), selection: None }

@@ -700,6 +700,7 @@ pub fn engine_kv(kv: &etcd_client::proto::PbKeyValue) -> KeyValue {
         create_revision: kv.create_revision as u64,
         mod_revision: kv.mod_revision as u64,
         version: kv.version as u64,
+        lease: kv.lease,
     }
 }
 

@@ -57,7 +57,7 @@ fn both<T: Send>(e: &Target, a: &Target, f: impl Fn(&Target) -> T + Sync) -> (T,
 }
 
 /// Fails with both transcripts and the first differing line unless they are equal.
-fn assert_same(what: &str, etcd: &str, argus: &str) {
+pub(crate) fn assert_same(what: &str, etcd: &str, argus: &str) {
     if etcd == argus {
         return;
     }

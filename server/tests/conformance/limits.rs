@@ -134,6 +134,23 @@ async fn errors(endpoint: &str) -> Vec<(&'static str, (Code, String))> {
         status(c.put("l", "v", Some(PutOptions::new().with_lease(12345))).await),
     ));
     out.push((
+        "put: ignore_lease with a lease",
+        status(c.put("k0", "v", Some(PutOptions::new().with_lease(5).with_ignore_lease())).await),
+    ));
+    out.push((
+        "put: ignore_lease on a missing key",
+        status(c.put("nokey", "v", Some(PutOptions::new().with_ignore_lease())).await),
+    ));
+    out.push(("lease grant: a TTL above the maximum", status(c.lease_grant(9_000_000_001, None).await)));
+    out.push(("lease revoke: a lease that does not exist", status(c.lease_revoke(12345).await)));
+    c.lease_grant(60, Some(etcd_client::LeaseGrantOptions::new().with_id(4242))).await.expect("grant");
+    out.push((
+        "lease grant: an ID in use",
+        status(c.lease_grant(60, Some(etcd_client::LeaseGrantOptions::new().with_id(4242))).await),
+    ));
+    let txn_lease = Txn::new().and_then([TxnOp::put("tl", "v", Some(PutOptions::new().with_lease(999)))]);
+    out.push(("txn: a put with a lease that does not exist", status(c.txn(txn_lease).await)));
+    out.push((
         "put: ignore_value on a missing key",
         status(c.put("nokey", "", Some(PutOptions::new().with_ignore_value())).await),
     ));
@@ -181,9 +198,6 @@ fn unimplemented_methods_name_the_method() {
     rt.block_on(async {
         let mut c = connect(argus.endpoint()).await;
         let cases = vec![
-            ("Lease.LeaseGrant", status(c.lease_grant(10, None).await)),
-            ("Lease.LeaseRevoke", status(c.lease_revoke(1).await)),
-            ("Lease.LeaseTimeToLive", status(c.lease_time_to_live(1, None).await)),
             ("Cluster.MemberList", status(c.member_list().await)),
             ("Auth.RoleGet", status(c.role_get("r").await)),
             ("Auth.RoleList", status(c.role_list().await)),
@@ -198,17 +212,6 @@ fn unimplemented_methods_name_the_method() {
             assert_eq!(code, Code::Unimplemented, "{method}: {msg}");
             assert!(msg.contains(method), "{method}: the message {msg:?} does not name the method");
         }
-        // The stream methods too.
-        let (code, msg) = match c.lease_keep_alive(1).await {
-            Err(etcd_client::Error::GRpcStatus(s)) => (s.code(), s.message().to_string()),
-            Ok((_, mut stream)) => match stream.message().await {
-                Err(etcd_client::Error::GRpcStatus(s)) => (s.code(), s.message().to_string()),
-                other => panic!("LeaseKeepAlive answered {other:?}"),
-            },
-            Err(other) => panic!("LeaseKeepAlive failed with {other}"),
-        };
-        assert_eq!(code, Code::Unimplemented);
-        assert!(msg.contains("Lease.LeaseKeepAlive"), "{msg}");
         // And the server still serves.
         c.put("k", "v", None).await.expect("put after the unimplemented calls");
     });

@@ -4,7 +4,8 @@
 //! compared with etcd ([`client`]), `kill -9` under load and resume ([`restart`]),
 //! limits, errors, metrics and slow clients ([`limits`]), hostile clients, the
 //! server-wide watch limits and SIGTERM ([`hostile`]), the binary's thread names
-//! ([`threads`]), and the Watch stream on the wire through a raw HTTP/2 client
+//! ([`threads`]), leases side by side with etcd and through kill -9 ([`lease`]),
+//! and the Watch stream on the wire through a raw HTTP/2 client
 //! ([`wire`]).
 //!
 //! Needs `/usr/bin/etcd` and `/usr/bin/etcdctl` 3.4 (`scripts/test.sh` installs
@@ -15,6 +16,7 @@ mod common;
 mod engine_failure;
 mod etcdctl;
 mod hostile;
+mod lease;
 mod limits;
 mod restart;
 mod threads;

@@ -1,0 +1,113 @@
+//! etcd's Lease service on the store's leases (`argus_engine::store::Store`'s
+//! lease calls; expiry runs in the engine's `argus-lease` thread).
+//!
+//! Grant and revoke write to the log (and wait for its fsync), so they run on the
+//! KV pool; keep-alives, time-to-live and listing only touch the lease table and
+//! answer on the io thread. A keep-alive stream answers each request in order; a
+//! lease that does not exist (or has expired) is answered with TTL 0, as etcd
+//! does, and the stream goes on.
+
+use std::pin::Pin;
+
+use argus_engine::store::Store;
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::convert;
+use crate::proto::etcdserverpb as pb;
+use crate::proto::etcdserverpb::lease_server::Lease;
+use crate::Header;
+
+/// The Lease service.
+pub struct LeaseService {
+    store: Store,
+    header: Header,
+    pool: tokio::runtime::Handle,
+}
+
+impl LeaseService {
+    /// A Lease service on `store`, running grants and revokes on `pool` (the KV pool).
+    pub fn new(store: Store, header: Header, pool: tokio::runtime::Handle) -> Self {
+        LeaseService { store, header, pool }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
+        self.pool.spawn_blocking(f).await.map_err(|e| Status::internal(format!("argus: task failed: {e}")))?
+    }
+
+    fn header(&self) -> Option<pb::ResponseHeader> {
+        Some(self.header.at(self.store.current_revision()))
+    }
+}
+
+type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<pb::LeaseKeepAliveResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        req: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let r = req.into_inner();
+        let store = self.store.clone();
+        let g = self.blocking(move || store.grant_lease(r.id, r.ttl).map_err(convert::status)).await?;
+        Ok(Response::new(pb::LeaseGrantResponse { header: self.header(), id: g.id, ttl: g.ttl, error: String::new() }))
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let id = req.into_inner().id;
+        let store = self.store.clone();
+        let rev = self.blocking(move || store.revoke_lease(id).map_err(convert::status)).await?;
+        Ok(Response::new(pb::LeaseRevokeResponse { header: Some(self.header.at(rev)) }))
+    }
+
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        req: Request<Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<KeepAliveStream>, Status> {
+        let store = self.store.clone();
+        let header = self.header;
+        let out = req.into_inner().map(move |r| {
+            let r = r?;
+            // etcd: a lease that is not found is answered with TTL 0, not an error.
+            let ttl = store.keep_alive(r.id).unwrap_or(0);
+            Ok(pb::LeaseKeepAliveResponse { header: Some(header.at(store.current_revision())), id: r.id, ttl })
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let r = req.into_inner();
+        // etcd answers a lease that is not found with TTL -1, not an error.
+        let resp = match self.store.lease_time_to_live(r.id, r.keys) {
+            Ok(s) => pb::LeaseTimeToLiveResponse {
+                header: self.header(),
+                id: r.id,
+                ttl: s.remaining,
+                granted_ttl: s.granted,
+                keys: s.keys,
+            },
+            Err(_) => pb::LeaseTimeToLiveResponse { header: self.header(), id: r.id, ttl: -1, ..Default::default() },
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_leases(
+        &self,
+        _: Request<pb::LeaseLeasesRequest>,
+    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        let leases = self.store.lease_ids().into_iter().map(|id| pb::LeaseStatus { id }).collect();
+        Ok(Response::new(pb::LeaseLeasesResponse { header: self.header(), leases }))
+    }
+}
