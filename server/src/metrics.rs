@@ -24,7 +24,8 @@ pub fn render(
 ) -> String {
     let m = hub.metrics();
     let n = |v: usize| v as u64;
-    let rows: [(&str, &str, &str, u64); 22] = [
+    let lessor = store.lessor().stats();
+    let rows: [(&str, &str, &str, u64); 25] = [
         ("etcd_debugging_mvcc_watcher_total", "gauge", "Total number of watchers.", m.watchers),
         ("etcd_debugging_mvcc_watch_stream_total", "gauge", "Total number of watch streams.", m.streams),
         (
@@ -68,6 +69,15 @@ pub fn render(
             m.groups,
         ),
         ("argus_store_index_entries", "gauge", "Retained key-index entries.", store.index_entries() as u64),
+        ("argus_lease_leases", "gauge", "Live leases.", lessor.leases as u64),
+        ("argus_lease_attached_keys", "gauge", "Keys attached to a live lease.", lessor.attached_keys as u64),
+        (
+            "argus_lease_wheel_entries",
+            "gauge",
+            "Entries of the lease expiry wheel (one per live lease, plus the stale ones keep-alives left, which go when \
+             their tick comes).",
+            lessor.wheel_entries as u64,
+        ),
         (
             "argus_watch_engine_healthy",
             "gauge",

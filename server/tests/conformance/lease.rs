@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{EventType, GetOptions, LeaseGrantOptions, PutOptions, WatchOptions};
 use serde_json::Value;
 
-use crate::common::{connect, etcdctl, Argus, ArgusProcess, Etcd, PATIENCE};
+use crate::common::{connect, etcdctl, http_get, metric, Argus, ArgusProcess, Etcd, PATIENCE};
 
 /// Replaces lease IDs (hex and decimal) with their names, masks the seconds left
 /// of a live lease (checking them), sorts `lease list` lines and normalizes JSON
@@ -243,7 +243,7 @@ async fn an_expiry_is_one_revision_of_deletes_as_in_etcd() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keep_alive_stream_keeps_many_leases_alive() {
     use argus_server::proto::etcdserverpb::{lease_client::LeaseClient, LeaseKeepAliveRequest};
-    let argus = Argus::start();
+    let argus = Argus::start_with(|c| c.metrics_listen = Some("127.0.0.1:0".parse().expect("address")));
     let mut c = connect(argus.endpoint()).await;
     let mut kept = Vec::new();
     for i in 0..50 {
@@ -272,6 +272,9 @@ async fn a_keep_alive_stream_keeps_many_leases_alive() {
     let keys = c.get("/ka/", Some(GetOptions::new().with_prefix().with_count_only())).await.unwrap().count();
     assert_eq!(keys, 50);
     assert_eq!(c.lease_time_to_live(dropped, None).await.unwrap().ttl(), -1);
+    let page = http_get(&argus.metrics_addr.expect("metrics").to_string(), "/metrics").expect("/metrics");
+    assert_eq!(metric(&page, "argus_lease_leases"), Some(50.0));
+    assert_eq!(metric(&page, "argus_lease_attached_keys"), Some(50.0));
     tx.send(LeaseKeepAliveRequest { id: dropped }).await.unwrap();
     tx.send(LeaseKeepAliveRequest { id: kept[3] }).await.unwrap();
     let r = tokio::time::timeout(PATIENCE, responses.message()).await.unwrap().unwrap().unwrap();
