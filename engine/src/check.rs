@@ -1025,12 +1025,7 @@ mod tests {
         // A watcher canceled for compaction owes nothing after its last event.
         let mut o = correct(&h, req.clone());
         o.responses.truncate(4); // created, 2, 3, 4
-        o.responses.push(WatchResponse {
-            canceled: true,
-            compact_revision: 6,
-            cancel_reason: "compacted".into(),
-            ..control(8)
-        });
+        o.responses.push(WatchResponse { canceled: true, compact_revision: 6, ..control(8) });
         assert!(checks(&h, &o).is_empty());
         // A phantom event is caught too.
         let mut o = correct(&h, req.clone());

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use argus_engine::log::{CrashMode, FsyncPolicy, MemStorage, Storage};
 use argus_engine::store::{
-    prefix_end, Compare, CompareOp, CompareTarget, PutLease, RangeOptions, Store, StoreOptions, TxnOp,
+    prefix_end, Compare, CompareOp, CompareTarget, PutLease, RangeOptions, Store, StoreOptions, TxnOp, TxnOpResult,
 };
 use common::{check_history, check_spans, k, ErrKind, Limits, Model};
 use proptest::prelude::*;
@@ -113,6 +113,12 @@ enum TxnOpSpec {
         limit: usize,
         keys_only: bool,
         count_only: bool,
+    },
+    /// `TxnOp::Txn`: a nested txn.
+    Txn {
+        compares: Vec<CmpSpec>,
+        success: Vec<TxnOpSpec>,
+        failure: Vec<TxnOpSpec>,
     },
 }
 
@@ -193,7 +199,26 @@ fn cmp_strategy(n: usize) -> impl Strategy<Value = CmpSpec> {
     (span, target, cmp_op_strategy()).prop_map(|(span, target, op)| CmpSpec { span, target, op })
 }
 
-fn txn_op_strategy(n: usize) -> impl Strategy<Value = TxnOpSpec> {
+/// An op of a txn branch: mostly a plain op, sometimes a nested txn (up to two
+/// levels deep).
+fn txn_op_strategy(n: usize) -> BoxedStrategy<TxnOpSpec> {
+    nested_txn_op_strategy(n, 2)
+}
+
+fn nested_txn_op_strategy(n: usize, depth: usize) -> BoxedStrategy<TxnOpSpec> {
+    if depth == 0 {
+        return plain_txn_op_strategy(n).boxed();
+    }
+    let nested = (
+        prop::collection::vec(cmp_strategy(n), 0..3),
+        prop::collection::vec(nested_txn_op_strategy(n, depth - 1), 0..4),
+        prop::collection::vec(nested_txn_op_strategy(n, depth - 1), 0..4),
+    )
+        .prop_map(|(compares, success, failure)| TxnOpSpec::Txn { compares, success, failure });
+    prop_oneof![8 => plain_txn_op_strategy(n), 1 => nested].boxed()
+}
+
+fn plain_txn_op_strategy(n: usize) -> impl Strategy<Value = TxnOpSpec> {
     prop_oneof![
         4 => (0..n, val_strategy(), any::<bool>()).prop_map(|(key, value, prev_kv)| TxnOpSpec::Put { key, value, prev_kv }),
         1 => (0..n, any::<bool>()).prop_map(|(key, prev_kv)| TxnOpSpec::PutKeep { key, prev_kv }),
@@ -252,7 +277,28 @@ fn rand_rev(rng: &mut StdRng) -> RevSel {
     }
 }
 
-fn rand_txn_op(rng: &mut StdRng, n: usize) -> TxnOpSpec {
+fn rand_compare(rng: &mut StdRng, n: usize) -> CmpSpec {
+    CmpSpec {
+        span: if rng.random_bool(0.8) { SpanSpec::One(rng.random_range(0..n)) } else { rand_span(rng, n) },
+        target: match rng.random_range(0..4) {
+            0 => TargetSpec::Value(rng.random_range(0..SMALL_VALUES.len())),
+            1 => TargetSpec::Version(rng.random_range(0..4)),
+            2 => TargetSpec::Create(rng.random()),
+            _ => TargetSpec::Mod(rng.random()),
+        },
+        op: [CompareOp::Equal, CompareOp::Greater, CompareOp::Less, CompareOp::NotEqual][rng.random_range(0..4)],
+    }
+}
+
+/// An op of a txn branch; a nested txn (with ops of depth `depth - 1`) one time in
+/// ten while `depth > 0`.
+fn rand_txn_op(rng: &mut StdRng, n: usize, depth: usize) -> TxnOpSpec {
+    if depth > 0 && rng.random_bool(0.1) {
+        let compares = (0..rng.random_range(0..3)).map(|_| rand_compare(rng, n)).collect();
+        let success = (0..rng.random_range(0..4)).map(|_| rand_txn_op(rng, n, depth - 1)).collect();
+        let failure = (0..rng.random_range(0..4)).map(|_| rand_txn_op(rng, n, depth - 1)).collect();
+        return TxnOpSpec::Txn { compares, success, failure };
+    }
     match rng.random_range(0..9) {
         0..4 => TxnOpSpec::Put { key: rng.random_range(0..n), value: rand_val(rng), prev_kv: rng.random() },
         8 => TxnOpSpec::PutKeep { key: rng.random_range(0..n), prev_kv: rng.random() },
@@ -274,21 +320,9 @@ fn rand_op(rng: &mut StdRng, n: usize) -> Op {
         35..37 => Op::Delete { span: SpanSpec::From(0), prev_kv: false },
         37..45 => Op::Delete { span: rand_span(rng, n), prev_kv: rng.random() },
         45..75 => {
-            let compares = (0..rng.random_range(0..3))
-                .map(|_| CmpSpec {
-                    span: if rng.random_bool(0.8) { SpanSpec::One(rng.random_range(0..n)) } else { rand_span(rng, n) },
-                    target: match rng.random_range(0..4) {
-                        0 => TargetSpec::Value(rng.random_range(0..SMALL_VALUES.len())),
-                        1 => TargetSpec::Version(rng.random_range(0..4)),
-                        2 => TargetSpec::Create(rng.random()),
-                        _ => TargetSpec::Mod(rng.random()),
-                    },
-                    op: [CompareOp::Equal, CompareOp::Greater, CompareOp::Less, CompareOp::NotEqual]
-                        [rng.random_range(0..4)],
-                })
-                .collect();
-            let success = (0..rng.random_range(0..4)).map(|_| rand_txn_op(rng, n)).collect();
-            let failure = (0..rng.random_range(0..4)).map(|_| rand_txn_op(rng, n)).collect();
+            let compares = (0..rng.random_range(0..3)).map(|_| rand_compare(rng, n)).collect();
+            let success = (0..rng.random_range(0..4)).map(|_| rand_txn_op(rng, n, 2)).collect();
+            let failure = (0..rng.random_range(0..4)).map(|_| rand_txn_op(rng, n, 2)).collect();
             Op::Txn { compares, success, failure }
         }
         75..82 => Op::Read {
@@ -483,6 +517,11 @@ impl Harness {
                 let options = RangeOptions { revision, limit: *limit, keys_only: *keys_only, count_only: *count_only };
                 TxnOp::Range { key, range_end, options }
             }
+            TxnOpSpec::Txn { compares, success, failure } => TxnOp::Txn {
+                compares: compares.iter().map(|c| self.compare(c)).collect(),
+                success: success.iter().map(|o| self.txn_op(o)).collect(),
+                failure: failure.iter().map(|o| self.txn_op(o)).collect(),
+            },
         }
     }
 
@@ -537,6 +576,17 @@ impl Harness {
                         self.bump(if r.succeeded { "txn success branch" } else { "txn failure branch" });
                         if r.revision == before {
                             self.bump("txn writing nothing");
+                        }
+                        if r.responses.iter().any(|r| matches!(r, TxnOpResult::Txn(_))) {
+                            self.bump("txn with a nested txn run");
+                        }
+                        if r.revision > before {
+                            let events = &self.model.events[r.revision as usize];
+                            let keys: std::collections::BTreeSet<&[u8]> =
+                                events.iter().map(|e| e.key.as_slice()).collect();
+                            if keys.len() < events.len() {
+                                self.bump("txn writing a key twice");
+                            }
                         }
                     }
                     Err(_) => self.count("txn", &got),
@@ -598,6 +648,7 @@ impl Harness {
         assert_eq!(rec.last_rev, self.model.current(), "{ctx}: recovered last revision");
         assert_eq!(rec.compact_rev, self.model.compact_rev, "{ctx}: recovered compaction revision");
         assert_eq!(rec.torn_bytes, 0, "{ctx}: a clean reopen finds no torn tail");
+        self.model.compacted_zero = false;
         self.bump("reopen");
         self.store = Some(store);
     }
@@ -616,6 +667,7 @@ impl Harness {
         drop(self.store.take());
         self.backend = Backend::Mem(image);
         let (store, rec) = self.open().unwrap_or_else(|e| panic!("{ctx}: reopen after a crash failed: {e}"));
+        self.model.compacted_zero = false;
         let r = store.current_revision();
         assert_eq!(rec.last_rev, r, "{ctx}: recovered last revision");
         assert_eq!(rec.compact_rev, self.model.compact_rev, "{ctx}: compaction revision survives a crash");
@@ -817,6 +869,7 @@ fn model_in_memory() {
         "txn writing nothing",
         "txn error DuplicateKey",
         "txn error KeyNotFound",
+        "txn with a nested txn run",
         "compact ok",
         "compact error Compacted",
         "delete of some keys",

@@ -295,6 +295,7 @@ impl Writer {
                     writes.extend(self.live_in(key, range_end).into_iter().map(|kv| (kv.key, None)))
                 }
                 TxnOp::Range { .. } => {}
+                TxnOp::Txn { .. } => unreachable!("`ops` makes no nested txn"),
             }
         }
         self.record(r.revision, &writes, "txn");

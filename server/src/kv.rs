@@ -207,10 +207,23 @@ fn ops(list: &[pb::RequestOp]) -> Result<Vec<TxnOp>, Status> {
             Some(R::RequestDeleteRange(d)) => {
                 Ok(TxnOp::DeleteRange { key: d.key.clone(), range_end: d.range_end.clone(), prev_kv: d.prev_kv })
             }
-            Some(R::RequestTxn(_)) => Err(Status::unimplemented("argus does not implement nested txn requests")),
-            None => Err(Status::invalid_argument("etcdserver: empty request op")),
+            Some(R::RequestTxn(t)) => {
+                let (compares, success, failure) = txn_parts(t)?;
+                Ok(TxnOp::Txn { compares, success, failure })
+            }
+            // etcd's answer to an op with no request (`checkRequestOp`).
+            None => Err(Status::invalid_argument("etcdserver: key not found")),
         })
         .collect()
+}
+
+/// A txn's compares, success ops and failure ops, as the engine takes them.
+type TxnParts = (Vec<Compare>, Vec<TxnOp>, Vec<TxnOp>);
+
+/// The compares and branches of a txn request (nested or not) as the engine's.
+fn txn_parts(t: &pb::TxnRequest) -> Result<TxnParts, Status> {
+    let compares = t.compare.iter().map(compare).collect::<Result<Vec<_>, _>>()?;
+    Ok((compares, ops(&t.success)?, ops(&t.failure)?))
 }
 
 fn compare(c: &pb::Compare) -> Result<Compare, Status> {
@@ -238,6 +251,10 @@ fn compare(c: &pb::Compare) -> Result<Compare, Status> {
 }
 
 fn txn_response(h: &Header, t: TxnResult) -> pb::TxnResponse {
+    txn_response_with(Some(h.at(t.revision)), t)
+}
+
+fn txn_response_with(header: Option<pb::ResponseHeader>, t: TxnResult) -> pb::TxnResponse {
     use pb::response_op::Response as R;
     let responses = t
         .responses
@@ -254,10 +271,13 @@ fn txn_response(h: &Header, t: TxnResult) -> pb::TxnResponse {
                     deleted: d.deleted as i64,
                     prev_kvs: d.prev_kvs.iter().map(convert::kv).collect(),
                 }),
+                // etcd 3.4 leaves a nested txn's header empty (revision 0): only the
+                // answers inside it carry revisions.
+                TxnOpResult::Txn(t) => R::ResponseTxn(txn_response_with(Some(pb::ResponseHeader::default()), t)),
             }),
         })
         .collect();
-    pb::TxnResponse { header: Some(h.at(t.revision)), succeeded: t.succeeded, responses }
+    pb::TxnResponse { header, succeeded: t.succeeded, responses }
 }
 
 #[tonic::async_trait]
@@ -308,9 +328,7 @@ impl Kv for KvService {
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
         let (store, h, t) = (self.store.clone(), self.header, req.into_inner());
         self.blocking(move || {
-            let compares = t.compare.iter().map(compare).collect::<Result<Vec<_>, _>>()?;
-            let success = ops(&t.success)?;
-            let failure = ops(&t.failure)?;
+            let (compares, success, failure) = txn_parts(&t)?;
             let r = store.txn(&compares, &success, &failure).map_err(convert::status)?;
             Ok(Response::new(txn_response(&h, r)))
         })
@@ -320,7 +338,12 @@ impl Kv for KvService {
     async fn compact(&self, req: Request<pb::CompactionRequest>) -> Result<Response<pb::CompactionResponse>, Status> {
         let (store, h, c) = (self.store.clone(), self.header, req.into_inner());
         self.blocking(move || {
-            store.compact(c.revision.max(0) as u64).map_err(convert::status)?;
+            if c.revision < 0 {
+                // Below etcd's lowest compaction revision (-1, a store never compacted).
+                let compact_revision = store.compact_revision();
+                return Err(convert::status(argus_engine::Error::Compacted { requested: 0, compact_revision }));
+            }
+            store.compact(c.revision as u64).map_err(convert::status)?;
             Ok(Response::new(pb::CompactionResponse { header: Some(h.at(store.current_revision())) }))
         })
         .await

@@ -13,6 +13,7 @@
 //! below `c` (`engine/FORMAT.md`, Compaction on disk).
 
 mod index;
+mod intervals;
 mod lease;
 mod types;
 
@@ -29,7 +30,7 @@ use crate::lease::Lessor;
 use crate::log::record::{RecordData, RecordKind};
 use crate::log::{Event, FileStorage, Loc, LogOptions, LogReader, Recovered, RevisionLog, Storage};
 use crate::range::KeySpan;
-use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::sync::{lock, Arc, Mutex};
 use index::{Found, IndexEntry, KeyIndex};
 
@@ -111,6 +112,9 @@ struct Inner {
     /// Serializes writes; holds the last appended revision.
     write: Mutex<u64>,
     compact_rev: AtomicU64,
+    /// Whether `compact(0)` succeeded on this store never compacted (see
+    /// [`Store::compact`]); kept in memory only.
+    compacted_zero: AtomicBool,
     compacting: Mutex<()>,
     /// The leases; changed under `write` (grant, revoke, attach), see `lease`.
     leases: Lessor,
@@ -154,9 +158,10 @@ struct PlannedEvent<'a> {
     old_lease: i64,
 }
 
-/// The branch's earlier writes, by key, for later ops of the same branch: a key
-/// maps to the index in `events` of its put, or to `None` if a delete removed it.
-/// Ordered, so a range or delete finds the writes in its span in `O(log n + k)`.
+/// The txn's earlier writes (its ops', nested txns' included), by key, for its
+/// later ops: a key maps to the index in `events` of its put, or to `None` if a
+/// delete removed it. Ordered, so a range or delete finds the writes in its span in
+/// `O(log n + k)`.
 type Overlay = BTreeMap<Rc<[u8]>, Option<usize>>;
 
 /// A txn's chosen branch, planned: events for the log and answers for the caller.
@@ -166,15 +171,276 @@ struct Plan<'a> {
     responses: Vec<TxnOpResult>,
 }
 
-impl Plan<'_> {
-    /// Sets the revision of every answer of a txn that wrote nothing.
-    fn set_revision(&mut self, rev: u64) {
-        for r in &mut self.responses {
-            match r {
-                TxnOpResult::Put(p) => p.revision = rev,
-                TxnOpResult::DeleteRange(d) => d.revision = rev,
-                TxnOpResult::Range(rr) => rr.revision = rev,
+/// What [`Store::choose`] decided before any op runs.
+#[derive(Default)]
+struct TxnPath {
+    /// The branch taken by each txn that runs (the txn itself, then its nested txns
+    /// in the order they run: depth first), as etcd's `txnPath`.
+    decisions: Vec<bool>,
+    /// Ops that will run (nested txns not counted, their ops counted).
+    ops: usize,
+    /// Whether a delete is among them so far.
+    deleted: bool,
+    /// The position among them of the last op that looks at the writes of earlier
+    /// ops: a range, a delete, or a put after a delete. Only the ops before it record
+    /// their writes in the overlay, so the common single put or delete (and a txn of
+    /// puts only) records nothing.
+    last_user: Option<usize>,
+}
+
+/// Plans the ops of a txn one by one in the order they run, nested txns included.
+struct Planner<'s, 'a, 'r> {
+    store: &'s Store,
+    base: u64,
+    reader: &'r mut LogReader,
+    decisions: std::vec::IntoIter<bool>,
+    last_user: Option<usize>,
+    /// Ops planned so far (as [`TxnPath::ops`] counts them).
+    ops_run: usize,
+    overlay: Overlay,
+    events: Vec<PlannedEvent<'a>>,
+}
+
+/// A key's state before a put of the txn.
+enum Prior {
+    /// As committed at `base`.
+    Committed(Found),
+    /// As an earlier put of this txn left it (index in `events`).
+    Pending(usize),
+    /// Missing (never written, deleted before `base`, or by an earlier op).
+    Missing,
+}
+
+impl<'a> Planner<'_, 'a, '_> {
+    fn rev(&self) -> u64 {
+        self.base + 1
+    }
+
+    /// The revision of a range or delete answered now: the new one once some op has
+    /// written (etcd's write txn reads at `base + 1` once it has changes).
+    fn answer_rev(&self) -> u64 {
+        if self.events.is_empty() {
+            self.base
+        } else {
+            self.base + 1
+        }
+    }
+
+    /// Plans the branch that [`Store::choose`] picked next and returns which it was,
+    /// with its answers.
+    fn branch(&mut self, success: &'a [TxnOp], failure: &'a [TxnOp]) -> Result<(bool, Vec<TxnOpResult>)> {
+        let succeeded = self.decisions.next().expect("one decision per txn that runs");
+        let ops = if succeeded { success } else { failure };
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            let r = match op {
+                TxnOp::Txn { success, failure, .. } => {
+                    let (succeeded, responses) = self.branch(success, failure)?;
+                    // The revision is set once the whole txn is planned.
+                    TxnOpResult::Txn(TxnResult { succeeded, responses, revision: 0 })
+                }
+                op => {
+                    let remember = self.last_user.is_some_and(|last| self.ops_run < last);
+                    self.ops_run += 1;
+                    self.op(op, remember)?
+                }
+            };
+            responses.push(r);
+        }
+        Ok((succeeded, responses))
+    }
+
+    /// Plans one op (not a nested txn); `remember`: record its writes in the overlay
+    /// for later ops.
+    fn op(&mut self, op: &'a TxnOp, remember: bool) -> Result<TxnOpResult> {
+        match op {
+            TxnOp::Put { key, value, prev_kv, lease } | TxnOp::PutKeepValue { key, value, prev_kv, lease } => {
+                let keep = matches!(op, TxnOp::PutKeepValue { .. });
+                self.put(key, value, *prev_kv, keep, *lease, remember)
             }
+            TxnOp::DeleteRange { key, range_end, prev_kv } => self.delete(key, range_end, *prev_kv, remember),
+            TxnOp::Range { key, range_end, options } => {
+                let pending = Pending { overlay: &self.overlay, events: &self.events, rev: self.base + 1 };
+                let mut r = self.store.range_in_txn(key, range_end, options, self.base, pending, self.reader)?;
+                r.revision = self.answer_rev();
+                Ok(TxnOpResult::Range(r))
+            }
+            TxnOp::Txn { .. } => unreachable!("nested txns are planned by `branch`"),
+        }
+    }
+
+    fn put(
+        &mut self,
+        key: &'a [u8],
+        value: &'a [u8],
+        prev_kv: bool,
+        keep: bool,
+        lease: PutLease,
+        remember: bool,
+    ) -> Result<TxnOpResult> {
+        let rev = self.rev();
+        let prior = match self.overlay.get(key) {
+            Some(Some(i)) => Prior::Pending(*i),
+            Some(None) => Prior::Missing,
+            None => self.store.inner.index.get(key, self.base).map_or(Prior::Missing, Prior::Committed),
+        };
+        if !self.overlay.is_empty() {
+            work::count(work::Counter::OverlayVisits, 1);
+        }
+        let (create_revision, version) = match &prior {
+            Prior::Committed(p) => (p.create_revision, p.version + 1),
+            Prior::Pending(i) => (self.events[*i].create_revision, self.events[*i].version + 1),
+            Prior::Missing if keep || lease == PutLease::Keep => return Err(Error::KeyNotFound),
+            Prior::Missing => (rev, 1),
+        };
+        let old_lease = match &prior {
+            Prior::Committed(p) => p.lease,
+            Prior::Pending(i) => self.events[*i].lease,
+            Prior::Missing => 0,
+        };
+        let new_lease = match lease {
+            PutLease::None => 0,
+            PutLease::Keep => old_lease,
+            PutLease::Attach(id) if self.store.inner.leases.contains(id) => id,
+            PutLease::Attach(_) => return Err(Error::LeaseNotFound),
+        };
+        // The previous state, read only if the answer or the value needs it.
+        let prev: Option<KeyValue> = match prior {
+            Prior::Committed(p) if keep || prev_kv => Some(self.store.read_value(self.reader, p)?),
+            Prior::Pending(i) if keep || prev_kv => {
+                Some(Pending { overlay: &self.overlay, events: &self.events, rev }.kv(i, false))
+            }
+            _ => None,
+        };
+        let value: Cow<'a, [u8]> = match (&prev, keep) {
+            (Some(p), true) => Cow::Owned(p.value.clone()),
+            _ => Cow::Borrowed(value),
+        };
+        let key: Rc<[u8]> = Rc::from(key);
+        if remember {
+            self.overlay.insert(Rc::clone(&key), Some(self.events.len()));
+        }
+        self.events.push(PlannedEvent {
+            kind: RecordKind::Put,
+            key,
+            value,
+            create_revision,
+            version,
+            lease: new_lease,
+            old_lease,
+        });
+        let prev_kv = if prev_kv { prev } else { None };
+        Ok(TxnOpResult::Put(PutResult { revision: rev, prev_kv }))
+    }
+
+    /// Deletes the keys of the span as the txn's earlier ops left them: a key an
+    /// earlier delete removed is gone already, and a key an earlier put (of a nested
+    /// txn, see [`Store::txn`]) wrote is deleted with the state that put gave it.
+    fn delete(&mut self, key: &[u8], range_end: &[u8], prev_kv: bool, remember: bool) -> Result<TxnOpResult> {
+        let span = KeySpan::parse(key, range_end)?;
+        let Planner { store, base, reader, overlay, events, .. } = self;
+        let (store, base) = (*store, *base);
+        let rev = base + 1;
+        // The txn's earlier writes in the span, in key order, merged with the index's
+        // keys as the scan meets them.
+        let earlier: Vec<(Rc<[u8]>, Option<usize>)> = match span.bounds() {
+            Some(b) if !overlay.is_empty() => overlay.range::<[u8], _>(b).map(|(k, s)| (Rc::clone(k), *s)).collect(),
+            _ => Vec::new(),
+        };
+        work::count(work::Counter::OverlayVisits, earlier.len() as u64);
+        let mut earlier = earlier.into_iter().peekable();
+        let mut prev_kvs = Vec::new();
+        let mut deleted = 0u64;
+        // Records the delete of `key`, whose state before it was `prev` (read only with
+        // `prev_kv`).
+        // `old_lease`: the key's lease before the delete, which it is detached from.
+        let mut record = |key: Rc<[u8]>,
+                          prev: Option<KeyValue>,
+                          old_lease: i64,
+                          events: &mut Vec<PlannedEvent<'a>>,
+                          overlay: &mut Overlay| {
+            prev_kvs.extend(prev);
+            if remember {
+                overlay.insert(Rc::clone(&key), None);
+            }
+            let value = Cow::Borrowed(&[][..]);
+            events.push(PlannedEvent {
+                kind: RecordKind::Delete,
+                key,
+                value,
+                create_revision: 0,
+                version: 0,
+                lease: 0,
+                old_lease,
+            });
+            deleted += 1;
+        };
+        // The state an earlier put of this txn (`events[i]`) gave its key.
+        let pending_prev = |i: usize, events: &[PlannedEvent<'a>], overlay: &Overlay| {
+            prev_kv.then(|| Pending { overlay, events, rev }.kv(i, false))
+        };
+        let mut failed = None;
+        store.scan(&span, base, |f| {
+            // Earlier writes at keys before `f`'s come first; one at `f`'s key replaces it.
+            while let Some((k, state)) = earlier.next_if(|(k, _)| k[..] < f.key[..]) {
+                if let Some(i) = state {
+                    let prev = pending_prev(i, events, overlay);
+                    let old_lease = events[i].lease;
+                    record(k, prev, old_lease, events, overlay);
+                }
+            }
+            if let Some((k, state)) = earlier.next_if(|(k, _)| k[..] == f.key[..]) {
+                if let Some(i) = state {
+                    let prev = pending_prev(i, events, overlay);
+                    let old_lease = events[i].lease;
+                    record(k, prev, old_lease, events, overlay);
+                }
+                return true;
+            }
+            let old_lease = f.lease;
+            if prev_kv {
+                match store.read_value(reader, f) {
+                    Ok(kv) => record(Rc::from(kv.key.as_slice()), Some(kv), old_lease, events, overlay),
+                    Err(e) => {
+                        failed = Some(e);
+                        return false;
+                    }
+                }
+            } else {
+                record(Rc::from(f.key), None, old_lease, events, overlay);
+            }
+            true
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        for (k, state) in earlier {
+            if let Some(i) = state {
+                let prev = pending_prev(i, events, overlay);
+                let old_lease = events[i].lease;
+                record(k, prev, old_lease, events, overlay);
+            }
+        }
+        let revision = self.answer_rev();
+        Ok(TxnOpResult::DeleteRange(DeleteResult { revision, deleted, prev_kvs }))
+    }
+}
+
+/// Whether some op of `ops` (or of a txn nested in them) writes.
+fn may_write(ops: &[TxnOp]) -> bool {
+    ops.iter().any(|o| match o {
+        TxnOp::Range { .. } => false,
+        TxnOp::Txn { success, failure, .. } => may_write(success) || may_write(failure),
+        _ => true,
+    })
+}
+
+/// Sets the revision of every nested txn's answer to the txn's.
+fn set_nested_revision(responses: &mut [TxnOpResult], revision: u64) {
+    for r in responses {
+        if let TxnOpResult::Txn(t) = r {
+            t.revision = revision;
+            set_nested_revision(&mut t.responses, revision);
         }
     }
 }
@@ -300,6 +566,7 @@ impl Store {
             opts,
             write: Mutex::new(last),
             compact_rev: AtomicU64::new(compact_rev),
+            compacted_zero: AtomicBool::new(false),
             compacting: Mutex::new(()),
             leases,
         };
@@ -534,41 +801,48 @@ impl Store {
         }
     }
 
-    fn validate_ops(&self, ops: &[TxnOp], size: &mut usize) -> Result<()> {
-        if ops.len() > self.inner.opts.max_txn_ops {
-            return Err(Error::TooManyOps { count: ops.len(), max: self.inner.opts.max_txn_ops });
+    /// Validates a txn (or a nested one) as etcd's `checkTxnRequest` does: the larger
+    /// of its compare count and its branches' op counts must be at most `max_ops`
+    /// (the op limit at the top; for a nested txn, what its enclosing txn left: that
+    /// limit minus the enclosing txn's own count), then every compare and op (keys,
+    /// sizes, spans), nested txns recursively. Adds the bytes of keys, values and
+    /// range ends to `size`.
+    fn validate_txn(
+        &self,
+        compares: &[Compare],
+        success: &[TxnOp],
+        failure: &[TxnOp],
+        max_ops: usize,
+        size: &mut usize,
+    ) -> Result<()> {
+        let count = compares.len().max(success.len()).max(failure.len());
+        if count > max_ops {
+            return Err(Error::TooManyOps { count, max: max_ops });
         }
-        let mut writes: Vec<KeySpan<'_>> = Vec::new();
-        let mut puts: Vec<KeySpan<'_>> = Vec::new();
-        for op in ops {
+        for c in compares {
+            KeySpan::parse_non_empty(&c.key, &c.range_end)?;
+            *size += c.key.len() + c.range_end.len();
+            if let CompareTarget::Value(v) = &c.target {
+                *size += v.len();
+            }
+        }
+        for op in success.iter().chain(failure) {
             match op {
                 TxnOp::Put { key, value, .. } | TxnOp::PutKeepValue { key, value, .. } => {
                     self.check_key(key)?;
                     self.check_value(value)?;
                     *size += key.len() + value.len();
-                    let s = KeySpan::One(key);
-                    if writes.iter().any(|w| w.overlaps(&s)) {
-                        return Err(Error::DuplicateKey);
-                    }
-                    writes.push(s);
-                    puts.push(s);
                 }
-                TxnOp::DeleteRange { key, range_end, .. } => {
+                TxnOp::DeleteRange { key, range_end, .. } | TxnOp::Range { key, range_end, .. } => {
                     self.check_key(key)?;
-                    let s = KeySpan::parse(key, range_end)?;
-                    *size += key.len() + range_end.len();
-                    // As etcd: deletes may overlap each other, not a put.
-                    if puts.iter().any(|w| w.overlaps(&s)) {
-                        return Err(Error::DuplicateKey);
-                    }
-                    writes.push(s);
-                }
-                TxnOp::Range { key, range_end, .. } => {
-                    self.check_key(key)?;
-                    // As etcd, a range inside a txn whose end is at or before its key
-                    // is valid and selects nothing (a plain Range answers the same).
+                    // As etcd, a range or delete inside a txn whose end is at or before
+                    // its key is valid and selects nothing (a plain Range answers the
+                    // same).
                     KeySpan::parse(key, range_end)?;
                     *size += key.len() + range_end.len();
+                }
+                TxnOp::Txn { compares, success, failure } => {
+                    self.validate_txn(compares, success, failure, max_ops - count, size)?;
                 }
             }
         }
@@ -576,40 +850,44 @@ impl Store {
     }
 
     /// Applies `success` if every compare holds, else `failure`, atomically as one
-    /// revision (none if the branch writes nothing). Ranges inside the branch see the
-    /// branch's earlier writes, as in etcd.
+    /// revision (none if the branch writes nothing). Ops see the writes of the ops
+    /// that ran before them, as in etcd; so do the ops of a nested txn
+    /// ([`TxnOp::Txn`]), whose compares, like every compare of the request, are
+    /// evaluated against the state before the txn (etcd 3.4's `compareToPath`).
+    ///
+    /// Two writes of one key are refused by etcd 3.4's rules (`checkIntervals`, see
+    /// `intervals.rs`): two puts of a key, or a put in a delete's span, whichever comes
+    /// first, at one level or across levels; except that the two branches of a nested
+    /// txn may put the same key, a nested txn may put a key that a later sibling
+    /// nested txn deletes, and a delete whose range end is `"\0"` conflicts with no
+    /// put (a put after it of a key it deleted starts a new generation).
+    ///
+    /// An answer's revision is etcd's: a put's is the txn's new revision; a range's or
+    /// a delete's is the new revision if some op up to it (itself included) wrote,
+    /// else the revision before the txn; a nested txn's is the txn's.
     ///
     /// # Errors
     ///
-    /// Validation errors of any op ([`Error::DuplicateKey`] when two writes touch the
-    /// same key, [`Error::TooManyOps`], limits), [`Error::Poisoned`]. Nothing is
-    /// written on error.
+    /// Validation errors of any op, nested ones included ([`Error::DuplicateKey`],
+    /// [`Error::TooManyOps`], limits), [`Error::KeyNotFound`] for a
+    /// [`TxnOp::PutKeepValue`] of a missing key, [`Error::Compacted`] /
+    /// [`Error::FutureRevision`] for a range at such a revision, [`Error::Poisoned`].
+    /// Nothing is written on error.
     pub fn txn(&self, compares: &[Compare], success: &[TxnOp], failure: &[TxnOp]) -> Result<TxnResult> {
-        if compares.len() > self.inner.opts.max_txn_ops {
-            return Err(Error::TooManyOps { count: compares.len(), max: self.inner.opts.max_txn_ops });
-        }
         let mut size = 0;
-        for c in compares {
-            KeySpan::parse_non_empty(&c.key, &c.range_end)?;
-            size += c.key.len() + c.range_end.len();
-            if let CompareTarget::Value(v) = &c.target {
-                size += v.len();
-            }
-        }
-        self.validate_ops(success, &mut size)?;
-        self.validate_ops(failure, &mut size)?;
+        self.validate_txn(compares, success, failure, self.inner.opts.max_txn_ops, &mut size)?;
+        intervals::check(success)?;
+        intervals::check(failure)?;
         self.check_size(size)?;
 
         let inner = &*self.inner;
-        let writes = |ops: &[TxnOp]| ops.iter().any(|o| !matches!(o, TxnOp::Range { .. }));
-        if !writes(success) && !writes(failure) {
+        if !may_write(success) && !may_write(failure) {
             // A read-only txn takes no lock and reads at the committed revision of one
             // view of the log, so it never sees a write that is not yet durable, and
             // reads values as plain ranges do (see `read_value`).
             let mut reader = inner.log.reader();
             let base = reader.committed_rev();
-            let mut plan = self.plan(compares, success, failure, base, &mut reader)?;
-            plan.set_revision(base);
+            let plan = self.plan(compares, success, failure, base, &mut reader)?;
             return Ok(TxnResult { succeeded: plan.succeeded, responses: plan.responses, revision: base });
         }
         let mut last = lock(&inner.write);
@@ -623,7 +901,6 @@ impl Store {
             // the state at `base`, which may not be durable yet: wait until it is.
             drop(last);
             inner.log.wait_durable(crate::log::Ticket { rev: base })?;
-            plan.set_revision(base);
             return Ok(TxnResult { succeeded: plan.succeeded, responses: plan.responses, revision: base });
         }
         let log_events: Vec<Event<'_>> = plan
@@ -659,21 +936,17 @@ impl Store {
         // The events (and their keys) are in the log and the index now.
         plan.events = Vec::new();
         inner.log.wait_durable(ticket)?;
-        for r in &mut plan.responses {
-            if let TxnOpResult::Range(rr) = r {
-                rr.revision = rev;
-            }
-        }
         Ok(TxnResult { succeeded: plan.succeeded, responses: plan.responses, revision: rev })
     }
 
-    /// Evaluates the compares against the state at `base`, then plans the chosen
-    /// branch: its events (to be revision `base + 1`) and its answers, ranges and
-    /// deletes seeing the branch's earlier writes. Values are read through `reader`
-    /// (see [`Store::read_value`]).
+    /// Chooses the branch of the txn and of every txn nested in the chosen branches
+    /// (every compare evaluated against the state at `base`, as etcd 3.4 does before
+    /// it runs any op), then plans the chosen ops in order: their events (to be
+    /// revision `base + 1`) and their answers, each op seeing the writes of the ops
+    /// before it. Values are read through `reader` (see [`Store::read_value`]).
     ///
     /// Work: each op costs its index scan plus `O(log w)` per key for the `w`
-    /// earlier writes of the branch (an ordered overlay, not a list scanned per key),
+    /// earlier writes of the txn (an ordered overlay, not a list scanned per key),
     /// and values are read only for what an answer returns.
     fn plan<'a>(
         &self,
@@ -683,7 +956,37 @@ impl Store {
         base: u64,
         reader: &mut LogReader,
     ) -> Result<Plan<'a>> {
-        let inner = &*self.inner;
+        let mut path = TxnPath::default();
+        self.choose(compares, success, failure, base, reader, &mut path)?;
+        let mut planner = Planner {
+            store: self,
+            base,
+            reader,
+            decisions: path.decisions.into_iter(),
+            last_user: path.last_user,
+            ops_run: 0,
+            overlay: Overlay::new(),
+            events: Vec::new(),
+        };
+        let (succeeded, mut responses) = planner.branch(success, failure)?;
+        let events = planner.events;
+        let revision = if events.is_empty() { base } else { base + 1 };
+        set_nested_revision(&mut responses, revision);
+        Ok(Plan { succeeded, events, responses })
+    }
+
+    /// Evaluates the compares of a txn at `base` and records the branch taken, then
+    /// walks that branch: its nested txns recursively, and the position of every op
+    /// that will run (for [`TxnPath::last_user`]).
+    fn choose<'a>(
+        &self,
+        compares: &[Compare],
+        success: &'a [TxnOp],
+        failure: &'a [TxnOp],
+        base: u64,
+        reader: &mut LogReader,
+        path: &mut TxnPath,
+    ) -> Result<()> {
         let mut succeeded = true;
         for c in compares {
             if !self.compare(c, base, reader)? {
@@ -691,116 +994,27 @@ impl Store {
                 break;
             }
         }
-        let ops = if succeeded { success } else { failure };
-        let rev = base + 1;
-        // Only ops before the branch's last range or delete need the overlay: a write
-        // after it (the common single-op put or delete) is not recorded there.
-        let last_reader = ops.iter().rposition(|o| matches!(o, TxnOp::Range { .. } | TxnOp::DeleteRange { .. }));
-        let mut overlay = Overlay::new();
-        let mut events: Vec<PlannedEvent<'a>> = Vec::new();
-        let mut responses = Vec::with_capacity(ops.len());
-        for (i, op) in ops.iter().enumerate() {
-            let remember = last_reader.is_some_and(|last| i < last);
+        path.decisions.push(succeeded);
+        for op in if succeeded { success } else { failure } {
             match op {
-                TxnOp::Put { key, value, prev_kv, lease } | TxnOp::PutKeepValue { key, prev_kv, value, lease } => {
-                    let keep = matches!(op, TxnOp::PutKeepValue { .. });
-                    let prev = inner.index.get(key, base);
-                    let (create_revision, version) = match &prev {
-                        Some(p) => (p.create_revision, p.version + 1),
-                        None if keep || *lease == PutLease::Keep => return Err(Error::KeyNotFound),
-                        None => (rev, 1),
-                    };
-                    let old_lease = prev.as_ref().map_or(0, |p| p.lease);
-                    let new_lease = match *lease {
-                        PutLease::None => 0,
-                        PutLease::Keep => old_lease,
-                        PutLease::Attach(id) if inner.leases.contains(id) => id,
-                        PutLease::Attach(_) => return Err(Error::LeaseNotFound),
-                    };
-                    let prev_value = match (keep || *prev_kv, prev) {
-                        (true, Some(p)) => Some(self.read_value(reader, p)?),
-                        _ => None,
-                    };
-                    let value: Cow<'a, [u8]> = match (&prev_value, keep) {
-                        (Some(p), true) => Cow::Owned(p.value.clone()),
-                        _ => Cow::Borrowed(value),
-                    };
-                    let key: Rc<[u8]> = Rc::from(key.as_slice());
-                    if remember {
-                        overlay.insert(Rc::clone(&key), Some(events.len()));
-                    }
-                    events.push(PlannedEvent {
-                        kind: RecordKind::Put,
-                        key,
-                        value,
-                        create_revision,
-                        version,
-                        lease: new_lease,
-                        old_lease,
-                    });
-                    let prev_kv = if *prev_kv { prev_value } else { None };
-                    responses.push(TxnOpResult::Put(PutResult { revision: rev, prev_kv }));
+                TxnOp::Txn { compares, success, failure } => {
+                    self.choose(compares, success, failure, base, reader, path)?;
                 }
-                TxnOp::DeleteRange { key, range_end, prev_kv } => {
-                    let span = KeySpan::parse(key, range_end)?;
-                    let mut prev_kvs = Vec::new();
-                    let mut deleted = 0u64;
-                    let mut failed = None;
-                    self.scan(&span, base, |f| {
-                        // A key an earlier delete of this txn removed is gone already.
-                        // (A put of this txn cannot be in the span: validation refuses
-                        // that as a duplicate key.)
-                        if !overlay.is_empty() {
-                            work::count(work::Counter::OverlayVisits, 1);
-                            if matches!(overlay.get(f.key.as_slice()), Some(None)) {
-                                return true;
-                            }
-                        }
-                        let old_lease = f.lease;
-                        let key: Rc<[u8]> = if *prev_kv {
-                            match self.read_value(reader, f) {
-                                Ok(kv) => {
-                                    let key = Rc::from(kv.key.as_slice());
-                                    prev_kvs.push(kv);
-                                    key
-                                }
-                                Err(e) => {
-                                    failed = Some(e);
-                                    return false;
-                                }
-                            }
-                        } else {
-                            Rc::from(f.key)
-                        };
-                        if remember {
-                            overlay.insert(Rc::clone(&key), None);
-                        }
-                        let value = Cow::Borrowed(&[][..]);
-                        events.push(PlannedEvent {
-                            kind: RecordKind::Delete,
-                            key,
-                            value,
-                            create_revision: 0,
-                            version: 0,
-                            lease: 0,
-                            old_lease,
-                        });
-                        deleted += 1;
-                        true
-                    });
-                    if let Some(e) = failed {
-                        return Err(e);
-                    }
-                    responses.push(TxnOpResult::DeleteRange(DeleteResult { revision: rev, deleted, prev_kvs }));
+                TxnOp::Range { .. } | TxnOp::DeleteRange { .. } => {
+                    path.deleted |= matches!(op, TxnOp::DeleteRange { .. });
+                    path.last_user = Some(path.ops);
+                    path.ops += 1;
                 }
-                TxnOp::Range { key, range_end, options } => {
-                    let pending = Pending { overlay: &overlay, events: &events, rev };
-                    let r = self.range_in_txn(key, range_end, options, base, pending, reader)?;
-                    responses.push(TxnOpResult::Range(r));
+                TxnOp::Put { .. } | TxnOp::PutKeepValue { .. } => {
+                    if path.deleted {
+                        // It may put a key that a delete before it removed (see `txn`).
+                        path.last_user = Some(path.ops);
+                    }
+                    path.ops += 1;
                 }
             }
         }
-        Ok(Plan { succeeded, events, responses })
+        Ok(())
     }
 
     /// A range inside a txn: the state at `base` with the branch's earlier writes
@@ -936,15 +1150,24 @@ impl Store {
     /// [`Error::Compacted`] from now on, the keys live at it are written to a base
     /// snapshot, and segments wholly below it are deleted. Survives a restart.
     ///
+    /// Revision 0 on a store never compacted succeeds once and changes nothing, as
+    /// in etcd, whose compaction revision starts at -1 (so `compact(0)` moves it to
+    /// 0, and a second `compact(0)` is refused as compacted). The store remembers that
+    /// only while it is open (etcd persists it).
+    ///
     /// # Errors
     ///
     /// [`Error::Compacted`] if `revision` is not above the current compaction
-    /// revision, [`Error::FutureRevision`] if above the current revision, I/O errors.
+    /// revision (but see revision 0 above), [`Error::FutureRevision`] if above the
+    /// current revision, I/O errors.
     pub fn compact(&self, revision: u64) -> Result<()> {
         let inner = &*self.inner;
         let _g = lock(&inner.compacting);
         let current = self.current_revision();
         let compact_revision = self.compact_revision();
+        if revision == 0 && compact_revision == 0 && !inner.compacted_zero.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
         if revision <= compact_revision {
             return Err(Error::Compacted { requested: revision, compact_revision });
         }

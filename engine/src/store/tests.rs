@@ -385,3 +385,170 @@ fn txn_ranges_and_deletes_with_an_end_before_the_key_select_nothing() {
     }
     assert_eq!(get(&s, b"b", 0).unwrap().value, b"1");
 }
+
+fn put_op(k: &str, v: &str) -> TxnOp {
+    TxnOp::Put { key: k.into(), value: v.into(), prev_kv: false, lease: PutLease::None }
+}
+
+fn range_op(k: &str) -> TxnOp {
+    TxnOp::Range { key: k.into(), range_end: Vec::new(), options: RangeOptions::default() }
+}
+
+fn version_is(k: &str, v: u64) -> Compare {
+    Compare::new(k, CompareOp::Equal, CompareTarget::Version(v))
+}
+
+/// The records the log holds for revision `rev`: (kind, key, create, version).
+fn records(s: &Store, rev: u64) -> Vec<(RecordKind, String, u64, u64)> {
+    s.log()
+        .reader()
+        .records(rev, rev)
+        .map(|r| {
+            let (_, r) = r.unwrap();
+            (r.kind, String::from_utf8_lossy(r.key).into_owned(), r.create_revision, r.version)
+        })
+        .collect()
+}
+
+/// As etcd 3.4 (checked side by side in `server/tests/conformance/differences.rs`):
+/// every compare, nested ones included, sees the state before the txn; every op,
+/// nested ones included, sees the writes of the ops before it; the whole txn is one
+/// revision; a range's answer carries the revision before the txn until some op has
+/// written.
+#[test]
+fn nested_txn_compares_see_the_state_before_the_txn_and_ops_see_earlier_writes() {
+    let (s, _) = mem_store();
+    s.put(b"a", b"1").unwrap(); // 2
+    let inner = |v| TxnOp::Txn {
+        compares: vec![version_is("a", v)],
+        success: vec![range_op("a"), put_op("in", "success")],
+        failure: vec![range_op("a"), put_op("in", "failure")],
+    };
+    let outer =
+        [range_op("a"), put_op("a", "2"), inner(1), TxnOp::Txn { compares: vec![], success: vec![], failure: vec![] }];
+    let r = s.txn(&[], &outer, &[]).unwrap();
+    assert!(r.succeeded);
+    assert_eq!(r.revision, 3);
+    let [TxnOpResult::Range(before), TxnOpResult::Put(p), TxnOpResult::Txn(t), TxnOpResult::Txn(empty)] =
+        &r.responses[..]
+    else {
+        panic!("{r:?}")
+    };
+    assert_eq!((before.revision, before.kvs[0].version), (2, 1), "before any write: the old revision");
+    assert_eq!(p.revision, 3);
+    // version(a) = 1 held before the txn (the outer put made it 2): success.
+    assert!(t.succeeded, "{t:?}");
+    assert_eq!(t.revision, 3);
+    let [TxnOpResult::Range(seen), TxnOpResult::Put(_)] = &t.responses[..] else { panic!("{t:?}") };
+    assert_eq!((seen.revision, seen.kvs[0].value.as_slice(), seen.kvs[0].version), (3, &b"2"[..], 2));
+    assert!(empty.succeeded && empty.responses.is_empty());
+    assert_eq!(get(&s, b"in", 0).unwrap().value, b"success");
+    assert_eq!(records(&s, 3), [(RecordKind::Put, "a".into(), 2, 2), (RecordKind::Put, "in".into(), 3, 1)]);
+    // A compare on the outer put's result (version 2) fails inside: failure branch.
+    let r = s.txn(&[], &[put_op("a", "3"), inner(3)], &[]).unwrap();
+    let TxnOpResult::Txn(t) = &r.responses[1] else { panic!("{r:?}") };
+    assert!(!t.succeeded);
+    assert_eq!(get(&s, b"in", 0).unwrap().value, b"failure");
+    // Two levels, in the failure branch of the outer txn.
+    let deep = TxnOp::Txn {
+        compares: vec![version_is("zz", 0)],
+        success: vec![TxnOp::Txn { compares: vec![], success: vec![put_op("deep", "1")], failure: vec![] }],
+        failure: vec![],
+    };
+    let r = s.txn(&[version_is("a", 0)], &[], &[deep]).unwrap();
+    assert!(!r.succeeded);
+    let TxnOpResult::Txn(t1) = &r.responses[0] else { panic!("{r:?}") };
+    let TxnOpResult::Txn(t2) = &t1.responses[0] else { panic!("{r:?}") };
+    let TxnOpResult::Put(p) = &t2.responses[0] else { panic!("{r:?}") };
+    assert!(t1.succeeded && t2.succeeded && p.revision == 5 && t2.revision == 5);
+    // A nested txn that writes nothing: no revision, every answer at the current one.
+    let r =
+        s.txn(&[], &[TxnOp::Txn { compares: vec![], success: vec![range_op("deep")], failure: vec![] }], &[]).unwrap();
+    assert_eq!(r.revision, 5);
+    assert_eq!(s.current_revision(), 5);
+}
+
+/// etcd lets a nested txn put a key that a later sibling nested txn deletes, and a
+/// put follow a delete with range end "\0" over its key: one revision then changes
+/// a key twice, and each op sees the other's write.
+#[test]
+fn a_txn_may_change_a_key_twice_as_etcd_allows() {
+    let (s, _) = mem_store();
+    s.put(b"b", b"old").unwrap(); // 2
+    let del = |k: &str, end: &str| TxnOp::DeleteRange { key: k.into(), range_end: end.into(), prev_kv: true };
+    let nested = |ops| TxnOp::Txn { compares: vec![], success: ops, failure: vec![] };
+    let r = s.txn(&[], &[nested(vec![put_op("x", "new")]), nested(vec![del("a", "y")])], &[]).unwrap();
+    assert_eq!(r.revision, 3);
+    let TxnOpResult::Txn(t) = &r.responses[1] else { panic!("{r:?}") };
+    let TxnOpResult::DeleteRange(d) = &t.responses[0] else { panic!("{r:?}") };
+    // Both keys, in key order: b as committed, x as the earlier put left it.
+    let prev: Vec<(&[u8], &[u8], u64, u64)> =
+        d.prev_kvs.iter().map(|kv| (&kv.key[..], &kv.value[..], kv.mod_revision, kv.version)).collect();
+    assert_eq!(prev, [(&b"b"[..], &b"old"[..], 2, 1), (&b"x"[..], &b"new"[..], 3, 1)]);
+    assert_eq!(d.deleted, 2);
+    assert_eq!(
+        records(&s, 3),
+        [
+            (RecordKind::Put, "x".into(), 3, 1),
+            (RecordKind::Delete, "b".into(), 0, 0),
+            (RecordKind::Delete, "x".into(), 0, 0)
+        ]
+    );
+    assert!(get(&s, b"x", 0).is_none() && get(&s, b"b", 0).is_none());
+    // The other order is refused.
+    assert!(matches!(
+        s.txn(&[], &[nested(vec![del("x", "")]), nested(vec![put_op("x", "1")])], &[]),
+        Err(Error::DuplicateKey)
+    ));
+    // A "\0" end conflicts with no put: the put starts a new generation.
+    s.put(b"c", b"1").unwrap(); // 4
+    s.put(b"c", b"2").unwrap(); // 5
+    let r = s.txn(&[], &[del("a", "\0"), put_op("c", "3"), range_op("c")], &[]).unwrap();
+    assert_eq!(r.revision, 6);
+    let TxnOpResult::Range(rr) = &r.responses[2] else { panic!("{r:?}") };
+    assert_eq!((rr.kvs[0].create_revision, rr.kvs[0].version), (6, 1));
+    assert_eq!(records(&s, 6), [(RecordKind::Delete, "c".into(), 0, 0), (RecordKind::Put, "c".into(), 6, 1)]);
+    let kv = get(&s, b"c", 0).unwrap();
+    assert_eq!((kv.value.as_slice(), kv.create_revision, kv.version), (&b"3"[..], 6, 1));
+    assert_eq!(get(&s, b"c", 5).unwrap().value, b"2");
+    // ignore_value of a key the txn deleted: nothing to keep (etcd panics there).
+    let keep = TxnOp::PutKeepValue { key: b"c".to_vec(), value: Vec::new(), prev_kv: false, lease: PutLease::None };
+    assert!(matches!(s.txn(&[], &[del("a", "\0"), keep], &[]), Err(Error::KeyNotFound)));
+    assert_eq!(s.current_revision(), 6);
+}
+
+/// etcd's op limit for a nested txn: what the enclosing txn leaves of it (the limit
+/// minus the largest of its compare, success and failure counts).
+#[test]
+fn nested_txns_count_against_what_their_enclosing_txn_leaves() {
+    let (s, _) = mem_store();
+    let nested = |n| TxnOp::Txn { compares: vec![], success: vec![range_op("a"); n], failure: vec![] };
+    let outer = |n| {
+        let mut ops = vec![range_op("a"); 99];
+        ops.push(nested(n));
+        ops
+    };
+    assert!(s.txn(&[], &outer(28), &[]).is_ok());
+    assert!(matches!(s.txn(&[], &outer(29), &[]), Err(Error::TooManyOps { count: 29, max: 28 })));
+    // The branch not taken counts too, and compares count as ops.
+    let compares = TxnOp::Txn { compares: vec![version_is("a", 0); 29], success: vec![], failure: vec![] };
+    let mut ops = vec![range_op("a"); 99];
+    ops.push(compares);
+    assert!(matches!(s.txn(&[], &[], &ops), Err(Error::TooManyOps { count: 29, max: 28 })));
+}
+
+/// etcd's compaction revision starts at -1: compacting at 0 succeeds once.
+#[test]
+fn compact_at_zero_succeeds_once_on_a_store_never_compacted() {
+    let (s, _) = mem_store();
+    s.compact(0).unwrap();
+    assert!(matches!(s.compact(0), Err(Error::Compacted { requested: 0, compact_revision: 0 })));
+    assert_eq!(s.compact_revision(), 0);
+    s.put(b"a", b"1").unwrap();
+    s.compact(2).unwrap();
+    assert!(matches!(s.compact(0), Err(Error::Compacted { requested: 0, compact_revision: 2 })));
+    let (s, _) = mem_store();
+    s.put(b"a", b"1").unwrap();
+    s.compact(1).unwrap();
+    assert!(matches!(s.compact(0), Err(Error::Compacted { requested: 0, compact_revision: 1 })));
+}

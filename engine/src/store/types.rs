@@ -186,6 +186,22 @@ pub enum TxnOp {
         /// Read options.
         options: RangeOptions,
     },
+    /// A nested txn (etcd's `RequestOp.request_txn`): part of the enclosing txn and
+    /// of its one revision. As in etcd 3.4, its compares are evaluated with every
+    /// other compare of the request against the state *before* the txn (they do not
+    /// see the writes of the ops before it), while its ops, like every op, see the
+    /// writes of the ops that ran before them, at any level. Its ops count against
+    /// what is left of the op limit ([`crate::store::StoreOptions::max_txn_ops`]
+    /// minus the enclosing txn's largest of compares, success ops and failure ops),
+    /// and etcd's duplicate-key rules apply across levels (see [`crate::store::Store::txn`]).
+    Txn {
+        /// Its conditions.
+        compares: Vec<Compare>,
+        /// Ops run if every compare holds.
+        success: Vec<TxnOp>,
+        /// Ops run otherwise.
+        failure: Vec<TxnOp>,
+    },
 }
 
 /// Answer to one txn operation.
@@ -197,6 +213,9 @@ pub enum TxnOpResult {
     DeleteRange(DeleteResult),
     /// Of a range.
     Range(RangeResult),
+    /// Of a nested txn: its branch and that branch's answers; its `revision` is the
+    /// enclosing txn's.
+    Txn(TxnResult),
 }
 
 /// Answer to a txn.

@@ -89,7 +89,12 @@ pub(crate) fn batch_from_records(
     let hint = records.iter().map(|r| BatchBuilder::event_len(&view(r))).sum();
     let mut b = BatchBuilder::new(revision, with_prev, records.len(), hint);
     for r in records {
-        let prev = if with_prev { store.kv_before(reader, r.key, r.main) } else { None };
+        // As etcd 3.4 (`isCreateEvent` in its `sendLoop`): a create event (a PUT whose
+        // create revision is its revision) has no prev_kv. Usually the key did not
+        // exist before the revision anyway, but a txn may delete a key and put it
+        // again (see `Store::txn`): that put starts a generation and gets none.
+        let create = r.kind == RecordKind::Put && r.create_revision == r.main;
+        let prev = if with_prev && !create { store.kv_before(reader, r.key, r.main) } else { None };
         b.push(&EventRef { prev_kv: prev.as_ref().map(KvRef::from), ..view(r) });
     }
     b.finish()
@@ -203,11 +208,14 @@ fn read_error_response(id: WatchId, rev: u64, reason: &str) -> WatchResponse {
     r
 }
 
+/// The last response of a watcher whose start revision is compacted: `canceled`
+/// with the compaction revision and no `cancel_reason`, as etcd 3.4 sends it (its
+/// `sendLoop` sets `canceled` from `compact_revision` and leaves the reason empty;
+/// clients tell a compaction by `compact_revision`).
 fn compacted_response(id: WatchId, rev: u64, compact: u64) -> WatchResponse {
     let mut r = WatchResponse::control(id, rev);
     r.canceled = true;
     r.compact_revision = compact;
-    r.cancel_reason = "required revision has been compacted".into();
     r
 }
 

@@ -106,6 +106,7 @@ fn duplicate_id_empty_range_and_compacted_start_are_refused_clearly() {
     assert!(c.created && c.watch_id == id);
     let x = next(&mut s);
     assert!(x.canceled && x.watch_id == id && x.compact_revision == 8, "{x:?}");
+    assert_eq!((x.cancel_reason.as_str(), x.events.len()), ("", 0), "etcd 3.4 gives no reason");
     // The id is free again after the cancel.
     assert!(s.watch(WatchRequest { watch_id: id, ..WatchRequest::key("k") }).is_ok());
 }
@@ -142,6 +143,29 @@ fn filters_and_prev_kv() {
         vec![(EventKind::Put, None), (EventKind::Put, Some(b"1".to_vec())), (EventKind::Delete, Some(b"2".to_vec()))]
     );
     assert!(seen_a.iter().all(|k| *k == EventKind::Put));
+}
+
+/// etcd 3.4 sends no prev_kv with a create event (`isCreateEvent`: a PUT whose
+/// create revision is its revision), even when the key existed before the revision:
+/// a txn may delete a key (range end "\0") and put it again in one revision.
+#[test]
+fn a_create_event_has_no_prev_kv_even_after_a_delete_in_its_revision() {
+    use crate::store::TxnOp;
+    let st = store();
+    st.put(b"k", b"old").unwrap(); // 2
+    let hub = WatchHub::new(st.clone(), WatchOptions::default());
+    let mut s = hub.stream();
+    s.watch(WatchRequest::key("k").with_prev_kv()).unwrap();
+    assert!(next(&mut s).created);
+    let ops = [
+        TxnOp::DeleteRange { key: b"a".to_vec(), range_end: b"\0".to_vec(), prev_kv: false },
+        TxnOp::Put { key: b"k".to_vec(), value: b"new".to_vec(), prev_kv: false, lease: PutLease::None },
+    ];
+    assert_eq!(st.txn(&[], &ops, &[]).unwrap().revision, 3);
+    let r = next(&mut s);
+    let got: Vec<(EventKind, u64, Option<Vec<u8>>)> =
+        r.events().map(|e| (e.kind, e.kv.version, e.prev_kv.map(|p| p.value))).collect();
+    assert_eq!(got, [(EventKind::Delete, 0, Some(b"old".to_vec())), (EventKind::Put, 1, None)]);
 }
 
 #[test]

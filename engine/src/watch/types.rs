@@ -554,7 +554,8 @@ pub struct WatchResponse {
     /// revision, or [`NEVER_COMPACTED`] for a negative start on a store never
     /// compacted.
     pub compact_revision: u64,
-    /// Why it was canceled.
+    /// Why it was canceled; empty for a compaction (`compact_revision` says it, as
+    /// in etcd 3.4) and for a cancel the client asked for.
     pub cancel_reason: String,
     /// Events, whole revisions in order.
     pub events: Vec<RevisionEvents>,

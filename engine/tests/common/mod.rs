@@ -100,23 +100,73 @@ pub fn span_contains(key: &[u8], end: &[u8], k: &[u8]) -> bool {
     }
 }
 
-/// Start and exclusive end (`None`: unbounded) of a valid span.
-fn bounds(key: &[u8], end: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
+/// Whether etcd 3.4's duplicate-key check counts key `k` as deleted by a delete of
+/// `(key, end)`: its interval arithmetic reads the end `"\0"` as the smallest key, so
+/// such a delete covers no key there (though it deletes every key from `key` on).
+fn delete_conflicts(key: &[u8], end: &[u8], k: &[u8]) -> bool {
     match end {
-        [] => {
-            let mut e = key.to_vec();
-            e.push(0);
-            (key.to_vec(), Some(e))
-        }
-        [0] => (key.to_vec(), None),
-        e => (key.to_vec(), Some(e.to_vec())),
+        [] => k == key,
+        [0] => false,
+        e => k >= key && k < e,
     }
 }
 
-fn overlap(a: &(Vec<u8>, Option<Vec<u8>>), b: &(Vec<u8>, Option<Vec<u8>>)) -> bool {
-    let a_starts_before_b_ends = b.1.as_ref().is_none_or(|e| a.0 < *e);
-    let b_starts_before_a_ends = a.1.as_ref().is_none_or(|e| b.0 < *e);
-    a_starts_before_b_ends && b_starts_before_a_ends
+/// A `(key, range_end)` pair.
+type Span = (Vec<u8>, Vec<u8>);
+
+/// The puts and deletes of a branch, after checking them as etcd 3.4's
+/// `checkIntervals` does (written from its description, naively): a branch's
+/// deletes first; then each nested txn's puts (both branches) against the puts of
+/// the nested txns before it (a key in both branches of one nested txn is fine) and
+/// against the deletes so far, its deletes added after; last, the branch's own puts
+/// against all the puts and deletes collected.
+fn check_writes(ops: &[TxnOp]) -> Result<(Vec<Vec<u8>>, Vec<Span>), ErrKind> {
+    let mut dels: Vec<Span> = ops
+        .iter()
+        .filter_map(|o| match o {
+            TxnOp::DeleteRange { key, range_end, .. } => Some((key.clone(), range_end.clone())),
+            _ => None,
+        })
+        .collect();
+    let deleted = |dels: &[Span], k: &[u8]| dels.iter().any(|(key, end)| delete_conflicts(key, end, k));
+    let mut puts: Vec<Vec<u8>> = Vec::new();
+    for o in ops {
+        let TxnOp::Txn { success, failure, .. } = o else { continue };
+        let (puts_then, dels_then) = check_writes(success)?;
+        let (puts_else, dels_else) = check_writes(failure)?;
+        for k in &puts_then {
+            if puts.contains(k) || deleted(&dels, k) {
+                return Err(ErrKind::DuplicateKey);
+            }
+        }
+        for k in &puts_else {
+            if (puts.contains(k) && !puts_then.contains(k)) || deleted(&dels, k) {
+                return Err(ErrKind::DuplicateKey);
+            }
+        }
+        puts.extend(puts_then);
+        puts.extend(puts_else);
+        dels.extend(dels_then);
+        dels.extend(dels_else);
+    }
+    for o in ops {
+        if let TxnOp::Put { key, .. } | TxnOp::PutKeepValue { key, .. } = o {
+            if puts.contains(key) || deleted(&dels, key) {
+                return Err(ErrKind::DuplicateKey);
+            }
+            puts.push(key.clone());
+        }
+    }
+    Ok((puts, dels))
+}
+
+fn set_nested_revision(responses: &mut [TxnOpResult], revision: u64) {
+    for r in responses {
+        if let TxnOpResult::Txn(t) = r {
+            t.revision = revision;
+            set_nested_revision(&mut t.responses, revision);
+        }
+    }
 }
 
 fn check_span(key: &[u8], end: &[u8]) -> Result<(), ErrKind> {
@@ -173,13 +223,23 @@ pub struct Model {
     /// `events[r]`: the records revision `r` appended.
     pub events: Vec<Vec<OwnedRecord>>,
     pub compact_rev: u64,
+    /// Whether `compact(0)` succeeded on the never-compacted store since it was
+    /// opened (etcd's compaction revision starts at -1; the store remembers this
+    /// while it is open: reset it on a reopen).
+    pub compacted_zero: bool,
     pub limits: Limits,
 }
 
 impl Model {
     /// A fresh store: revision 1, no keys.
     pub fn new(limits: Limits) -> Model {
-        Model { states: vec![State::new(), State::new()], events: vec![Vec::new(), Vec::new()], compact_rev: 0, limits }
+        Model {
+            states: vec![State::new(), State::new()],
+            events: vec![Vec::new(), Vec::new()],
+            compact_rev: 0,
+            compacted_zero: false,
+            limits,
+        }
     }
 
     pub fn current(&self) -> u64 {
@@ -229,13 +289,28 @@ impl Model {
         Ok(range_over(self.state(rev), key, end, &o, current))
     }
 
-    fn validate_ops(&self, ops: &[TxnOp], size: &mut usize) -> Result<(), ErrKind> {
-        if ops.len() > self.limits.max_ops {
+    /// etcd's `checkTxnRequest`: the largest of the compare and branch op counts
+    /// within `max_ops`, nested txns within what their enclosing txn leaves.
+    fn validate_txn(
+        &self,
+        compares: &[Compare],
+        success: &[TxnOp],
+        failure: &[TxnOp],
+        max_ops: usize,
+        size: &mut usize,
+    ) -> Result<(), ErrKind> {
+        let count = compares.len().max(success.len()).max(failure.len());
+        if count > max_ops {
             return Err(ErrKind::TooManyOps);
         }
-        let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-        let mut puts: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-        for op in ops {
+        for c in compares {
+            check_span(&c.key, &c.range_end)?;
+            *size += c.key.len() + c.range_end.len();
+            if let CompareTarget::Value(v) = &c.target {
+                *size += v.len();
+            }
+        }
+        for op in success.iter().chain(failure) {
             match op {
                 TxnOp::Put { key, value, .. } | TxnOp::PutKeepValue { key, value, .. } => {
                     self.check_key(key)?;
@@ -243,28 +318,14 @@ impl Model {
                         return Err(ErrKind::ValueTooLarge);
                     }
                     *size += key.len() + value.len();
-                    let b = bounds(key, b"");
-                    if writes.iter().any(|w| overlap(w, &b)) {
-                        return Err(ErrKind::DuplicateKey);
-                    }
-                    writes.push(b.clone());
-                    puts.push(b);
                 }
-                TxnOp::DeleteRange { key, range_end, .. } => {
+                TxnOp::DeleteRange { key, range_end, .. } | TxnOp::Range { key, range_end, .. } => {
                     self.check_key(key)?;
                     check_span(key, range_end)?;
                     *size += key.len() + range_end.len();
-                    let b = bounds(key, range_end);
-                    // etcd: deletes may overlap each other, never a put.
-                    if puts.iter().any(|w| overlap(w, &b)) {
-                        return Err(ErrKind::DuplicateKey);
-                    }
-                    writes.push(b);
                 }
-                TxnOp::Range { key, range_end, .. } => {
-                    self.check_key(key)?;
-                    check_span(key, range_end)?;
-                    *size += key.len() + range_end.len();
+                TxnOp::Txn { compares, success, failure } => {
+                    self.validate_txn(compares, success, failure, max_ops - count, size)?
                 }
             }
         }
@@ -285,31 +346,45 @@ impl Model {
 
     /// A transaction, as `Store::txn`; on success with writes the model gains a revision.
     pub fn txn(&mut self, compares: &[Compare], success: &[TxnOp], failure: &[TxnOp]) -> Result<TxnResult, ErrKind> {
-        if compares.len() > self.limits.max_ops {
-            return Err(ErrKind::TooManyOps);
-        }
         let mut size = 0;
-        for c in compares {
-            check_span(&c.key, &c.range_end)?;
-            size += c.key.len() + c.range_end.len();
-            if let CompareTarget::Value(v) = &c.target {
-                size += v.len();
-            }
-        }
-        self.validate_ops(success, &mut size)?;
-        self.validate_ops(failure, &mut size)?;
+        self.validate_txn(compares, success, failure, self.limits.max_ops, &mut size)?;
+        check_writes(success)?;
+        check_writes(failure)?;
         if size > self.limits.max_request {
             return Err(ErrKind::RequestTooLarge);
         }
+        let base = self.current();
+        // `next` is the state as the txn's earlier operations left it.
+        let mut next = self.state(base).clone();
+        let mut events: Vec<OwnedRecord> = Vec::new();
+        let (succeeded, mut responses) = self.run(compares, success, failure, &mut next, &mut events)?;
+        let wrote = !events.is_empty();
+        let final_rev = if wrote { base + 1 } else { base };
+        set_nested_revision(&mut responses, final_rev);
+        if wrote {
+            self.states.push(next);
+            self.events.push(events);
+        }
+        Ok(TxnResult { succeeded, responses, revision: final_rev })
+    }
 
+    /// Runs the branch of a txn (nested or not) that its compares choose. Every
+    /// compare sees the state before the txn (etcd 3.4 evaluates them all first);
+    /// every op sees `next`, the state the ops before it left. Answers' revisions
+    /// are etcd's: a put's the new revision; a range's or delete's the new one once
+    /// some op up to it wrote, else the current one.
+    fn run(
+        &self,
+        compares: &[Compare],
+        success: &[TxnOp],
+        failure: &[TxnOp],
+        next: &mut State,
+        events: &mut Vec<OwnedRecord>,
+    ) -> Result<(bool, Vec<TxnOpResult>), ErrKind> {
         let base = self.current();
         let rev = base + 1;
-        let base_state = self.state(base);
-        let succeeded = compares.iter().all(|c| self.compare(c, base_state));
+        let succeeded = compares.iter().all(|c| self.compare(c, self.state(base)));
         let ops = if succeeded { success } else { failure };
-        // `next` is the state as the branch's earlier operations left it.
-        let mut next = base_state.clone();
-        let mut events: Vec<OwnedRecord> = Vec::new();
         let mut responses = Vec::new();
         for op in ops {
             match op {
@@ -364,7 +439,7 @@ impl Model {
                         next.remove(&kv.key);
                     }
                     responses.push(TxnOpResult::DeleteRange(DeleteResult {
-                        revision: rev,
+                        revision: if events.is_empty() { base } else { rev },
                         deleted: doomed.len() as u64,
                         prev_kvs: if *prev_kv { doomed } else { Vec::new() },
                     }));
@@ -379,27 +454,19 @@ impl Model {
                             return Err(ErrKind::Compacted { requested: r, compact_revision: self.compact_rev });
                         }
                     }
-                    // A read at the txn's own revision sees the branch's earlier writes;
-                    // a historical one does not.
-                    let src = if r == 0 || r == base { &next } else { self.state(r) };
-                    responses.push(TxnOpResult::Range(range_over(src, key, range_end, options, 0)));
+                    // A read at the txn's own revision sees the earlier writes; a
+                    // historical one does not.
+                    let src = if r == 0 || r == base { &*next } else { self.state(r) };
+                    let revision = if events.is_empty() { base } else { rev };
+                    responses.push(TxnOpResult::Range(range_over(src, key, range_end, options, revision)));
+                }
+                TxnOp::Txn { compares, success, failure } => {
+                    let (succeeded, responses_in) = self.run(compares, success, failure, next, events)?;
+                    responses.push(TxnOpResult::Txn(TxnResult { succeeded, responses: responses_in, revision: 0 }));
                 }
             }
         }
-        let wrote = !events.is_empty();
-        let final_rev = if wrote { rev } else { base };
-        for r in &mut responses {
-            match r {
-                TxnOpResult::Put(_) => {}
-                TxnOpResult::DeleteRange(d) => d.revision = final_rev,
-                TxnOpResult::Range(rr) => rr.revision = final_rev,
-            }
-        }
-        if wrote {
-            self.states.push(next);
-            self.events.push(events);
-        }
-        Ok(TxnResult { succeeded, responses, revision: final_rev })
+        Ok((succeeded, responses))
     }
 
     /// As `Store::put_with`.
@@ -427,6 +494,10 @@ impl Model {
 
     /// As `Store::compact`.
     pub fn compact(&mut self, rev: u64) -> Result<(), ErrKind> {
+        if rev == 0 && self.compact_rev == 0 && !self.compacted_zero {
+            self.compacted_zero = true;
+            return Ok(());
+        }
         if rev <= self.compact_rev {
             return Err(ErrKind::Compacted { requested: rev, compact_revision: self.compact_rev });
         }

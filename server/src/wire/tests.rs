@@ -189,7 +189,7 @@ impl Bench {
             Item::Response(r) => {
                 self.seen.created |= r.created;
                 self.seen.canceled |= r.canceled && r.compact_revision == 0;
-                self.seen.compacted |= r.canceled && r.compact_revision > 0 && !r.cancel_reason.is_empty();
+                self.seen.compacted |= r.canceled && r.compact_revision > 0 && r.cancel_reason.is_empty();
                 self.seen.progress_one |= r.is_progress() && r.watch_id >= 0;
                 self.seen.progress_all |= r.is_progress() && r.watch_id == -1;
             }

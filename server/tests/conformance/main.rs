@@ -5,14 +5,15 @@
 //! limits, errors, metrics and slow clients ([`limits`]), hostile clients, the
 //! server-wide watch limits and SIGTERM ([`hostile`]), the binary's thread names
 //! ([`threads`]), leases side by side with etcd and through kill -9 ([`lease`]),
-//! and the Watch stream on the wire through a raw HTTP/2 client
-//! ([`wire`]).
+//! the Watch stream on the wire through a raw HTTP/2 client ([`wire`]), and
+//! differences from etcd found and fixed, side by side ([`differences`]).
 //!
 //! Needs `/usr/bin/etcd` and `/usr/bin/etcdctl` 3.4 (`scripts/test.sh` installs
 //! them from the distribution's packages).
 
 mod client;
 mod common;
+mod differences;
 mod engine_failure;
 mod etcdctl;
 mod hostile;
