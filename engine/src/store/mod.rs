@@ -12,6 +12,7 @@
 //! index entries at it, drops shadowed index entries and deletes segments wholly
 //! below `c` (`engine/FORMAT.md`, Compaction on disk).
 
+mod hash;
 mod index;
 mod types;
 
@@ -20,6 +21,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
 
+pub use hash::KvHash;
 pub use types::*;
 
 use crate::error::{Error, Result};
