@@ -544,7 +544,7 @@ async fn snapshot_shape(endpoint: &str) -> String {
          body a whole number of 512-byte blocks: {}; last message: {} bytes, remaining {}, the SHA-256 of the body: {}\n",
         body.len() > 1,
         messages.iter().any(|(h, _, _)| *h),
-        all.len() % 512 == 0,
+        all.len().is_multiple_of(512),
         last.2.len(),
         last.1,
         last.2[..] == Sha256::digest(&all)[..],
