@@ -10,11 +10,12 @@
 //! in it.
 //!
 //! Start at [`store::Store`] and [`watch::WatchHub`]; `engine/FORMAT.md` specifies
-//! the bytes on disk and `ARCHITECTURE.md` at the repository root the data flow and
+//! the bytes on disk (and of a [backup]) and `ARCHITECTURE.md` at the repository root the data flow and
 //! invariants.
 
 #![deny(missing_docs)]
 
+pub mod backup;
 pub mod check;
 pub mod error;
 pub mod lease;

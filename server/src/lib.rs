@@ -1,18 +1,22 @@
 //! # argus-server
 //!
-//! etcd's v3 gRPC API (KV, Watch, Maintenance.Status) on the Argus engine, so that
-//! `etcdctl` and the etcd client libraries work against it unchanged. The binary
-//! `argus` (`src/main.rs`) is a thin CLI over [`serve`].
+//! etcd's v3 gRPC API (KV, Watch, Maintenance, Cluster.MemberList) on the Argus
+//! engine, so that `etcdctl` and the etcd client libraries work against it
+//! unchanged. The binary `argus` (`src/main.rs`) is a thin CLI over [`serve`] and
+//! [`restore::run`].
 
 #![deny(missing_docs)]
 
+pub mod cluster;
 pub mod conn;
 pub mod convert;
 pub mod kv;
 pub mod lease;
 pub mod limit;
+pub mod maintenance;
 pub mod metrics;
 pub mod other;
+pub mod restore;
 pub mod watch;
 pub mod wire;
 
@@ -80,6 +84,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Data directory.
     pub data_dir: PathBuf,
+    /// The member's name in `Cluster.MemberList` (etcd's `--name`).
+    pub name: String,
     /// fsync policy of the log.
     pub fsync: FsyncPolicy,
     /// Interval of progress notifications for `progress_notify` watchers.
@@ -114,6 +120,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:2379".parse().expect("a literal address"),
             data_dir: PathBuf::from("./argus-data"),
+            name: "default".to_string(),
             fsync: FsyncPolicy::Always,
             progress_interval: Duration::from_secs(600),
             metrics_listen: None,
@@ -254,7 +261,7 @@ pub async fn serve(
         limits,
         Arc::clone(&stats),
     );
-    let maintenance = maintenance_server::MaintenanceServer::new(other::MaintenanceService::new(
+    let maintenance = maintenance_server::MaintenanceServer::new(maintenance::MaintenanceService::new(
         store.clone(),
         header,
         cfg.data_dir.clone(),
@@ -290,7 +297,7 @@ pub async fn serve(
             lease_server::LeaseServer::new(lease::LeaseService::new(store.clone(), header, kv_pool.handle()))
                 .max_decoding_message_size(max),
         )
-        .add_service(cluster_server::ClusterServer::new(other::Unimplemented))
+        .add_service(cluster_server::ClusterServer::new(cluster::ClusterService::new(header, cfg.name.clone(), addr)))
         .add_service(auth_server::AuthServer::new(other::Unimplemented))
         .serve_with_incoming_shutdown(incoming, wait_stop(stop_rx.clone()));
     tokio::pin!(server);

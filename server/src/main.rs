@@ -34,8 +34,23 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve etcd's v3 gRPC API (KV, Watch, Maintenance.Status) from a data directory.
+    /// Serve etcd's v3 gRPC API (KV, Watch, Maintenance, Cluster.MemberList) from a
+    /// data directory.
     Serve(ServeArgs),
+    /// Rebuild a data directory from a backup saved with `etcdctl snapshot save`
+    /// from Argus: verifies the whole file first (nothing is written if it is
+    /// damaged), refuses a directory that is not empty, then checks that the store
+    /// opens at the backup's revision.
+    Restore(RestoreArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RestoreArgs {
+    /// The backup file.
+    file: PathBuf,
+    /// The directory to restore into: new, or empty.
+    #[arg(long)]
+    data_dir: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -46,6 +61,9 @@ struct ServeArgs {
     /// Directory of the revision log and snapshots; created if missing.
     #[arg(long, default_value = "./argus-data")]
     data_dir: PathBuf,
+    /// The member name `etcdctl member list` shows (etcd's --name).
+    #[arg(long, default_value = "default")]
+    name: String,
     /// When a write is made durable before it is acknowledged: `always` (fsync,
     /// shared by concurrent writers, as etcd), `batch` (fsync after up to 2 ms of
     /// gathering), or `never` (page cache only; a crash may lose recent writes).
@@ -83,6 +101,7 @@ impl Default for ServeArgs {
         ServeArgs {
             listen: d.listen,
             data_dir: d.data_dir,
+            name: d.name,
             fsync: d.fsync,
             progress_interval: d.progress_interval,
             metrics_listen: None,
@@ -119,10 +138,25 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let Command::Serve(args) = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
+    let args = match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(args) => args,
+        Command::Restore(r) => {
+            return match argus_server::restore::run(&r.file, &r.data_dir) {
+                Ok(done) => {
+                    println!("argus: {done}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("argus: restore failed: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
     let cfg = ServerConfig {
         listen: args.listen,
         data_dir: args.data_dir,
+        name: args.name,
         fsync: args.fsync,
         progress_interval: args.progress_interval,
         metrics_listen: args.metrics_listen,

@@ -57,7 +57,7 @@ pub fn render(
             "etcd_mvcc_db_total_size_in_bytes",
             "gauge",
             "Total size of the underlying database physically allocated in bytes.",
-            super::other::dir_size(data_dir),
+            super::maintenance::dir_size(data_dir),
         ),
         ("argus_watch_synced_watchers", "gauge", "Watchers in the synced state.", m.synced),
         ("argus_watch_unsynced_watchers", "gauge", "Watchers waiting for or in catch-up.", m.unsynced),

@@ -25,6 +25,7 @@
 //! the list, and readers holding the old list keep reading them.
 
 mod commit;
+mod cut;
 mod options;
 mod reader;
 pub mod record;

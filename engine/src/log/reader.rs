@@ -150,6 +150,20 @@ impl LogReader {
         out
     }
 
+    /// The base snapshot's records with their locations, in key order, read as
+    /// they are iterated (the lazy form of [`LogReader::snapshot_records`]).
+    pub fn snapshot_iter(&self) -> impl Iterator<Item = (Loc, RecordRef<'_>)> + '_ {
+        let snap = self.files.snapshots.last();
+        let mut off = FILE_HEADER as u64;
+        std::iter::from_fn(move || {
+            let s = snap?;
+            let r = s.record_at(off).filter(|r| r.kind != RecordKind::End)?;
+            let loc = Loc::new(s.file_no, off);
+            off += record::encoded_len(r.key.len(), r.value.len()) as u64;
+            Some((loc, r))
+        })
+    }
+
     /// The compaction revision of the base snapshot (0: none).
     pub fn snapshot_rev(&self) -> u64 {
         self.files.snapshots.last().map_or(0, |s| s.rev)

@@ -17,6 +17,11 @@ pub(crate) struct SnapshotFile {
 }
 
 impl SnapshotFile {
+    /// Length of the file in bytes.
+    pub(super) fn len(&self) -> u64 {
+        self.len
+    }
+
     pub(super) fn record_at(&self, offset: u64) -> Option<RecordRef<'_>> {
         // SAFETY: a snapshot file is complete and fsynced before it is opened and is
         // never written again.

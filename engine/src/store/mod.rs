@@ -12,6 +12,7 @@
 //! index entries at it, drops shadowed index entries and deletes segments wholly
 //! below `c` (`engine/FORMAT.md`, Compaction on disk).
 
+mod hash;
 mod index;
 mod intervals;
 mod lease;
@@ -22,6 +23,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
 
+pub use hash::KvHash;
 pub use lease::{LeaseExpiry, LeaseGrant};
 pub use types::*;
 

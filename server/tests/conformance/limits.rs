@@ -198,14 +198,14 @@ fn unimplemented_methods_name_the_method() {
     rt.block_on(async {
         let mut c = connect(argus.endpoint()).await;
         let cases = vec![
-            ("Cluster.MemberList", status(c.member_list().await)),
+            ("Cluster.MemberAdd", status(c.member_add(["http://127.0.0.1:1"], None).await)),
+            ("Cluster.MemberRemove", status(c.member_remove(1).await)),
             ("Auth.RoleGet", status(c.role_get("r").await)),
             ("Auth.RoleList", status(c.role_list().await)),
-            ("Maintenance.Defragment", status(c.defragment().await)),
-            ("Maintenance.HashKV", status(c.hash_kv(0).await)),
+            ("Maintenance.MoveLeader", status(c.move_leader(1).await)),
             (
-                "Maintenance.Alarm",
-                status(c.alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None).await),
+                "Maintenance.Alarm ACTIVATE",
+                status(c.alarm(etcd_client::AlarmAction::Activate, etcd_client::AlarmType::Nospace, None).await),
             ),
         ];
         for (method, (code, msg)) in cases {

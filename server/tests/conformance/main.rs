@@ -2,7 +2,8 @@
 //! `etcdctl` 3.4 outputs compared with real etcd 3.4's ([`etcdctl`]), the Rust
 //! `etcd-client` crate's watches checked with the engine's guarantee checker and
 //! compared with etcd ([`client`]), `kill -9` under load and resume ([`restart`]),
-//! limits, errors, metrics and slow clients ([`limits`]), hostile clients, the
+//! limits, errors, metrics and slow clients ([`limits`]), Maintenance, Cluster,
+//! snapshots and `argus restore` ([`maintenance`]), hostile clients, the
 //! server-wide watch limits and SIGTERM ([`hostile`]), the binary's thread names
 //! ([`threads`]), leases side by side with etcd and through kill -9 ([`lease`]),
 //! the Watch stream on the wire through a raw HTTP/2 client ([`wire`]), and
@@ -19,6 +20,7 @@ mod etcdctl;
 mod hostile;
 mod lease;
 mod limits;
+mod maintenance;
 mod restart;
 mod threads;
 mod wire;
