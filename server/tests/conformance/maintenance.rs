@@ -378,8 +378,12 @@ fn snapshot_save_and_restore_round_trip() {
     let rt = runtime();
     let dir = tempfile::tempdir().expect("temp dir");
     let compact_at = 20;
-    let mut client = rt.block_on(async {
+    let (mut client, leases) = rt.block_on(async {
         let mut c = connect(argus.endpoint()).await;
+        // Leases: one granted before the compaction, one after, one revoked; keys on
+        // the first two (the snapshot must carry the leases and the attachments).
+        let before = c.lease_grant(600, None).await.expect("grant").id();
+        c.put("/rt/l1", "leased", Some(etcd_client::PutOptions::new().with_lease(before))).await.expect("put");
         for i in 0..40 {
             let key = format!("/rt/{}", i % 6);
             match i % 8 {
@@ -397,7 +401,11 @@ fn snapshot_save_and_restore_round_trip() {
                 c.compact(compact_at, None).await.expect("compact");
             }
         }
-        c
+        let after = c.lease_grant(700, None).await.expect("grant").id();
+        c.put("/rt/l2", "leased", Some(etcd_client::PutOptions::new().with_lease(after))).await.expect("put");
+        let gone = c.lease_grant(800, None).await.expect("grant").id();
+        c.lease_revoke(gone).await.expect("revoke");
+        (c, [(before, 600, "/rt/l1"), (after, 700, "/rt/l2")])
     });
     // Writers keep writing while the snapshot is taken: its cut lands among them.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -451,6 +459,20 @@ fn snapshot_save_and_restore_round_trip() {
         let (e1, e2) = (events_upto(&w1, rev), events_upto(&w2, rev));
         assert!(e1.len() as i64 > rev - compact, "{e1:#?}");
         assert_eq!(e1, e2);
+
+        // The leases and their keys came back (with their full TTL).
+        let mut ids: Vec<i64> = copy.leases().await.expect("leases").leases().iter().map(|l| l.id()).collect();
+        ids.sort();
+        let mut want: Vec<i64> = leases.iter().map(|l| l.0).collect();
+        want.sort();
+        assert_eq!(ids, want);
+        for (id, ttl, key) in leases {
+            let opts = etcd_client::LeaseTimeToLiveOptions::new().with_keys();
+            let t = copy.lease_time_to_live(id, Some(opts)).await.expect("time to live");
+            assert_eq!((t.granted_ttl(), t.keys()), (ttl, &[key.as_bytes().to_vec()][..]));
+            let kv = copy.get(key, None).await.expect("get");
+            assert_eq!(kv.kvs()[0].lease(), id);
+        }
 
         // The restored server is itself: its name, and it goes on writing.
         let members = copy.member_list().await.expect("member list");
