@@ -4,16 +4,18 @@
 //! compared with etcd ([`client`]), `kill -9` under load and resume ([`restart`]),
 //! limits, errors, metrics and slow clients ([`limits`]), hostile clients, the
 //! server-wide watch limits and SIGTERM ([`hostile`]), the binary's thread names
-//! ([`threads`]), and the Watch stream on the wire through a raw HTTP/2 client
-//! ([`wire`]).
+//! ([`threads`]), the Watch stream on the wire through a raw HTTP/2 client
+//! ([`wire`]), and the HTTP/JSON gateway through `curl`, compared with etcd's
+//! ([`gateway`]).
 //!
-//! Needs `/usr/bin/etcd` and `/usr/bin/etcdctl` 3.4 (`scripts/test.sh` installs
-//! them from the distribution's packages).
+//! Needs `/usr/bin/etcd` and `/usr/bin/etcdctl` 3.4 and `curl` (`scripts/test.sh`
+//! installs them from the distribution's packages).
 
 mod client;
 mod common;
 mod engine_failure;
 mod etcdctl;
+mod gateway;
 mod hostile;
 mod limits;
 mod restart;
