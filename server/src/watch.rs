@@ -37,6 +37,10 @@
 //! shuts down (UNAVAILABLE) or the stream overflows (RESOURCE_EXHAUSTED), or when the
 //! body is dropped (client reset, connection gone): the engine stream closes when
 //! its halves, owned by the body, are dropped.
+//!
+//! The HTTP/JSON gateway's `/v3/watch` opens the same stream
+//! ([`WatchService::open`]) on its JSON requests, framed, and writes its output as
+//! JSON ([`crate::gateway`]).
 
 use std::convert::Infallible;
 use std::pin::Pin;
