@@ -12,12 +12,14 @@ cargo --version
 rustc --version
 
 # etcd (server and etcdctl 3.4, for the conformance tests that run both side by
-# side) and protoc (the etcd-client crate's build script runs it), from the
-# distribution's packages; skipped when already there.
+# side), protoc (the etcd-client crate's build script runs it) and curl (the HTTP
+# gateway's conformance tests), from the distribution's packages; skipped when
+# already there.
 need=()
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
+command -v curl >/dev/null || need+=(curl)
 if [ "${#need[@]}" -gt 0 ]; then
     log "installing ${need[*]}"
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -1,15 +1,16 @@
 //! # argus-server
 //!
-//! etcd's v3 gRPC API (KV, Watch, Maintenance, Cluster.MemberList) on the Argus
-//! engine, so that `etcdctl` and the etcd client libraries work against it
-//! unchanged. The binary `argus` (`src/main.rs`) is a thin CLI over [`serve`] and
-//! [`restore::run`].
+//! etcd's v3 gRPC API (KV, Watch, Lease, Maintenance, Cluster.MemberList) on the
+//! Argus engine, so that `etcdctl` and the etcd client libraries work against it
+//! unchanged, and etcd's HTTP/JSON gateway on the same port ([`gateway`]). The
+//! binary `argus` (`src/main.rs`) is a thin CLI over [`serve`] and [`restore::run`].
 
 #![deny(missing_docs)]
 
 pub mod cluster;
 pub mod conn;
 pub mod convert;
+pub mod gateway;
 pub mod kv;
 pub mod lease;
 pub mod limit;
@@ -30,23 +31,37 @@ use argus_engine::log::FsyncPolicy;
 use argus_engine::store::{Store, StoreOptions};
 use argus_engine::watch::{WatchHub, WatchOptions};
 
-/// Generated etcd v3 API types and services.
+/// Generated etcd v3 API types and services, and the messages' serde
+/// implementations (the protobuf JSON mapping, for [`gateway`]).
 #[allow(missing_docs, clippy::all)]
 pub mod proto {
     /// `mvccpb`: KeyValue and Event.
     pub mod mvccpb {
         tonic::include_proto!("mvccpb");
+        include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
     }
     /// `etcdserverpb`: every message, the KV / Lease / Cluster / Maintenance / Auth
     /// services and their clients (Watch is served by hand: [`crate::watch`]).
     pub mod etcdserverpb {
         tonic::include_proto!("etcdserverpb");
+        include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
     }
 }
 
+/// The etcd API version Argus serves, as a literal (for `concat!`).
+macro_rules! etcd_api_version {
+    () => {
+        "3.4.0"
+    };
+}
+
+/// The etcd API version Argus serves, dotted: what `GET /version` reports as the
+/// server's and the cluster's version.
+pub const ETCD_API_VERSION: &str = etcd_api_version!();
+
 /// The etcd API version Argus reports in `Maintenance.Status` (the 3.4 API it
 /// serves), with Argus's own version as build metadata.
-pub const ETCD_VERSION: &str = concat!("3.4.0+argus.", env!("CARGO_PKG_VERSION"));
+pub const ETCD_VERSION: &str = concat!(etcd_api_version!(), "+argus.", env!("CARGO_PKG_VERSION"));
 
 /// The fixed identity put in every response header (a single-member "cluster").
 #[derive(Clone, Copy, Debug)]
@@ -80,7 +95,8 @@ impl Header {
 /// Settings of a server.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// gRPC address (loopback by default).
+    /// Address of the gRPC listener, which also serves the HTTP/JSON gateway
+    /// (loopback by default).
     pub listen: SocketAddr,
     /// Data directory.
     pub data_dir: PathBuf,
@@ -251,8 +267,9 @@ pub async fn serve(
     // as it arrives, with etcd's statuses (`limit`); the decoders' own limit is the
     // same.
     let max = cfg.max_recv_bytes;
-    let kv = kv_server::KvServer::new(kv::KvService::new(store.clone(), header, kv_pool.handle()))
-        .max_decoding_message_size(max);
+    // Each implementation is shared by its gRPC server and the HTTP gateway.
+    let kv_impl = Arc::new(kv::KvService::new(store.clone(), header, kv_pool.handle()));
+    let kv = kv_server::KvServer::from_arc(Arc::clone(&kv_impl)).max_decoding_message_size(max);
     let watch = watch::WatchService::new(
         Arc::clone(&hub),
         header,
@@ -261,13 +278,19 @@ pub async fn serve(
         limits,
         Arc::clone(&stats),
     );
-    let maintenance = maintenance_server::MaintenanceServer::new(maintenance::MaintenanceService::new(
-        store.clone(),
-        header,
-        cfg.data_dir.clone(),
-        Arc::clone(&hub),
-    ))
-    .max_decoding_message_size(max);
+    let maintenance_impl =
+        Arc::new(maintenance::MaintenanceService::new(store.clone(), header, cfg.data_dir.clone(), Arc::clone(&hub)));
+    let maintenance =
+        maintenance_server::MaintenanceServer::from_arc(Arc::clone(&maintenance_impl)).max_decoding_message_size(max);
+    let lease_impl = Arc::new(lease::LeaseService::new(store.clone(), header, kv_pool.handle()));
+    let cluster_impl = Arc::new(cluster::ClusterService::new(header, cfg.name.clone(), addr));
+    let auth_impl = Arc::new(other::Unimplemented);
+    let gateway = gateway::Gateway::new(watch.clone(), Arc::clone(&hub), max)
+        .kv(kv_impl)
+        .lease(Arc::clone(&lease_impl))
+        .cluster(Arc::clone(&cluster_impl))
+        .maintenance(maintenance_impl)
+        .auth(Arc::clone(&auth_impl));
     // TCP_NODELAY on every accepted connection: tonic does not apply its own nodelay
     // setting to a caller-supplied stream, and with Nagle's algorithm on, a small
     // response waits for the client's delayed ACK (40 ms) whenever earlier bytes are
@@ -286,19 +309,20 @@ pub async fn serve(
             })
         })
     };
+    // HTTP/1.1 too, for the gateway (curl's default); gRPC requests, told apart by
+    // their content type, go on to the request check and the services as before.
     let server = tonic::transport::Server::builder()
+        .accept_http1(true)
         .max_concurrent_streams(Some(cfg.max_streams_per_connection))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(gateway::GatewayLayer::new(gateway))
         .layer(limit::RequestCheckLayer::new(max))
         .add_service(kv)
         .add_service(watch)
         .add_service(maintenance)
-        .add_service(
-            lease_server::LeaseServer::new(lease::LeaseService::new(store.clone(), header, kv_pool.handle()))
-                .max_decoding_message_size(max),
-        )
-        .add_service(cluster_server::ClusterServer::new(cluster::ClusterService::new(header, cfg.name.clone(), addr)))
-        .add_service(auth_server::AuthServer::new(other::Unimplemented))
+        .add_service(lease_server::LeaseServer::from_arc(lease_impl).max_decoding_message_size(max))
+        .add_service(cluster_server::ClusterServer::from_arc(cluster_impl))
+        .add_service(auth_server::AuthServer::from_arc(auth_impl))
         .serve_with_incoming_shutdown(incoming, wait_stop(stop_rx.clone()));
     tokio::pin!(server);
     let result = tokio::select! {

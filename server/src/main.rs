@@ -1,5 +1,6 @@
 //! `argus`: the Argus server. Speaks etcd's v3 gRPC API, so `etcdctl` and the etcd
-//! client libraries work against it unchanged.
+//! client libraries work against it unchanged, and etcd's HTTP/JSON gateway on the
+//! same port.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,8 +35,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve etcd's v3 gRPC API (KV, Watch, Maintenance, Cluster.MemberList) from a
-    /// data directory.
+    /// Serve etcd's v3 gRPC API (KV, Watch, Lease, Maintenance, Cluster.MemberList)
+    /// and its HTTP/JSON gateway from a data directory.
     Serve(ServeArgs),
     /// Rebuild a data directory from a backup saved with `etcdctl snapshot save`
     /// from Argus: verifies the whole file first (nothing is written if it is
@@ -55,7 +56,7 @@ struct RestoreArgs {
 
 #[derive(clap::Args, Debug)]
 struct ServeArgs {
-    /// Address of the gRPC listener.
+    /// Address of the listener: gRPC, and etcd's HTTP/JSON gateway (`curl`).
     #[arg(long, default_value = "127.0.0.1:2379")]
     listen: SocketAddr,
     /// Directory of the revision log and snapshots; created if missing.

@@ -2,8 +2,9 @@
 //! raises none), `Defragment` (nothing to do), `Hash` and `HashKV` (the engine's
 //! CRC-32C of the MVCC state, `argus_engine::store::KvHash`) and `Snapshot` (the
 //! engine's backup stream, `argus_engine::backup`, which `etcdctl snapshot save`
-//! writes to a file and `argus restore` reads). `MoveLeader` and `Downgrade` answer
-//! `Unimplemented`.
+//! writes to a file and `argus restore` reads). `MoveLeader` succeeds to this
+//! member itself (the one member is the leader) and is refused for any other, as
+//! etcd refuses a target that is not a member; `Downgrade` answers `Unimplemented`.
 //!
 //! Where etcd 3.4 sends a response without a header (Alarm, Defragment, every
 //! Snapshot message), so does Argus: `etcdctl alarm list -w json` prints `{}` on
@@ -184,8 +185,16 @@ impl maintenance_server::Maintenance for MaintenanceService {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    async fn move_leader(&self, _: Request<pb::Empty>) -> Result<Response<pb::HeaderOnly>, Status> {
-        Err(other::unimplemented("Maintenance.MoveLeader"))
+    /// As etcd's leader answers: moving the leadership to itself succeeds at once
+    /// (with no header, as etcd's); any other target is not a member.
+    async fn move_leader(
+        &self,
+        req: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        if req.into_inner().target_id != self.header.member_id {
+            return Err(Status::failed_precondition("etcdserver: bad leader transferee"));
+        }
+        Ok(Response::new(pb::MoveLeaderResponse { header: None }))
     }
 
     async fn downgrade(&self, _: Request<pb::Empty>) -> Result<Response<pb::HeaderOnly>, Status> {

@@ -37,6 +37,10 @@
 //! shuts down (UNAVAILABLE) or the stream overflows (RESOURCE_EXHAUSTED), or when the
 //! body is dropped (client reset, connection gone): the engine stream closes when
 //! its halves, owned by the body, are dropped.
+//!
+//! The HTTP/JSON gateway's `/v3/watch` opens the same stream
+//! ([`WatchService::open`]) on its JSON requests, framed, and writes its output as
+//! JSON ([`crate::gateway`]).
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -165,22 +169,33 @@ impl WatchService {
         if let Err(status) = request_encoding(req.headers()) {
             return status.into_http();
         }
+        match self.open(req.into_body()) {
+            Ok(body) => {
+                let mut resp = http::Response::new(tonic::body::Body::new(body));
+                resp.headers_mut().insert(CONTENT_TYPE, GRPC_CONTENT_TYPE);
+                resp
+            }
+            Err(status) => status.into_http(),
+        }
+    }
+
+    /// Opens a Watch stream whose requests are the gRPC messages of `requests`, or
+    /// the status that refuses it (the server is shutting down, or too many streams
+    /// are open). The gRPC method answers with it, and so does the HTTP gateway
+    /// ([`crate::gateway`]), whose JSON requests come framed.
+    pub fn open(&self, requests: tonic::body::Body) -> Result<WatchBody, Status> {
         let s = &self.shared;
         if s.hub.is_shut_down() {
-            return Status::unavailable(SHUTTING_DOWN).into_http();
+            return Err(Status::unavailable(SHUTTING_DOWN));
         }
         if !take_place(&s.stats.streams, s.limits.max_streams) {
             s.stats.streams_refused.fetch_add(1, Ordering::Relaxed);
             let msg = format!("argus: too many watch streams (limit {})", s.limits.max_streams);
-            return Status::resource_exhausted(msg).into_http();
+            return Err(Status::resource_exhausted(msg));
         }
         let places = Places { stats: Arc::clone(&s.stats), watchers: 0 };
-        let requests = Streaming::new_request(
-            RequestDecoder::new(s.max_recv_bytes),
-            req.into_body(),
-            None,
-            Some(s.max_recv_bytes),
-        );
+        let requests =
+            Streaming::new_request(RequestDecoder::new(s.max_recv_bytes), requests, None, Some(s.max_recv_bytes));
         let (ctl, rx) = s.hub.stream().split();
         ctl.set_max_owed_responses(s.limits.overflow);
         let body = WatchBody {
@@ -195,9 +210,7 @@ impl WatchService {
             error: None,
             finished: false,
         };
-        let mut resp = http::Response::new(tonic::body::Body::new(body));
-        resp.headers_mut().insert(CONTENT_TYPE, GRPC_CONTENT_TYPE);
-        resp
+        Ok(body)
     }
 }
 

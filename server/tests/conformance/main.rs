@@ -6,17 +6,19 @@
 //! snapshots and `argus restore` ([`maintenance`]), hostile clients, the
 //! server-wide watch limits and SIGTERM ([`hostile`]), the binary's thread names
 //! ([`threads`]), leases side by side with etcd and through kill -9 ([`lease`]),
-//! the Watch stream on the wire through a raw HTTP/2 client ([`wire`]), and
-//! differences from etcd found and fixed, side by side ([`differences`]).
+//! the Watch stream on the wire through a raw HTTP/2 client ([`wire`]),
+//! differences from etcd found and fixed, side by side ([`differences`]), and the
+//! HTTP/JSON gateway through `curl`, compared with etcd's ([`gateway`]).
 //!
-//! Needs `/usr/bin/etcd` and `/usr/bin/etcdctl` 3.4 (`scripts/test.sh` installs
-//! them from the distribution's packages).
+//! Needs `/usr/bin/etcd` and `/usr/bin/etcdctl` 3.4 and `curl` (`scripts/test.sh`
+//! installs them from the distribution's packages).
 
 mod client;
 mod common;
 mod differences;
 mod engine_failure;
 mod etcdctl;
+mod gateway;
 mod hostile;
 mod lease;
 mod limits;
