@@ -5,8 +5,8 @@
 //! limits, errors, metrics and slow clients ([`limits`]), hostile clients, the
 //! server-wide watch limits and SIGTERM ([`hostile`]), the binary's thread names
 //! ([`threads`]), leases side by side with etcd and through kill -9 ([`lease`]),
-//! and the Watch stream on the wire through a raw HTTP/2 client
-//! ([`wire`]).
+//! the Watch stream on the wire through a raw HTTP/2 client ([`wire`]), and
+//! Node's `etcd3` npm client driving leases and watches on both ([`node_client`]).
 //!
 //! Needs `/usr/bin/etcd` and `/usr/bin/etcdctl` 3.4 (`scripts/test.sh` installs
 //! them from the distribution's packages).
@@ -18,6 +18,7 @@ mod etcdctl;
 mod hostile;
 mod lease;
 mod limits;
+mod node_client;
 mod restart;
 mod threads;
 mod wire;
