@@ -20,6 +20,9 @@ command -v etcd >/dev/null || need+=(etcd-server)
 command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v curl >/dev/null || need+=(curl)
+# node and npm: the conformance test of Node's etcd3 client (server/tests/js).
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 if [ "${#need[@]}" -gt 0 ]; then
     log "installing ${need[*]}"
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -28,6 +31,10 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 etcd --version | sed -n 1p
 etcdctl version | sed -n 1p
+echo "node $(node --version), npm $(npm --version)"
+
+log "npm packages of the Node client test (server/tests/js, from its lock file)"
+npm ci --prefix server/tests/js --ignore-scripts --no-audit --no-fund --loglevel=error
 
 log "format"
 cargo fmt --all -- --check

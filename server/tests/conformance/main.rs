@@ -7,8 +7,9 @@
 //! server-wide watch limits and SIGTERM ([`hostile`]), the binary's thread names
 //! ([`threads`]), leases side by side with etcd and through kill -9 ([`lease`]),
 //! the Watch stream on the wire through a raw HTTP/2 client ([`wire`]),
-//! differences from etcd found and fixed, side by side ([`differences`]), and the
-//! HTTP/JSON gateway through `curl`, compared with etcd's ([`gateway`]).
+//! differences from etcd found and fixed, side by side ([`differences`]), the
+//! HTTP/JSON gateway through `curl`, compared with etcd's ([`gateway`]), and Node's
+//! `etcd3` npm client driving leases and watches on both ([`node_client`]).
 //!
 //! Needs `/usr/bin/etcd` and `/usr/bin/etcdctl` 3.4 and `curl` (`scripts/test.sh`
 //! installs them from the distribution's packages).
@@ -23,6 +24,7 @@ mod hostile;
 mod lease;
 mod limits;
 mod maintenance;
+mod node_client;
 mod restart;
 mod threads;
 mod wire;
