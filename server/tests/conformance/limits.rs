@@ -202,7 +202,6 @@ fn unimplemented_methods_name_the_method() {
             ("Cluster.MemberRemove", status(c.member_remove(1).await)),
             ("Auth.RoleGet", status(c.role_get("r").await)),
             ("Auth.RoleList", status(c.role_list().await)),
-            ("Maintenance.MoveLeader", status(c.move_leader(1).await)),
             (
                 "Maintenance.Alarm ACTIVATE",
                 status(c.alarm(etcd_client::AlarmAction::Activate, etcd_client::AlarmType::Nospace, None).await),
