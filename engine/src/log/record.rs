@@ -257,6 +257,10 @@ pub fn decode(bytes: &[u8]) -> Result<(RecordRef<'_>, usize), DecodeError> {
     }
     let main = u64_at(bytes, 8);
     let at40 = u64_at(bytes, 40);
+    // A lease of 0 is written without the flag: one encoding per record.
+    if leased && at40 == 0 {
+        return Err(DecodeError::BadField);
+    }
     let rec = RecordRef {
         main,
         sub: u32_at(bytes, 16),
@@ -348,6 +352,14 @@ mod tests {
         let crc = crc32c::crc32c_append(crc32c::crc32c(&del[0..4]), &del[8..RECORD_HEADER + 1]);
         del[4..8].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(decode(&del).unwrap_err(), DecodeError::BadField);
+        // The LEASE flag with lease 0 is not a known value either (found by the
+        // fuzzer: it would decode to a record that encodes to other bytes).
+        let mut zero = Vec::new();
+        encode(&RecordData { lease: 9, ..sample(b"k", b"v") }, &mut zero);
+        zero[40..48].fill(0);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&zero[0..4]), &zero[8..RECORD_HEADER + 2]);
+        zero[4..8].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode(&zero).unwrap_err(), DecodeError::BadField);
     }
 
     #[test]
