@@ -6,7 +6,7 @@
 # results/compare-etcd.md and results/compare-etcd-*.svg from that one run; never
 # edit those by hand: rerun this script.
 #
-#   scripts/compare-etcd.sh              # full matrix, 66 runs: an estimated 9-10 minutes on
+#   scripts/compare-etcd.sh              # full matrix, 70 runs: an estimated 9 minutes on
 #                                        # 2 cores with the build (well under 20)
 #   QUICK=1 scripts/compare-etcd.sh      # tiny sizes, the lease scenarios once: a smoke
 #                                        # test (~1.5 minutes after the build)
@@ -194,13 +194,16 @@ for rep in $(seq 1 "$REPS"); do
     scenario create-10k "$rep" "${TWO[@]}" -- watch-create --watchers "$W_C1" --streams 100
     scenario create-100k "$rep" "${TWO[@]}" -- watch-create --watchers "$W_C2" --streams 100
     # Leases (a smoke test runs them once). Keep-alives: the leases renewed round-robin
-    # over 4 connections, one LeaseKeepAlive stream each, 128 requests outstanding.
+    # over 4 connections, one LeaseKeepAlive stream each, 128 requests outstanding;
+    # again with one key put with each lease (etcd renews those more slowly).
     # Mass expiry: 16 put clients, then the leases (one key each) granted, renewed once
     # in one burst and left to expire together; 20,000 rather than 100,000 because
     # etcd revokes at most 1,000 leases/s (100 s per run). Memory: 100,000 leases.
     if [ "$QUICK" != 1 ] || [ "$rep" = 1 ]; then
         scenario lease-keepalive "$rep" "${TWO[@]}" -- lease-keepalive --leases "$L_KA" --connections 4 --window 128 \
             --secs "$L_KA_SECS" --warmup-secs "$L_KA_WARM"
+        scenario lease-keepalive-keys "$rep" "${TWO[@]}" -- lease-keepalive --keys --leases "$L_KA" --connections 4 \
+            --window 128 --secs "$L_KA_SECS" --warmup-secs "$L_KA_WARM"
         scenario lease-expiry "$rep" "${TWO[@]}" -- lease-expiry --leases "$L_EXP" --ttl "$L_EXP_TTL" --put-clients 16 \
             --idle-secs "$L_IDLE" --max-wait-secs 120
         scenario lease-memory "$rep" "${TWO[@]}" -- lease-memory --leases "$L_MEM"

@@ -210,6 +210,9 @@ enum Command {
         /// Seconds of renewals before the measured ones.
         #[arg(long, default_value_t = 1.0)]
         warmup_secs: f64,
+        /// Put one key with each lease (100 per txn) before the renewals.
+        #[arg(long)]
+        keys: bool,
     },
     /// Mass expiry under load: P clients put in a closed loop; L leases with one key
     /// each and the same TTL, renewed once in one burst, expire together; put
@@ -412,7 +415,7 @@ fn main() -> ExitCode {
                 let c = common(a, "watch-create", 1);
                 (scenario::watch_create(&c, *mode, *watchers, *streams).await, a.out.clone())
             }
-            Command::LeaseKeepalive { common: a, leases, ttl, window, secs, warmup_secs } => {
+            Command::LeaseKeepalive { common: a, leases, ttl, window, secs, warmup_secs, keys } => {
                 let c = common(a, "lease-keepalive", 4);
                 let p = lease::KeepAlive {
                     leases: *leases,
@@ -420,6 +423,7 @@ fn main() -> ExitCode {
                     window: *window,
                     secs: *secs,
                     warmup_secs: *warmup_secs,
+                    keys: *keys,
                 };
                 (lease::keep_alive(&c, &p).await, a.out.clone())
             }

@@ -1,7 +1,8 @@
 //! The lease workloads, the same client for Argus and etcd (the generated tonic
 //! Lease and KV clients):
 //!
-//! - `lease-keepalive`: `L` leases granted, then `C` connections each carrying one
+//! - `lease-keepalive`: `L` leases granted (with `--keys`, one key put with each),
+//!   then `C` connections each carrying one
 //!   LeaseKeepAlive stream that renews its share of the leases round-robin, as fast
 //!   as the server answers, with a window of requests outstanding per stream (both
 //!   servers answer a stream's requests in order, so the send time of a response's
@@ -128,6 +129,8 @@ pub struct KeepAlive {
     pub secs: f64,
     /// Seconds of renewals before the measured window.
     pub warmup_secs: f64,
+    /// Put one key with each lease (100 per txn) before the renewals.
+    pub keys: bool,
 }
 
 /// `lease-expiry` parameters.
@@ -432,6 +435,7 @@ pub async fn keep_alive(c: &Common, p: &KeepAlive) -> RunRecord {
     rec.param("window", p.window);
     rec.param("secs", p.secs);
     rec.param("warmup_secs", p.warmup_secs);
+    rec.param("keys", p.keys);
     let deadline = Instant::now() + c.timeout;
     let mut f = LeaseFigures { leases: p.leases as u64, ttl_s: p.ttl, ..Default::default() };
     match wait_ready(c.endpoint, Duration::from_secs(30)).await {
@@ -442,7 +446,8 @@ pub async fn keep_alive(c: &Common, p: &KeepAlive) -> RunRecord {
         Ok(ch) => ch,
         Err(e) => return rec.fail(e),
     };
-    let ids = match grant(c, &chans, p.leases, p.ttl, None, deadline).await {
+    let key_prefix = p.keys.then(|| format!("{}l/", namespace(c)));
+    let ids = match grant(c, &chans, p.leases, p.ttl, key_prefix.as_deref(), deadline).await {
         Ok((ids, secs)) => {
             f.grant_s = Some(secs);
             f.grants_per_s = (secs > 0.0).then(|| p.leases as f64 / secs);
