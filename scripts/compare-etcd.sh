@@ -9,7 +9,8 @@
 #   scripts/compare-etcd.sh              # full matrix, 70 runs: an estimated 9 minutes on
 #                                        # 2 cores with the build (well under 20)
 #   QUICK=1 scripts/compare-etcd.sh      # tiny sizes, the lease scenarios once: a smoke
-#                                        # test (~1.5 minutes after the build)
+#                                        # test (1-2 minutes after the build, ~20 s of
+#                                        # it the leases)
 #
 # Durability is matched: etcd fsyncs every commit, so Argus runs with
 # `--fsync always`; `--fsync batch` is shown beside it in the scenarios bounded by
