@@ -1454,7 +1454,8 @@ fn lease_table(out: &mut String, g: &Grouped<'_>, only: Option<&[&str]>) {
         if e.is_none() && a.is_none() {
             continue;
         }
-        let r = a.zip(e).filter(|(_, e)| *e != 0.0).map(|(a, e)| a / e);
+        // A ratio of a figure that can be negative (RSS growth) says nothing either.
+        let r = a.zip(e).filter(|(a, e)| *a > 0.0 && *e > 0.0).map(|(a, e)| a / e);
         let ratio = match (key, r) {
             // Counts and own ratios: the ratio of the two says nothing.
             ("leases" | "keys_left" | "expiry_put_p99_over_idle", _) | (_, None) => "–".to_string(),
