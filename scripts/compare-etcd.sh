@@ -6,9 +6,11 @@
 # results/compare-etcd.md and results/compare-etcd-*.svg from that one run; never
 # edit those by hand: rerun this script.
 #
-#   scripts/compare-etcd.sh              # full matrix, 54 runs: an estimated 6 minutes on
+#   scripts/compare-etcd.sh              # full matrix, 70 runs: an estimated 9 minutes on
 #                                        # 2 cores with the build (well under 20)
-#   QUICK=1 scripts/compare-etcd.sh      # tiny sizes, a smoke test (~1 minute after the build)
+#   QUICK=1 scripts/compare-etcd.sh      # tiny sizes, the lease scenarios once: a smoke
+#                                        # test (1-2 minutes after the build, ~20 s of
+#                                        # it the leases)
 #
 # Durability is matched: etcd fsyncs every commit, so Argus runs with
 # `--fsync always`; `--fsync batch` is shown beside it in the scenarios bounded by
@@ -147,9 +149,11 @@ run() {
 if [ "$QUICK" = 1 ]; then
     H=5000; W_CATCHUP=20; P_FAN=500; P_RATE=200; P_LIGHT=200; P_10K=20; W_10K=1000; P_W1=1000; P_W100=300
     P_PUT=2000; W_PUT=1000; W_C1=1000; W_C2=5000; MAXS=5
+    L_KA=1000; L_KA_SECS=0.5; L_KA_WARM=0.2; L_EXP=1000; L_EXP_TTL=3; L_IDLE=0.5; L_MEM=5000
 else
     H=100000; W_CATCHUP=100; P_FAN=5000; P_RATE=2000; P_LIGHT=1000; P_10K=300; W_10K=10000; P_W1=10000; P_W100=3000
     P_PUT=10000; W_PUT=10000; W_C1=10000; W_C2=100000; MAXS=10
+    L_KA=10000; L_KA_SECS=5; L_KA_WARM=1; L_EXP=20000; L_EXP_TTL=10; L_IDLE=3; L_MEM=100000
 fi
 
 # scenario NAME REP SYSTEMS... -- SUBCOMMAND ARGS...: the systems in turn (reversed
@@ -190,6 +194,24 @@ for rep in $(seq 1 "$REPS"); do
     scenario put-c16-w10k "$rep" "${TWO[@]}" -- put --clients 16 --puts "$P_PUT" --watchers "$W_PUT" --streams 100 --max-put-secs "$MAXS"
     scenario create-10k "$rep" "${TWO[@]}" -- watch-create --watchers "$W_C1" --streams 100
     scenario create-100k "$rep" "${TWO[@]}" -- watch-create --watchers "$W_C2" --streams 100
+    # Leases (a smoke test runs them once). Keep-alives: the leases renewed round-robin
+    # over 4 connections, one LeaseKeepAlive stream each, 128 requests outstanding;
+    # again with one key put with each lease (etcd renews those more slowly; not in a
+    # smoke test: the same code).
+    # Mass expiry: 16 put clients, then the leases (one key each) granted, renewed once
+    # in one burst and left to expire together; 20,000 rather than 100,000 because
+    # etcd revokes at most 1,000 leases/s (100 s per run). Memory: 100,000 leases.
+    if [ "$QUICK" != 1 ] || [ "$rep" = 1 ]; then
+        scenario lease-keepalive "$rep" "${TWO[@]}" -- lease-keepalive --leases "$L_KA" --connections 4 --window 128 \
+            --secs "$L_KA_SECS" --warmup-secs "$L_KA_WARM"
+        if [ "$QUICK" != 1 ]; then
+            scenario lease-keepalive-keys "$rep" "${TWO[@]}" -- lease-keepalive --keys --leases "$L_KA" --connections 4 \
+                --window 128 --secs "$L_KA_SECS" --warmup-secs "$L_KA_WARM"
+        fi
+        scenario lease-expiry "$rep" "${TWO[@]}" -- lease-expiry --leases "$L_EXP" --ttl "$L_EXP_TTL" --put-clients 16 \
+            --idle-secs "$L_IDLE" --max-wait-secs 120
+        scenario lease-memory "$rep" "${TWO[@]}" -- lease-memory --leases "$L_MEM"
+    fi
 done
 
 # --- the report -----------------------------------------------------------------

@@ -8,17 +8,22 @@
 //! lock, then the table.
 //!
 //! Deadlines are kept in an [`ExpiryWheel`]: buckets of [`TICK`] keyed by the tick
-//! a deadline falls in, each a list of `(lease, generation)`. A keep-alive does not
-//! look for the lease's old entry: it bumps the lease's generation and adds a new
-//! entry; an entry whose generation is no longer the lease's is dropped when its
-//! bucket comes due. So finding what expired at a tick costs the entries of the
-//! buckets that came due (plus a logarithmic step in the number of buckets), never
-//! a pass over the live leases, and a stale entry lives at most one TTL.
+//! a deadline falls in, each a list of `(lease, generation)`. A keep-alive only
+//! moves the lease's deadline later: it leaves the wheel alone, and when the
+//! lease's entry comes due with the deadline still ahead, the entry is filed again
+//! at the deadline. So a lease renewed many times per TTL still has one entry (the
+//! wheel's size is the number of leases, whatever the keep-alive rate), and a
+//! renewed lease costs one re-filing per TTL. A grant of an existing ID (a new TTL,
+//! possibly shorter) bumps the lease's generation and adds an entry; an entry whose
+//! generation is no longer the lease's is dropped when its bucket comes due. So
+//! finding what expired at a tick costs the entries of the buckets that came due
+//! (plus a logarithmic step in the number of buckets), never a pass over the live
+//! leases.
 //!
 //! Invariants:
 //! - every live lease has exactly one wheel entry with its current generation, at
-//!   the tick of its deadline (rounded up), so it is found no later than one tick
-//!   after its deadline;
+//!   or before the tick of its deadline (rounded up), so it is found no later than
+//!   one tick after its deadline;
 //! - a key is in the key set of lease `l` iff its newest live index entry carries
 //!   `l` (the store attaches and detaches under its write lock, as it writes).
 
@@ -45,7 +50,8 @@ struct Lease {
     ttl: i64,
     /// Milliseconds since the lessor's epoch.
     deadline: u64,
-    /// Bumped by every renewal; the wheel entry with this generation is the live one.
+    /// Bumped when the lease is (re)granted; the wheel entry with this generation is
+    /// the live one.
     generation: u64,
     /// Keys attached to it.
     keys: HashSet<Box<[u8]>>,
@@ -203,21 +209,19 @@ impl Lessor {
     /// Renews lease `id` (a keep-alive): its deadline becomes its TTL from `now`.
     /// Returns the TTL, or `None` if the lease does not exist or its deadline has
     /// passed already (it is being revoked: etcd answers "not found" then too).
+    ///
+    /// The deadline only moves later (same TTL, later `now`), so the lease's wheel
+    /// entry stays where it is, at or before the new deadline; [`Lessor::expired`]
+    /// files it again when it comes due early.
     pub fn renew(&self, id: i64, now: Instant) -> Option<i64> {
         let now_ms = self.ms(now);
         let mut t = lock(&self.table);
-        t.next_generation += 1;
-        let generation = t.next_generation;
         let lease = t.leases.get_mut(&id)?;
         if lease.deadline <= now_ms {
             return None;
         }
-        let ttl = lease.ttl;
-        lease.deadline = now_ms.saturating_add((ttl.max(0) as u64).saturating_mul(1000));
-        lease.generation = generation;
-        let deadline = lease.deadline;
-        t.wheel.schedule(id, generation, deadline);
-        Some(ttl)
+        lease.deadline = lease.deadline.max(now_ms.saturating_add((lease.ttl.max(0) as u64).saturating_mul(1000)));
+        Some(lease.ttl)
     }
 
     /// Lease `id`'s remaining and granted TTL (and keys, if `keys`), or `None`.
@@ -256,12 +260,13 @@ impl Lessor {
         for (id, generation) in due {
             match t.leases.get(&id) {
                 Some(l) if l.generation == generation && l.deadline <= now_ms => out.push(id),
-                // Renewed since (a newer entry is in the wheel) or gone.
                 Some(l) if l.generation == generation => {
-                    // Due in this tick but a few ms ahead: look again next tick.
+                    // Renewed since the entry was filed (or due in this tick but a
+                    // few ms ahead): file it again at the deadline.
                     let d = l.deadline;
                     t.wheel.schedule(id, generation, d.max(now_ms + 1));
                 }
+                // Granted again (a newer entry is in the wheel) or gone.
                 _ => {}
             }
         }
@@ -345,15 +350,50 @@ mod tests {
         assert_eq!(l.stats().wheel_entries, 10_001);
         assert_eq!(l.expired(t0 + Duration::from_millis(2100)), vec![-1]);
         assert_eq!(l.stats().wheel_entries, 10_000);
-        // Renewals add entries; the stale ones go when their bucket comes due.
+        // Renewals add no entry; the renewed lease's entry is filed again when it
+        // comes due before the new deadline.
         for _ in 0..3 {
             l.renew(5, t0 + Duration::from_secs(1));
         }
-        assert_eq!(l.stats().wheel_entries, 10_003);
+        assert_eq!(l.stats().wheel_entries, 10_000);
         assert_eq!(l.expired(t0 + Duration::from_secs(1000) + TICK).len(), 9_999, "all but the renewed lease");
-        assert_eq!(l.stats().wheel_entries, 3, "lease 5's three renewals, due a second later");
+        assert_eq!(l.stats().wheel_entries, 1, "lease 5's entry, filed again a second later");
         assert_eq!(l.expired(t0 + Duration::from_secs(1001) + TICK), vec![5]);
-        assert_eq!(l.stats().wheel_entries, 0, "the stale entries went with their bucket");
+        assert_eq!(l.stats().wheel_entries, 0);
+    }
+
+    /// A keep-alive storm (many renewals per TTL) must not grow the wheel: it holds
+    /// one entry per lease whatever the renewal rate, and the lease still expires
+    /// one TTL after its last renewal, within a tick.
+    #[test]
+    fn renewals_do_not_grow_the_wheel() {
+        let l = Lessor::default();
+        let t0 = l.epoch;
+        l.insert(1, 60, t0);
+        l.insert(2, 60, t0);
+        for ms in 0..100_000u64 {
+            assert_eq!(l.renew(1, t0 + Duration::from_micros(ms * 100)), Some(60));
+        }
+        assert_eq!(l.stats().wheel_entries, 2, "{:?}", l.stats());
+        // Last renewal at 9.9999 s: deadline 69.9999 s. Lease 2 goes at 60 s.
+        assert_eq!(l.expired(t0 + Duration::from_secs(60) + TICK), vec![2]);
+        assert_eq!(l.stats().wheel_entries, 1, "lease 1 filed again at its new deadline");
+        assert!(l.expired(t0 + Duration::from_millis(69_900)).is_empty());
+        assert_eq!(l.expired(t0 + Duration::from_secs(70) + TICK), vec![1]);
+        assert_eq!(l.stats().wheel_entries, 0);
+    }
+
+    /// Granting an existing ID again with a shorter TTL files a new entry at the
+    /// new, earlier deadline (the old entry is stale and dropped when due).
+    #[test]
+    fn a_regrant_with_a_shorter_ttl_expires_at_the_new_deadline() {
+        let l = Lessor::default();
+        let t0 = l.epoch;
+        l.insert(1, 100, t0);
+        l.insert(1, 5, t0 + Duration::from_secs(1));
+        assert_eq!(l.expired(t0 + Duration::from_secs(6) + TICK), vec![1]);
+        assert!(l.expired(t0 + Duration::from_secs(100) + TICK).is_empty(), "the stale entry is dropped");
+        assert_eq!(l.stats().wheel_entries, 0);
     }
 
     #[test]

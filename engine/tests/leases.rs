@@ -150,6 +150,42 @@ fn expiry_revokes_after_the_deadline_and_a_keep_alive_postpones_it() {
     assert!(leases_of_keys(&s).is_empty());
 }
 
+/// A mass expiry (many chunks of revokes, with a pause between two holds of the
+/// write lock) revokes every lease, each in a revision of its own, while another
+/// thread writes: the writer's puts all succeed, and every revision is one lease's
+/// or one put's.
+#[test]
+fn a_mass_expiry_revokes_every_lease_while_a_writer_puts() {
+    let s = open(&MemStorage::new(), &opts(FsyncPolicy::Always, 1 << 20));
+    let t0 = Instant::now();
+    let n: i64 = 300; // 19 chunks
+    for id in 1..=n {
+        s.grant_lease(id, 5).unwrap();
+        put(&s, &format!("/l/{id:04}"), PutLease::Attach(id)).unwrap();
+    }
+    let before = s.current_revision();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (s, stop) = (s.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut puts = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                put(&s, "/w", PutLease::None).unwrap();
+                puts += 1;
+            }
+            puts
+        })
+    };
+    let revoked = s.expire_leases(t0 + Duration::from_secs(5) + TICK).unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let puts = writer.join().unwrap();
+    assert_eq!(revoked, n as usize);
+    assert!(s.lease_ids().is_empty());
+    let left: Vec<String> = leases_of_keys(&s).into_keys().collect();
+    assert!(left.iter().all(|k| k == "/w"), "every key of a lease is gone: {left:?}");
+    assert_eq!(s.current_revision(), before + n as u64 + puts, "one revision per lease and per put");
+}
+
 #[test]
 fn leases_and_their_keys_survive_reopen_compaction_and_small_segments() {
     let storage = MemStorage::new();

@@ -8,6 +8,9 @@
 //! argus-bench catchup      --endpoint 127.0.0.1:2379 [--history 100000 --watchers 100 ...]
 //! argus-bench put          --endpoint 127.0.0.1:2379 [--clients 16 --puts 20000 --watchers 0 ...]
 //! argus-bench watch-create --endpoint 127.0.0.1:2379 [--watchers 10000 --streams 100 ...]
+//! argus-bench lease-keepalive --endpoint 127.0.0.1:2379 [--leases 10000 --connections 4 --window 128 --secs 5]
+//! argus-bench lease-expiry --endpoint 127.0.0.1:2379 [--leases 20000 --ttl 10 --put-clients 16]
+//! argus-bench lease-memory --endpoint 127.0.0.1:2379 [--leases 100000]
 //! argus-bench report       --runs DIR --out-dir results [...]
 //! ```
 //!
@@ -23,6 +26,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use loadgen::lease;
 use loadgen::scenario::{self, Catchup, Common, Mode, RunRecord, WriteWatch};
 use loadgen::stats::Part;
 
@@ -184,6 +188,64 @@ enum Command {
         /// `keys`: each watcher on its own key; `prefix`: all on one prefix.
         #[arg(long, value_enum, default_value_t = Mode::Keys)]
         mode: Mode,
+    },
+    /// Keep-alives per second: L leases granted, then one LeaseKeepAlive stream per
+    /// connection renewing its share of them round-robin, a window of requests
+    /// outstanding, for a fixed time: renewals/s and renewal latency.
+    LeaseKeepalive {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Leases.
+        #[arg(long, default_value_t = 10_000)]
+        leases: usize,
+        /// Their TTL, seconds (none may expire during the run).
+        #[arg(long, default_value_t = 60)]
+        ttl: i64,
+        /// Keep-alive requests outstanding per stream.
+        #[arg(long, default_value_t = 128)]
+        window: usize,
+        /// Seconds measured.
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+        /// Seconds of renewals before the measured ones.
+        #[arg(long, default_value_t = 1.0)]
+        warmup_secs: f64,
+        /// Put one key with each lease (100 per txn) before the renewals.
+        #[arg(long)]
+        keys: bool,
+    },
+    /// Mass expiry under load: P clients put in a closed loop; L leases with one key
+    /// each and the same TTL, renewed once in one burst, expire together; put
+    /// latency during the expiry against before the leases, and the expiry's length.
+    LeaseExpiry {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Leases, each with one key.
+        #[arg(long, default_value_t = 20_000)]
+        leases: usize,
+        /// Their TTL, seconds (more than granting them takes).
+        #[arg(long, default_value_t = 10)]
+        ttl: i64,
+        /// Closed-loop put clients.
+        #[arg(long, default_value_t = 16)]
+        put_clients: usize,
+        /// Seconds of puts before any lease (the idle window).
+        #[arg(long, default_value_t = 3.0)]
+        idle_secs: f64,
+        /// Give up waiting for the expiry this long after the first deadline.
+        #[arg(long, default_value_t = 120.0)]
+        max_wait_secs: f64,
+    },
+    /// Server memory per lease: RSS before and after granting L leases with one key each.
+    LeaseMemory {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Leases, each with one key.
+        #[arg(long, default_value_t = 100_000)]
+        leases: usize,
+        /// Their TTL, seconds (none may expire during the run).
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
     },
     /// Turn the run records of scripts/compare-etcd.sh into results/compare-etcd.{json,md} and SVG plots.
     Report(loadgen::report::ReportArgs),
@@ -352,6 +414,33 @@ fn main() -> ExitCode {
             Command::WatchCreate { common: a, watchers, streams, mode } => {
                 let c = common(a, "watch-create", 1);
                 (scenario::watch_create(&c, *mode, *watchers, *streams).await, a.out.clone())
+            }
+            Command::LeaseKeepalive { common: a, leases, ttl, window, secs, warmup_secs, keys } => {
+                let c = common(a, "lease-keepalive", 4);
+                let p = lease::KeepAlive {
+                    leases: *leases,
+                    ttl: *ttl,
+                    window: *window,
+                    secs: *secs,
+                    warmup_secs: *warmup_secs,
+                    keys: *keys,
+                };
+                (lease::keep_alive(&c, &p).await, a.out.clone())
+            }
+            Command::LeaseExpiry { common: a, leases, ttl, put_clients, idle_secs, max_wait_secs } => {
+                let c = common(a, "lease-expiry", 1);
+                let p = lease::Expiry {
+                    leases: *leases,
+                    ttl: *ttl,
+                    put_clients: *put_clients,
+                    idle_secs: *idle_secs,
+                    max_wait_secs: *max_wait_secs,
+                };
+                (lease::expiry(&c, &p).await, a.out.clone())
+            }
+            Command::LeaseMemory { common: a, leases, ttl } => {
+                let c = common(a, "lease-memory", 1);
+                (lease::memory(&c, &lease::Memory { leases: *leases, ttl: *ttl }).await, a.out.clone())
             }
             Command::Report(_) => unreachable!("handled above"),
         }

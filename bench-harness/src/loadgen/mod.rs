@@ -9,10 +9,12 @@
 //! - [`watchers`]: opens watchers over streams and connections and keeps, per
 //!   watcher, the count, order and a fingerprint of what it received;
 //! - [`scenario`]: `fanout`, `light`, `catchup`, `put`, `watch-create`;
+//! - [`lease`]: `lease-keepalive`, `lease-expiry`, `lease-memory`;
 //! - [`stats`]: latency histograms, CPU and memory of processes, server CPU by thread;
 //! - [`report`] and [`plot`]: the side-by-side tables and SVG plots.
 
 pub mod client;
+pub mod lease;
 pub mod plot;
 pub mod report;
 pub mod scenario;

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::client::{connect, value_of, wait_ready, Ack, Writer};
+use super::lease::LeaseFigures;
 use super::stats::{histogram, loadavg, record, rss_bytes, Cpu, CpuSplit, CpuUsed, Latency};
 use super::watchers::{Collected, WatchSet, WatcherSpec};
 use super::{event_fp, key_hash, now_ns, prefix_end};
@@ -156,10 +157,14 @@ pub struct RunRecord {
     pub write_s: Option<f64>,
     /// Checks of what the watchers received.
     pub check: CheckSummary,
+    /// The lease workloads' figures (`lease-keepalive`, `lease-expiry`,
+    /// `lease-memory`; see [`super::lease`]).
+    #[serde(default)]
+    pub lease: Option<LeaseFigures>,
 }
 
 impl RunRecord {
-    fn new(c: &Common, kind: &str) -> RunRecord {
+    pub(crate) fn new(c: &Common, kind: &str) -> RunRecord {
         RunRecord {
             scenario: c.scenario.clone(),
             kind: kind.to_string(),
@@ -173,18 +178,18 @@ impl RunRecord {
         }
     }
 
-    fn param(&mut self, k: &str, v: impl Serialize) {
+    pub(crate) fn param(&mut self, k: &str, v: impl Serialize) {
         self.params.insert(k.to_string(), json!(v));
     }
 
-    fn fail(mut self, e: impl Into<String>) -> RunRecord {
+    pub(crate) fn fail(mut self, e: impl Into<String>) -> RunRecord {
         self.ok = false;
         self.errors.push(e.into());
         self.loadavg_end = loadavg();
         self
     }
 
-    fn set_cpu(&mut self, cpu: CpuUsed) {
+    pub(crate) fn set_cpu(&mut self, cpu: CpuUsed) {
         self.server_cpu_s = cpu.server;
         self.client_cpu_s = cpu.client;
         self.server_cpu_split = cpu.server_split;
@@ -195,7 +200,7 @@ impl RunRecord {
     }
 }
 
-fn bar(c: &Common, len: u64, what: &str) -> ProgressBar {
+pub(crate) fn bar(c: &Common, len: u64, what: &str) -> ProgressBar {
     if !c.progress {
         return ProgressBar::hidden();
     }
@@ -212,7 +217,7 @@ fn bar(c: &Common, len: u64, what: &str) -> ProgressBar {
 
 /// A prefix of keys no earlier run wrote (so the checker's history, which starts
 /// empty, knows every key it sees).
-fn namespace(c: &Common) -> String {
+pub(crate) fn namespace(c: &Common) -> String {
     format!("/argus-bench/{}-{}-{}/", c.scenario, std::process::id(), now_ns())
 }
 
@@ -501,7 +506,7 @@ pub struct WriteWatch {
     pub max_put_secs: f64,
 }
 
-async fn sleep(ms: u64) {
+pub(crate) async fn sleep(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
