@@ -350,19 +350,7 @@ impl RevisionLog {
         };
         let mut w = lock(&self.inner.writer);
         let mut buf = Vec::with_capacity(record::encoded_len(0, value.len()));
-        let data = RecordData {
-            main: w.last_rev,
-            sub: 0,
-            kind,
-            last: true,
-            create_revision: 0,
-            mod_revision: 0,
-            version: 0,
-            lease: 0,
-            key: b"",
-            value,
-        };
-        record::encode(&data, &mut buf);
+        record::encode(&RecordData::lease_record(w.last_rev, kind, value), &mut buf);
         let len = buf.len() as u64;
         if w.write_off + len > w.active.capacity() {
             let next = w.last_rev + 1;

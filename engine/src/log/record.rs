@@ -134,6 +134,26 @@ pub struct RecordData<'a> {
     pub value: &'a [u8],
 }
 
+impl<'a> RecordData<'a> {
+    /// A lease record (FORMAT.md, Lease records): `kind` LEASE_GRANT or
+    /// LEASE_REVOKE, after revision `main`, with its `value`.
+    pub fn lease_record(main: u64, kind: RecordKind, value: &'a [u8]) -> RecordData<'a> {
+        debug_assert!(kind.is_lease());
+        RecordData {
+            main,
+            sub: 0,
+            kind,
+            last: true,
+            create_revision: 0,
+            mod_revision: 0,
+            version: 0,
+            lease: 0,
+            key: b"",
+            value,
+        }
+    }
+}
+
 /// Why bytes are not a valid record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DecodeError {
@@ -367,20 +387,8 @@ mod tests {
         let grant = lease_grant_value(42, 60);
         let revoke = 42i64.to_le_bytes();
         let mut buf = Vec::new();
-        let rec = |kind, value| RecordData {
-            main: 9,
-            sub: 0,
-            kind,
-            last: true,
-            create_revision: 0,
-            mod_revision: 0,
-            version: 0,
-            lease: 0,
-            key: b"",
-            value,
-        };
-        encode(&rec(RecordKind::LeaseGrant, &grant), &mut buf);
-        encode(&rec(RecordKind::LeaseRevoke, &revoke), &mut buf);
+        encode(&RecordData::lease_record(9, RecordKind::LeaseGrant, &grant), &mut buf);
+        encode(&RecordData::lease_record(9, RecordKind::LeaseRevoke, &revoke), &mut buf);
         let (g, n) = decode(&buf).unwrap();
         let (r, _) = decode(&buf[n..]).unwrap();
         assert!(g.kind.is_lease() && r.kind.is_lease() && !RecordKind::Put.is_lease());

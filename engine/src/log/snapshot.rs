@@ -53,21 +53,8 @@ impl RevisionLog {
         }
         let count = offsets.len() as u64;
         for &(id, ttl) in leases {
-            record::encode(
-                &RecordData {
-                    main: rev,
-                    sub: 0,
-                    kind: RecordKind::LeaseGrant,
-                    last: true,
-                    create_revision: 0,
-                    mod_revision: 0,
-                    version: 0,
-                    lease: 0,
-                    key: b"",
-                    value: &record::lease_grant_value(id, ttl),
-                },
-                &mut buf,
-            );
+            let value = record::lease_grant_value(id, ttl);
+            record::encode(&RecordData::lease_record(rev, RecordKind::LeaseGrant, &value), &mut buf);
         }
         record::encode(
             &RecordData {

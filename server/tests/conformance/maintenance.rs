@@ -21,25 +21,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::common::{connect, etcdctl, Argus, ArgusProcess, Collected, CtlOutput, Etcd, Spec, PATIENCE};
+use crate::etcdctl::assert_same;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
-}
-
-/// Fails with both transcripts and the first differing line unless they are equal.
-fn assert_same(what: &str, etcd: &str, argus: &str) {
-    if etcd == argus {
-        return;
-    }
-    let (el, al): (Vec<&str>, Vec<&str>) = (etcd.lines().collect(), argus.lines().collect());
-    let i = el.iter().zip(&al).position(|(a, b)| a != b).unwrap_or(el.len().min(al.len()));
-    panic!(
-        "{what}: Argus's output differs from etcd's at line {}:\n  etcd : {:?}\n  argus: {:?}\n\
-         ---- etcd ----\n{etcd}\n---- argus ----\n{argus}",
-        i + 1,
-        el.get(i).unwrap_or(&"<end>"),
-        al.get(i).unwrap_or(&"<end>"),
-    );
 }
 
 /// One server under test: its endpoint, and a directory for its snapshot files.
