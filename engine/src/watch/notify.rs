@@ -708,7 +708,14 @@ impl Notifier {
                 Control::OpenStream(s) => self.open_stream(s),
                 Control::Register(r) => self.register(*r),
                 Control::Cancel { stream, id, .. } => self.cancel(stream, id),
-                Control::Progress { stream, id, .. } => self.progress(stream, id),
+                Control::Progress { stream, id, _owed } => {
+                    // Later progress-all requests must make a request of their own
+                    // from here on: the answer below may reach the consumer before
+                    // `_owed` is dropped, and a request it makes then must not be
+                    // merged into one already answered.
+                    _owed.taken();
+                    self.progress(stream, id)
+                }
                 Control::CloseStream { stream } => self.close_stream(stream),
                 Control::CatchupDone(r) => self.catchup_done(r),
                 Control::InjectPanic => panic!("injected notifier panic (WatchHub::inject_notifier_panic)"),
