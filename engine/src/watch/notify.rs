@@ -714,6 +714,12 @@ impl Notifier {
                     // `_owed` is dropped, and a request it makes then must not be
                     // merged into one already answered.
                     _owed.taken();
+                    // Answer at or after every revision committed before the request
+                    // was made: those were committed before it was taken, but this
+                    // turn may have notified before they were (a put, then a
+                    // progress request, must see a bookmark at or after the put).
+                    let target = self.hub.store.current_revision();
+                    while self.notified < target && self.notify_committed() {}
                     self.progress(stream, id)
                 }
                 Control::CloseStream { stream } => self.close_stream(stream),

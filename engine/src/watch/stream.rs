@@ -1078,13 +1078,23 @@ mod tests {
             for _ in 0..10_000 {
                 s.request_progress_all();
             }
-            // One request at a time waits for the notifier; the others share it.
-            until("every request handled", || !s.rx.shared.progress_asked.load(Ordering::Acquire));
+            // One request at a time waits for the notifier; the others share it. The
+            // last request taken is answered at or after `rev`: receive until then.
+            until("every request taken", || !s.rx.shared.progress_asked.load(Ordering::Acquire));
             let mut answers = Vec::new();
-            while let Some(r) = s.try_recv() {
+            while answers.last().is_none_or(|&a| a < rev) {
+                let r = s.recv_timeout(T).expect("the answer to the last request");
                 assert!(r.is_progress() && r.watch_id == -1, "{r:?}");
                 answers.push(r.revision);
             }
+            // Then whatever else was answered, until the stream owes nothing.
+            until("every request handled", || {
+                while let Some(r) = s.try_recv() {
+                    assert!(r.is_progress() && r.watch_id == -1, "{r:?}");
+                    answers.push(r.revision);
+                }
+                s.rx.owed_responses() == 0
+            });
             assert!(!answers.is_empty() && answers.len() <= 10_000, "{} answers", answers.len());
             assert!(*answers.last().unwrap() >= rev, "{answers:?} for revision {rev}");
             eprintln!("{} answers to 10000 progress requests", answers.len());
