@@ -15,11 +15,11 @@
 
 use std::time::{Duration, Instant};
 
-use super::{IndexEntry, PlannedEvent, Store};
+use super::{PlannedEvent, Store};
 use crate::error::{Error, Result};
 use crate::lease::{LeaseStatus, Lessor, MAX_LEASE_TTL, MIN_LEASE_TTL, TICK};
 use crate::log::record::RecordKind;
-use crate::log::{Event, LeaseWrite, Ticket};
+use crate::log::{LeaseWrite, Ticket};
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::{lock, Arc};
 
@@ -132,20 +132,7 @@ impl Store {
                 old_lease: id,
             })
             .collect();
-        let mut ticket = None;
-        if !events.is_empty() {
-            let rev = base + 1;
-            let log_events: Vec<Event<'_>> = events
-                .iter()
-                .map(|e| Event { kind: e.kind, key: &e.key, value: &[], create_revision: 0, version: 0, lease: 0 })
-                .collect();
-            ticket = Some(inner.log.append(rev, &log_events, |locs| {
-                for (i, (e, loc)) in events.iter().zip(locs).enumerate() {
-                    inner.index.insert(e.key.to_vec(), rev, i as u32, IndexEntry::new(*loc, 0, 0, 0, true));
-                }
-            })?);
-            *last = rev;
-        }
+        let ticket = if events.is_empty() { None } else { Some(self.append_locked(last, &events)?) };
         // The revision deleted the keys; the record says the lease is gone. Should
         // it fail for want of space, a restart finds the lease with no keys and
         // lets it expire again (the revoke was not acknowledged).

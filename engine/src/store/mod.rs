@@ -905,8 +905,24 @@ impl Store {
             inner.log.wait_durable(crate::log::Ticket { rev: base })?;
             return Ok(TxnResult { succeeded: plan.succeeded, responses: plan.responses, revision: base });
         }
-        let log_events: Vec<Event<'_>> = plan
-            .events
+        let ticket = self.append_locked(&mut last, &plan.events)?;
+        drop(last);
+        // The events (and their keys) are in the log and the index now.
+        plan.events = Vec::new();
+        inner.log.wait_durable(ticket)?;
+        Ok(TxnResult { succeeded: plan.succeeded, responses: plan.responses, revision: rev })
+    }
+
+    /// Appends `events` as the revision after `*last` (which the caller's hold of
+    /// the write lock guards) and advances it: the records, the index entries (in
+    /// before the revision can be published: a reader at the committed revision
+    /// sees every event of it, or none) and the keys' lease attachments (a key is
+    /// attached to the lease its newest entry carries). Returns the ticket to wait
+    /// for durability with, outside the lock.
+    fn append_locked(&self, last: &mut u64, events: &[PlannedEvent<'_>]) -> Result<crate::log::Ticket> {
+        let inner = &*self.inner;
+        let rev = *last + 1;
+        let log_events: Vec<Event<'_>> = events
             .iter()
             .map(|e| Event {
                 kind: e.kind,
@@ -917,28 +933,18 @@ impl Store {
                 lease: e.lease,
             })
             .collect();
-        let events = &plan.events;
         let ticket = inner.log.append(rev, &log_events, |locs| {
-            // Index entries go in before the revision can be published: a reader at
-            // the committed revision sees every event of it, or none.
             for (i, (e, loc)) in events.iter().zip(locs).enumerate() {
                 let tomb = e.kind == RecordKind::Delete;
                 let entry = IndexEntry::new(*loc, e.create_revision, e.version, e.lease, tomb);
                 inner.index.insert(e.key.to_vec(), rev, i as u32, entry);
             }
         })?;
-        // Under the write lock, as the index: a key is attached to the lease its
-        // newest entry carries.
         for e in events {
             inner.leases.reattach(&e.key, e.old_lease, e.lease);
         }
         *last = rev;
-        drop(last);
-        drop(log_events);
-        // The events (and their keys) are in the log and the index now.
-        plan.events = Vec::new();
-        inner.log.wait_durable(ticket)?;
-        Ok(TxnResult { succeeded: plan.succeeded, responses: plan.responses, revision: rev })
+        Ok(ticket)
     }
 
     /// Chooses the branch of the txn and of every txn nested in the chosen branches
