@@ -81,8 +81,16 @@ impl KvService {
         &self,
         f: impl FnOnce() -> Result<T, Status> + Send + 'static,
     ) -> Result<T, Status> {
-        self.pool.spawn_blocking(f).await.map_err(|e| Status::internal(format!("argus: task failed: {e}")))?
+        run_blocking(&self.pool, f).await
     }
+}
+
+/// Runs a store call `f` on `pool` (see [`KvPool`]) and awaits its answer.
+pub(crate) async fn run_blocking<T: Send + 'static>(
+    pool: &tokio::runtime::Handle,
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    pool.spawn_blocking(f).await.map_err(|e| Status::internal(format!("argus: task failed: {e}")))?
 }
 
 /// Whether a non-empty key's range end lies at or below it (etcd answers such a

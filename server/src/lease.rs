@@ -35,7 +35,7 @@ impl LeaseService {
         &self,
         f: impl FnOnce() -> Result<T, Status> + Send + 'static,
     ) -> Result<T, Status> {
-        self.pool.spawn_blocking(f).await.map_err(|e| Status::internal(format!("argus: task failed: {e}")))?
+        crate::kv::run_blocking(&self.pool, f).await
     }
 
     fn header(&self) -> Option<pb::ResponseHeader> {
