@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use argus_engine::log::record::RecordKind;
 use argus_engine::log::{CrashMode, FsyncPolicy, LogOptions, MemStorage, RevisionLog, Storage};
 use argus_engine::store::{KeyValue, PutLease, RangeOptions, RangeResult, Store, StoreOptions, TxnOp, UpstreamEvent};
-use argus_engine::watch::{Event, WatchHub, WatchOptions, WatchRequest};
+use argus_engine::watch::{Event, WatchController, WatchHub, WatchOptions, WatchReceiver, WatchRequest};
 use argus_engine::Error;
 use common::{k, ErrKind};
 use rand::rngs::StdRng;
@@ -125,7 +125,13 @@ fn install(reference: &Store, mirror: &Store, base: u64) {
 /// The events a watch on every key from `from` receives up to revision `until`, with
 /// prev_kv, or the compaction revision it was canceled with.
 fn watch_all(hub: &WatchHub, from: i64, until: u64) -> Result<Vec<Event>, u64> {
-    let (ctl, mut rx) = hub.stream().split();
+    let (_ctl, mut rx) = start_watch(hub, from);
+    collect(&mut rx, from, until)
+}
+
+/// A watcher on every key from `from`, with prev_kv.
+fn start_watch(hub: &WatchHub, from: i64) -> (WatchController, WatchReceiver) {
+    let (ctl, rx) = hub.stream().split();
     let req = WatchRequest {
         key: b"\0".to_vec(),
         range_end: b"\0".to_vec(),
@@ -134,6 +140,12 @@ fn watch_all(hub: &WatchHub, from: i64, until: u64) -> Result<Vec<Event>, u64> {
         ..WatchRequest::default()
     };
     ctl.watch(req).expect("create the watcher");
+    (ctl, rx)
+}
+
+/// What the watcher of `rx` (from `from`) receives up to revision `until`, or the
+/// compaction revision it was canceled with.
+fn collect(rx: &mut WatchReceiver, from: i64, until: u64) -> Result<Vec<Event>, u64> {
     let deadline = Instant::now() + T;
     let mut events = Vec::new();
     loop {
@@ -254,11 +266,27 @@ fn a_mirror_store_answers_as_the_store_it_follows() {
 
         // Live: watchers from the next revision on both, then writes copied one
         // revision at a time, with compactions of both at the same revisions.
+        // Live: watchers from the next revision on both, while writes are copied one
+        // revision at a time (no compaction meanwhile: a watcher that lags behind
+        // one is canceled, and whether it lags depends on the scheduler).
         let live_from = reference.current_revision() + 1;
-        for _ in 0..rng.random_range(10..80) {
+        let (_ref_ctl, mut ref_live) = start_watch(&ref_hub, 0);
+        let (_mirror_ctl, mut mirror_live) = start_watch(&mirror_hub, 0);
+        for _ in 0..rng.random_range(5..40) {
             random_write(&mut rng, &reference, &mut leases);
             catch_up(&reference, &mirror);
-            if rng.random_bool(0.05) {
+        }
+        let current = reference.current_revision();
+        if current >= live_from {
+            let want = collect(&mut ref_live, 0, current);
+            assert_eq!(collect(&mut mirror_live, 0, current), want, "{ctx}: live watchers from {live_from}");
+        }
+        drop((ref_live, mirror_live));
+        // Then with compactions of both at the same revisions.
+        for _ in 0..rng.random_range(5..40) {
+            random_write(&mut rng, &reference, &mut leases);
+            catch_up(&reference, &mirror);
+            if rng.random_bool(0.1) {
                 let c = reference.compact_revision();
                 let target = rng.random_range(c.max(1)..=reference.current_revision());
                 assert_eq!(k(mirror.compact(target)), k(reference.compact(target)), "{ctx}: compact at {target}");
@@ -546,4 +574,170 @@ fn a_log_starts_at_a_revision_only_while_empty() {
     log.wait_durable(ticket).unwrap();
     assert!(matches!(log.start_at(20), Err(Error::InvalidUpstream(_))), "after a revision");
     assert_eq!(log.committed_rev(), 10);
+}
+
+/// A reopen of the directory (the file system's) after a base, revisions and a
+/// compaction finds the same revisions, values and keys' leases, ignores a file of
+/// the mirror's own (`mirror.state`) and leaves it as it was, and continues.
+#[test]
+fn a_reopen_keeps_revisions_values_and_leases_and_ignores_the_mirror_state_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(true);
+    opts.log.fsync = FsyncPolicy::Always;
+    let state_file = dir.path().join("mirror.state");
+    std::fs::write(&state_file, b"cluster 42, bootstrapped at 10\n").unwrap();
+    let kvs = vec![
+        KeyValue {
+            key: b"/a".to_vec(),
+            value: b"a".to_vec(),
+            create_revision: 4,
+            mod_revision: 10,
+            version: 3,
+            lease: 7,
+        },
+        KeyValue {
+            key: b"/b".to_vec(),
+            value: b"b".to_vec(),
+            create_revision: 6,
+            mod_revision: 6,
+            version: 1,
+            lease: 0,
+        },
+    ];
+    let at_10 = [Ev::put("/a", "a", 4, 3, 7), Ev::delete("/gone")];
+    let snapshot = |store: &Store| -> Vec<Result<RangeResult, ErrKind>> {
+        (9..=14).map(|rev| all(store, rev).map(|r| RangeResult { revision: 0, ..r })).collect()
+    };
+    let before;
+    {
+        let mirror = Store::open(dir.path(), opts.clone()).unwrap();
+        mirror.install_base(10, &kvs, &upstream(&at_10)).unwrap();
+        apply(&mirror, 11, &[Ev::put("/b", "b2", 6, 2, 8), Ev::put("/c", "c", 11, 1, 7)]);
+        apply(&mirror, 12, &[Ev::delete("/a")]);
+        apply(&mirror, 13, &[Ev::put("/a", "new", 13, 1, 0)]);
+        before = snapshot(&mirror);
+        assert_eq!(all(&mirror, 11).unwrap().kvs.iter().map(|kv| kv.lease).collect::<Vec<_>>(), vec![7, 8, 7]);
+    }
+    for round in 0..2 {
+        let mirror = Store::open(dir.path(), opts.clone()).unwrap();
+        assert_eq!(mirror.current_revision(), 13 + round);
+        assert_eq!(mirror.compact_revision(), 10 + round);
+        let after = snapshot(&mirror);
+        if round == 0 {
+            assert_eq!(after, before, "after a reopen");
+            let hub = WatchHub::new(mirror.clone(), WatchOptions::default());
+            let evs = watch_all(&hub, 10, 13).unwrap();
+            let got: Vec<(u64, u32, Vec<u8>)> =
+                evs.iter().map(|e| (e.kv.mod_revision, e.sub, e.kv.key.clone())).collect();
+            assert_eq!(got[..2], [(10, 0, b"/a".to_vec()), (10, 1, b"/gone".to_vec())], "revision 10's events");
+            assert_eq!(evs.len(), 6);
+            drop(hub);
+            // A compaction keeps the keys' leases in its snapshot.
+            mirror.compact(11).unwrap();
+            apply(&mirror, 14, &[Ev::put("/d", "d", 14, 1, 9)]);
+        } else {
+            let leases: Vec<(Vec<u8>, i64)> =
+                all(&mirror, 11).unwrap().kvs.into_iter().map(|kv| (kv.key, kv.lease)).collect();
+            assert_eq!(leases, vec![(b"/a".to_vec(), 7), (b"/b".to_vec(), 8), (b"/c".to_vec(), 7)]);
+            let now: Vec<(Vec<u8>, i64)> =
+                all(&mirror, 0).unwrap().kvs.into_iter().map(|kv| (kv.key, kv.lease)).collect();
+            assert_eq!(now, vec![(b"/a".to_vec(), 0), (b"/b".to_vec(), 8), (b"/c".to_vec(), 7), (b"/d".to_vec(), 9)]);
+            assert_eq!(after[2..5], before[2..5], "revisions 11..=13 after the compaction");
+            assert!(mirror.lease_ids().is_empty());
+        }
+    }
+    assert_eq!(std::fs::read(&state_file).unwrap(), b"cluster 42, bootstrapped at 10\n");
+}
+
+/// `fsync=never`, then a power cut (torn or reordered unsynced writes) at a random
+/// point: the reopened mirror holds a prefix of what it applied, at least up to its
+/// base (install_base returns once durable), with every read equal to the
+/// reference's, and continues from its last revision + 1. `ARGUS_SEED` replays.
+#[test]
+fn a_crash_under_fsync_never_leaves_a_prefix_the_mirror_continues_from() {
+    let seed = common::seed("a_crash_under_fsync_never_leaves_a_prefix_the_mirror_continues_from");
+    let mut rng = StdRng::seed_from_u64(seed);
+    for round in 0..30 {
+        let ctx = format!("seed {seed} round {round}");
+        let reference = reference();
+        let mut leases: Vec<i64> = (0..3).map(|_| reference.grant_lease(0, 600).expect("grant").id).collect();
+        for _ in 0..rng.random_range(1..40) {
+            random_write(&mut rng, &reference, &mut leases);
+        }
+        let storage = MemStorage::new();
+        let mirror = mirror_on(&storage);
+        let mut durable_at_least = 1;
+        let mut base = 0;
+        if reference.current_revision() >= 2 && rng.random_bool(0.7) {
+            base = rng.random_range(2..=reference.current_revision());
+            reference.compact(base).unwrap();
+            install(&reference, &mirror, base);
+            durable_at_least = base;
+        }
+        for _ in 0..rng.random_range(0..60) {
+            random_write(&mut rng, &reference, &mut leases);
+        }
+        let target = rng.random_range(mirror.current_revision()..=reference.current_revision());
+        for rev in mirror.current_revision() + 1..=target {
+            apply(&mirror, rev, &events_of(&reference, rev));
+            if rng.random_bool(0.05) {
+                mirror.flush().unwrap();
+                durable_at_least = rev;
+            }
+        }
+        let mode = if rng.random_bool(0.5) {
+            CrashMode::Torn { seed: rng.random() }
+        } else {
+            CrashMode::Reordered { seed: rng.random() }
+        };
+        drop(mirror);
+        let crashed = storage.crash(mode);
+        let mirror = mirror_on(&crashed);
+        let at = mirror.current_revision();
+        assert!(
+            (durable_at_least..=target).contains(&at),
+            "{ctx}: reopened at {at}, durable {durable_at_least}..={target}"
+        );
+        assert_eq!(mirror.compact_revision(), base, "{ctx}: the base is durable");
+        for rev in mirror.compact_revision().max(1)..=at {
+            let want = all(&reference, rev).map(|r| RangeResult { revision: at, ..r });
+            assert_eq!(all(&mirror, rev), want, "{ctx}: range at {rev}");
+        }
+        catch_up(&reference, &mirror);
+        let hub = WatchHub::new(mirror.clone(), WatchOptions::default());
+        let ref_hub = WatchHub::new(reference.clone(), WatchOptions::default());
+        let from = mirror.compact_revision().max(1);
+        if reference.current_revision() >= 2 {
+            let current = reference.current_revision();
+            assert_eq!(watch_all(&hub, from as i64, current), watch_all(&ref_hub, from as i64, current), "{ctx}");
+        }
+    }
+}
+
+/// Leases belong upstream: a foreign-lease store refuses lease calls without
+/// writing anything, and a put naming a lease finds none.
+#[test]
+fn a_store_with_foreign_leases_refuses_lease_calls() {
+    let storage = MemStorage::new();
+    let mirror = mirror_on(&storage);
+    apply(&mirror, 2, &[Ev::put("/a", "1", 2, 1, 7)]);
+    let refused = |r: argus_engine::Result<()>| matches!(r, Err(Error::LeasesUpstream));
+    assert!(refused(mirror.grant_lease(7, 60).map(drop)));
+    assert!(refused(mirror.grant_lease(0, 60).map(drop)));
+    assert!(refused(mirror.revoke_lease(7).map(drop)));
+    assert!(refused(mirror.keep_alive(7).map(drop)));
+    assert!(refused(mirror.lease_time_to_live(7, true).map(drop)));
+    assert!(mirror.lease_ids().is_empty());
+    assert_eq!(mirror.expire_leases(Instant::now() + Duration::from_secs(3600)).unwrap(), 0);
+    let op = TxnOp::Put { key: b"/b".to_vec(), value: b"1".to_vec(), prev_kv: false, lease: PutLease::Attach(7) };
+    assert!(matches!(mirror.txn(&[], &[op], &[]), Err(Error::LeaseNotFound)));
+    assert_eq!(mirror.current_revision(), 2);
+    assert_eq!(all(&mirror, 0).unwrap().kvs[0].lease, 7, "the key keeps its lease");
+    assert_eq!(events_of(&mirror, 2), vec![Ev::put("/a", "1", 2, 1, 7)]);
+    // Nothing about leases was written: a reopen (of the flushed log) finds none.
+    mirror.flush().unwrap();
+    drop(mirror);
+    let mirror = mirror_on(&storage.crash(CrashMode::DropUnsynced));
+    assert!(mirror.lease_ids().is_empty());
+    assert_eq!(all(&mirror, 0).unwrap().kvs[0].lease, 7);
 }

@@ -31,7 +31,9 @@ pub use upstream::UpstreamEvent;
 
 use crate::error::{Error, Result};
 use crate::lease::Lessor;
-use crate::log::record::{RecordData, RecordKind};
+use crate::log::record::RecordData;
+/// The kind of an [`UpstreamEvent`] (PUT or DELETE), re-exported for it.
+pub use crate::log::record::RecordKind;
 use crate::log::{Event, FileStorage, Loc, LogOptions, LogReader, Recovered, RevisionLog, Storage};
 use crate::range::KeySpan;
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
