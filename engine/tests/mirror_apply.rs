@@ -741,3 +741,53 @@ fn a_store_with_foreign_leases_refuses_lease_calls() {
     assert!(mirror.lease_ids().is_empty());
     assert_eq!(all(&mirror, 0).unwrap().kvs[0].lease, 7);
 }
+
+/// `apply_upstream_all` (a watch response of many revisions, one fsync): the same
+/// state and history as one revision at a time; revisions already applied are
+/// skipped, a gap stops it after the revisions before the gap.
+#[test]
+fn many_revisions_apply_in_one_call_with_one_wait() {
+    let reference = reference();
+    for i in 0..40u32 {
+        reference.put(format!("/k{}", i % 7).as_bytes(), format!("v{i}").as_bytes()).unwrap();
+        if i % 9 == 4 {
+            reference.delete_range(format!("/k{}", i % 7).as_bytes(), b"", false).unwrap();
+        }
+    }
+    let storage = MemStorage::new();
+    let mut opts = options(true);
+    opts.log.fsync = FsyncPolicy::Always;
+    let open = |s: &MemStorage| Store::open_storage(Arc::new(s.clone()), opts.clone()).expect("open the mirror");
+    let mirror = open(&storage);
+    let last = reference.current_revision();
+    let revs: Vec<(u64, Vec<Ev>)> = (2..=last).map(|r| (r, events_of(&reference, r))).collect();
+    let ups: Vec<(u64, Vec<UpstreamEvent<'_>>)> = revs.iter().map(|(r, e)| (*r, upstream(e))).collect();
+    let as_slices = |from: usize, to: usize| ups[from..to].iter().map(|(r, e)| (*r, e.as_slice()));
+    // The first half in one call.
+    let half = ups.len() / 2;
+    assert_eq!(mirror.apply_upstream_all(as_slices(0, half)).unwrap(), half);
+    assert_eq!(mirror.current_revision(), ups[half - 1].0);
+    // Again from the start (a member sending what the mirror has): only the new
+    // ones count; then a gap after two new ones stops it there.
+    let n = mirror.apply_upstream_all(as_slices(0, half + 2)).unwrap();
+    assert_eq!(n, 2);
+    let gap = ups[half + 3..].iter().map(|(r, e)| (*r, e.as_slice()));
+    match mirror.apply_upstream_all(gap) {
+        Err(Error::UpstreamOrder { expected, got }) => {
+            assert_eq!((expected, got), (ups[half + 2].0, ups[half + 3].0));
+        }
+        other => panic!("a gap must be refused, got {other:?}"),
+    }
+    assert_eq!(mirror.current_revision(), ups[half + 1].0, "nothing after the gap was written");
+    assert_eq!(mirror.apply_upstream_all(as_slices(half + 2, ups.len())).unwrap(), ups.len() - half - 2);
+    assert_eq!(mirror.current_revision(), last);
+    for rev in [2, last / 2, last] {
+        assert_eq!(all(&mirror, rev), all(&reference, rev), "range at {rev}");
+        assert_eq!(events_of(&mirror, rev), events_of(&reference, rev), "events of {rev}");
+    }
+    // Durable (`fsync=always`): a crash that drops what was not synced keeps every
+    // revision the calls returned.
+    drop(mirror);
+    let mirror = open(&storage.crash(CrashMode::DropUnsynced));
+    assert_eq!(mirror.current_revision(), last);
+}
