@@ -63,7 +63,7 @@ fn mirrors_report_their_state_and_etcd_holds_one_watcher_per_mirror() {
             for s in 0..5 {
                 let specs: Vec<Spec> = (0..5)
                     .map(|w| {
-                        let id = (s * 5 + w) as i64;
+                        let id = (s * 5 + w + 1) as i64;
                         match w {
                             0 => Spec::prefix(id, "/m/"),
                             1 => Spec::prefix(id, "/m/z/").prev(),

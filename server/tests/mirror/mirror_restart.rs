@@ -16,8 +16,8 @@ use etcd_client::GetOptions;
 use crate::cluster::{EtcdCluster, MirrorProcess, Rng};
 use crate::common::{connect, poll, Spec, PATIENCE};
 use crate::support::{
-    cancels, current_revision, everything, mixed_writes, range, revisions, runtime, settle, split_revisions,
-    watch_until,
+    assert_watch_from_compaction, cancels, current_revision, events_at, everything, mixed_writes, range, revisions,
+    runtime, settle, split_revisions, watch_until,
 };
 
 /// Puts (and every seventh write a delete) through `endpoint` until `stop`,
@@ -148,6 +148,7 @@ fn a_mirror_down_while_etcd_compacts_past_it_rebootstraps_and_cancels_as_etcd_do
         }
         let compact = current_revision(&mut direct).await - 5;
         assert!(compact > had + 1);
+        let before = events_at(&eps[1], compact).await;
         direct.compact(compact, None).await.expect("compact etcd");
         for i in 0..5 {
             direct.put(format!("/c/y/{i}"), "after", None).await.expect("put");
@@ -179,7 +180,7 @@ fn a_mirror_down_while_etcd_compacts_past_it_rebootstraps_and_cancels_as_etcd_do
         let want: Vec<_> = revisions(&etcd, 3).into_iter().filter(|(r, _)| *r <= last).collect();
         let seen: Vec<_> = revisions(&got, 3).into_iter().filter(|(r, _)| *r <= last).collect();
         assert!(!want.is_empty());
-        assert_eq!(seen, want, "watch from the compaction revision {compact}: the mirror (left) and etcd differ");
+        assert_watch_from_compaction(&seen, &want, compact, &before, "the watch from the compaction revision");
         assert_eq!(cancels(&got, 3), vec![], "the watch from {compact} was canceled");
         assert_ranges_equal(&mut direct, &mut mc, &[0, had - 1, had, compact - 1, compact, compact + 1, last]).await;
     });
