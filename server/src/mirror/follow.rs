@@ -35,6 +35,10 @@ pub const COMPACTION_CHECK: Duration = Duration::from_secs(3);
 /// revision, for the lag figures).
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
+/// How long a probe watch that etcd did not cancel is left before the follower
+/// cancels it.
+const PROBE_LINGER: Duration = Duration::from_secs(2);
+
 /// The watch id of the follower's watch on its stream.
 const MAIN: i64 = 1;
 /// The watch id of the compaction probe.
@@ -203,12 +207,22 @@ impl Follower {
                     self.compact_to(k);
                 }
             } else if r.created && !r.canceled {
+                // etcd answers `created` first and cancels a watch from a compacted
+                // revision only when its sync loop reaches it (about 100 ms later):
+                // a cancel sent now would win that race and hide the compaction.
+                // The probe is sent only after a read found its start compacted, so
+                // etcd cancels it; the cancel below only keeps a probe that somehow
+                // was not from lingering.
                 let cancel = pb::WatchRequest {
                     request_union: Some(pb::watch_request::RequestUnion::CancelRequest(pb::WatchCancelRequest {
                         watch_id: PROBE,
                     })),
                 };
-                let _ = tx.send(cancel).await;
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(PROBE_LINGER).await;
+                    let _ = tx.send(cancel).await;
+                });
             }
             return None;
         }
