@@ -118,6 +118,24 @@ pub enum Error {
     /// An option is out of its allowed range.
     #[error("invalid option: {0}")]
     InvalidOptions(String),
+    /// An upstream revision ([`crate::store::Store::apply_upstream`]) is not the one
+    /// after the store's last revision: the mirror missed or repeated revisions.
+    #[error("upstream revision {got} is out of order: the store expects revision {expected}")]
+    UpstreamOrder {
+        /// The revision the store can apply next (its last revision + 1).
+        expected: u64,
+        /// The revision given.
+        got: u64,
+    },
+    /// Revisions or keys given by an upstream cluster contradict each other or the
+    /// store (a version gap, a create revision that moved, an empty key, ...); the
+    /// message says what and which key. Nothing was written.
+    #[error("invalid upstream data: {0}")]
+    InvalidUpstream(String),
+    /// A lease call on a store whose leases belong to an upstream cluster
+    /// ([`crate::store::StoreOptions::foreign_leases`]): lease calls go to that cluster.
+    #[error("the leases of this store belong to its upstream cluster: lease calls must be sent there")]
+    LeasesUpstream,
 }
 
 impl Error {

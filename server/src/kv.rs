@@ -8,9 +8,12 @@ use argus_engine::store::{
     Compare, CompareOp, CompareTarget, PutLease, RangeOptions, RangeResult, Store, TxnOp, TxnOpResult, TxnResult,
 };
 use argus_engine::KeySpan;
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
+use crate::mirror::barrier::Barrier;
+use crate::mirror::{forward, Mirror};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::Header;
@@ -69,12 +72,23 @@ pub struct KvService {
     store: Store,
     header: Header,
     pool: tokio::runtime::Handle,
+    /// Set on a mirror: writes go to the cluster, linearizable reads wait for it.
+    mirror: Option<Arc<Mirror>>,
 }
 
 impl KvService {
     /// A KV service on `store`, running its store calls on `pool` (see [`KvPool`]).
     pub fn new(store: Store, header: Header, pool: tokio::runtime::Handle) -> Self {
-        KvService { store, header, pool }
+        KvService { store, header, pool, mirror: None }
+    }
+
+    /// The KV service of a mirror (`Some`): Put, DeleteRange, Txn and Compact are
+    /// forwarded to the cluster, and a linearizable Range is answered from the log
+    /// once it holds the cluster's current revision ([`crate::mirror::barrier`]).
+    #[must_use]
+    pub fn mirror(mut self, mirror: Option<Arc<Mirror>>) -> Self {
+        self.mirror = mirror;
+        self
     }
 
     async fn blocking<T: Send + 'static>(
@@ -292,11 +306,17 @@ fn txn_response_with(header: Option<pb::ResponseHeader>, t: TxnResult) -> pb::Tx
 impl Kv for KvService {
     async fn range(&self, req: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
         let (store, h, r) = (self.store.clone(), self.header, req.into_inner());
+        if let Some(m) = self.mirror.as_ref().filter(|_| !r.serializable) {
+            Barrier::wait(m).await?;
+        }
         self.blocking(move || Ok(Response::new(range_response(&h, do_range(&store, &r)?)))).await
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         let (store, h, p) = (self.store.clone(), self.header, req.into_inner());
+        if let Some(m) = &self.mirror {
+            return forward::put(m, p).await;
+        }
         self.blocking(move || {
             let op = put_op(&p)?;
             let t = store.txn(&[], &[op], &[]).map_err(convert::status)?;
@@ -316,6 +336,9 @@ impl Kv for KvService {
         req: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         let (store, h, d) = (self.store.clone(), self.header, req.into_inner());
+        if let Some(m) = &self.mirror {
+            return forward::delete_range(m, d).await;
+        }
         self.blocking(move || {
             if empty_range(&d.key, &d.range_end) && !d.key.is_empty() {
                 return Ok(Response::new(pb::DeleteRangeResponse {
@@ -335,6 +358,9 @@ impl Kv for KvService {
 
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
         let (store, h, t) = (self.store.clone(), self.header, req.into_inner());
+        if let Some(m) = &self.mirror {
+            return forward::txn(m, t).await;
+        }
         self.blocking(move || {
             let (compares, success, failure) = txn_parts(&t)?;
             let r = store.txn(&compares, &success, &failure).map_err(convert::status)?;
@@ -345,6 +371,11 @@ impl Kv for KvService {
 
     async fn compact(&self, req: Request<pb::CompactionRequest>) -> Result<Response<pb::CompactionResponse>, Status> {
         let (store, h, c) = (self.store.clone(), self.header, req.into_inner());
+        if let Some(m) = &self.mirror {
+            let answer = forward::compact(m, c).await?;
+            m.compacted_upstream(&store, c.revision.max(0) as u64).await?;
+            return Ok(answer);
+        }
         self.blocking(move || {
             if c.revision < 0 {
                 // Below etcd's lowest compaction revision (-1, a store never compacted).

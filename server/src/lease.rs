@@ -8,12 +8,14 @@
 //! does, and the stream goes on.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use argus_engine::store::Store;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert;
+use crate::mirror::{forward, Mirror};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::Header;
@@ -23,12 +25,22 @@ pub struct LeaseService {
     store: Store,
     header: Header,
     pool: tokio::runtime::Handle,
+    /// Set on a mirror: every call goes to the cluster, whose leases they are.
+    mirror: Option<Arc<Mirror>>,
 }
 
 impl LeaseService {
     /// A Lease service on `store`, running grants and revokes on `pool` (the KV pool).
     pub fn new(store: Store, header: Header, pool: tokio::runtime::Handle) -> Self {
-        LeaseService { store, header, pool }
+        LeaseService { store, header, pool, mirror: None }
+    }
+
+    /// The Lease service of a mirror (`Some`): every call is forwarded to the
+    /// cluster and answered with its response.
+    #[must_use]
+    pub fn mirror(mut self, mirror: Option<Arc<Mirror>>) -> Self {
+        self.mirror = mirror;
+        self
     }
 
     async fn blocking<T: Send + 'static>(
@@ -52,6 +64,9 @@ impl Lease for LeaseService {
         req: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         let r = req.into_inner();
+        if let Some(m) = &self.mirror {
+            return forward::lease_grant(m, r).await;
+        }
         let store = self.store.clone();
         let g = self.blocking(move || store.grant_lease(r.id, r.ttl).map_err(convert::status)).await?;
         Ok(Response::new(pb::LeaseGrantResponse { header: self.header(), id: g.id, ttl: g.ttl, error: String::new() }))
@@ -61,6 +76,9 @@ impl Lease for LeaseService {
         &self,
         req: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        if let Some(m) = &self.mirror {
+            return forward::lease_revoke(m, req.into_inner()).await;
+        }
         let id = req.into_inner().id;
         let store = self.store.clone();
         let rev = self.blocking(move || store.revoke_lease(id).map_err(convert::status)).await?;
@@ -73,6 +91,9 @@ impl Lease for LeaseService {
         &self,
         req: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<KeepAliveStream>, Status> {
+        if let Some(m) = &self.mirror {
+            return Ok(Response::new(forward::lease_keep_alive(m, req.into_inner()).await?));
+        }
         let store = self.store.clone();
         let header = self.header;
         let out = req.into_inner().map(move |r| {
@@ -89,6 +110,9 @@ impl Lease for LeaseService {
         req: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         let r = req.into_inner();
+        if let Some(m) = &self.mirror {
+            return forward::lease_time_to_live(m, r).await;
+        }
         // etcd answers a lease that is not found with TTL -1, not an error.
         let resp = match self.store.lease_time_to_live(r.id, r.keys) {
             Ok(s) => pb::LeaseTimeToLiveResponse {
@@ -105,8 +129,11 @@ impl Lease for LeaseService {
 
     async fn lease_leases(
         &self,
-        _: Request<pb::LeaseLeasesRequest>,
+        req: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        if let Some(m) = &self.mirror {
+            return forward::lease_leases(m, req.into_inner()).await;
+        }
         let leases = self.store.lease_ids().into_iter().map(|id| pb::LeaseStatus { id }).collect();
         Ok(Response::new(pb::LeaseLeasesResponse { header: self.header(), leases }))
     }

@@ -16,6 +16,7 @@ pub mod lease;
 pub mod limit;
 pub mod maintenance;
 pub mod metrics;
+pub mod mirror;
 pub mod other;
 pub mod restore;
 pub mod watch;
@@ -181,11 +182,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(&Running),
 ) -> Result<(), String> {
-    let mut opts = StoreOptions::default();
-    opts.log.fsync = cfg.fsync;
-    opts.max_request_bytes = cfg.max_request_bytes;
-    opts.max_key_bytes = cfg.max_request_bytes;
-    opts.max_value_bytes = cfg.max_request_bytes;
+    let opts = store_options(&cfg);
     let kv_pool = kv::KvPool::new().map_err(|e| format!("cannot start the KV thread pool: {e}"))?;
     let data_dir = cfg.data_dir.clone();
     let store = kv_pool
@@ -194,12 +191,65 @@ pub async fn serve(
         .await
         .map_err(|e| format!("open task failed: {e}"))?
         .map_err(|e| format!("cannot open data directory {}: {e}", cfg.data_dir.display()))?;
+    serve_store(cfg, store, &kv_pool, Mode::Standalone, Header::default(), shutdown, on_ready).await
+}
+
+/// The store options a server's settings give.
+pub(crate) fn store_options(cfg: &ServerConfig) -> StoreOptions {
+    let mut opts = StoreOptions::default();
+    opts.log.fsync = cfg.fsync;
+    opts.max_request_bytes = cfg.max_request_bytes;
+    opts.max_key_bytes = cfg.max_request_bytes;
+    opts.max_value_bytes = cfg.max_request_bytes;
+    opts
+}
+
+/// A member id for a mirror: stable for its name and data directory, and unlike
+/// any etcd member's (FNV-1a of both).
+pub(crate) fn member_id(name: &str, data_dir: &std::path::Path) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes().chain([0]).chain(data_dir.to_string_lossy().bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Where a server's revisions come from.
+#[derive(Clone)]
+pub enum Mode {
+    /// Its own writes (`argus serve`).
+    Standalone,
+    /// An etcd cluster it follows (`argus mirror`): writes are forwarded there.
+    Mirror(Arc<mirror::Mirror>),
+}
+
+impl Mode {
+    /// The mirror, if this is one.
+    pub fn mirror(&self) -> Option<&Arc<mirror::Mirror>> {
+        match self {
+            Mode::Standalone => None,
+            Mode::Mirror(m) => Some(m),
+        }
+    }
+}
+
+/// Serves `store` as [`serve`] describes (the store is open; `mode` says where its
+/// revisions come from).
+pub(crate) async fn serve_store(
+    cfg: ServerConfig,
+    store: Store,
+    kv_pool: &kv::KvPool,
+    mode: Mode,
+    header: Header,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(&Running),
+) -> Result<(), String> {
     let mut wopts = WatchOptions::default();
     wopts.progress_interval = cfg.progress_interval;
     wopts.max_watchers_per_stream = cfg.max_watchers_per_stream;
     wopts.stream_capacity = cfg.watch_stream_capacity;
     let hub = Arc::new(WatchHub::new(store.clone(), wopts));
-    let header = Header::default();
 
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
@@ -211,8 +261,14 @@ pub async fn serve(
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     // Leases get their full TTL from now, when the server is ready (as etcd's
     // leader gives them when it takes over), and expire from here on.
-    store.restart_lease_clocks();
-    let _lease_expiry = store.start_lease_expiry().map_err(|e| format!("cannot start the lease expiry thread: {e}"))?;
+    // (A mirror's leases are the cluster's: it keeps no lease clocks.)
+    let _lease_expiry = match mode {
+        Mode::Standalone => {
+            store.restart_lease_clocks();
+            Some(store.start_lease_expiry().map_err(|e| format!("cannot start the lease expiry thread: {e}"))?)
+        }
+        Mode::Mirror(_) => None,
+    };
     let running = Running { store: store.clone(), hub: Arc::clone(&hub), addr, metrics_addr };
     on_ready(&running);
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), fsync = %cfg.fsync,
@@ -253,7 +309,14 @@ pub async fn serve(
         overflow: cfg.max_owed_responses.saturating_add(cfg.max_watchers_per_stream.saturating_mul(2)),
     };
     let metrics_task = metrics_listener.map(|l| {
-        let app = metrics::router(store.clone(), Arc::clone(&hub), cfg.data_dir.clone(), Arc::clone(&stats), limits);
+        let app = metrics::router(
+            store.clone(),
+            Arc::clone(&hub),
+            cfg.data_dir.clone(),
+            Arc::clone(&stats),
+            limits,
+            mode.mirror().cloned(),
+        );
         let stop = wait_stop(stop_rx.clone());
         tokio::spawn(async move {
             if let Err(e) = axum::serve(l, app).with_graceful_shutdown(stop).await {
@@ -268,7 +331,7 @@ pub async fn serve(
     // same.
     let max = cfg.max_recv_bytes;
     // Each implementation is shared by its gRPC server and the HTTP gateway.
-    let kv_impl = Arc::new(kv::KvService::new(store.clone(), header, kv_pool.handle()));
+    let kv_impl = Arc::new(kv::KvService::new(store.clone(), header, kv_pool.handle()).mirror(mode.mirror().cloned()));
     let kv = kv_server::KvServer::from_arc(Arc::clone(&kv_impl)).max_decoding_message_size(max);
     let watch = watch::WatchService::new(
         Arc::clone(&hub),
@@ -278,11 +341,14 @@ pub async fn serve(
         limits,
         Arc::clone(&stats),
     );
-    let maintenance_impl =
-        Arc::new(maintenance::MaintenanceService::new(store.clone(), header, cfg.data_dir.clone(), Arc::clone(&hub)));
+    let maintenance_impl = Arc::new(
+        maintenance::MaintenanceService::new(store.clone(), header, cfg.data_dir.clone(), Arc::clone(&hub))
+            .mirror(mode.mirror().cloned()),
+    );
     let maintenance =
         maintenance_server::MaintenanceServer::from_arc(Arc::clone(&maintenance_impl)).max_decoding_message_size(max);
-    let lease_impl = Arc::new(lease::LeaseService::new(store.clone(), header, kv_pool.handle()));
+    let lease_impl =
+        Arc::new(lease::LeaseService::new(store.clone(), header, kv_pool.handle()).mirror(mode.mirror().cloned()));
     let cluster_impl = Arc::new(cluster::ClusterService::new(header, cfg.name.clone(), addr));
     let auth_impl = Arc::new(other::Unimplemented);
     let gateway = gateway::Gateway::new(watch.clone(), Arc::clone(&hub), max)

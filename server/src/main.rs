@@ -43,6 +43,26 @@ enum Command {
     /// damaged), refuses a directory that is not empty, then checks that the store
     /// opens at the backup's revision.
     Restore(RestoreArgs),
+    /// Serve etcd's v3 API as a watch tier in front of an etcd cluster: follow the
+    /// cluster with one watch into a local revision log with the cluster's own
+    /// revisions, serve Watch and Range from it (linearizable reads after a
+    /// barrier), and forward writes, Compact and the Lease calls to the cluster.
+    Mirror(MirrorArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct MirrorArgs {
+    /// The cluster's members, comma-separated client URLs
+    /// (`http://127.0.0.1:2379,http://127.0.0.1:22379`).
+    #[arg(long, value_delimiter = ',', required = true)]
+    upstream: Vec<String>,
+    /// History to keep: without it, as the cluster (compact when it compacts);
+    /// a duration (`24h`) or a revision count (`100000`) keeps at least that much,
+    /// also revisions the cluster has compacted.
+    #[arg(long)]
+    retain: Option<argus_server::mirror::Retain>,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -141,6 +161,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(args) => args,
+        Command::Mirror(m) => return run_mirror(m),
         Command::Restore(r) => {
             return match argus_server::restore::run(&r.file, &r.data_dir) {
                 Ok(done) => {
@@ -154,7 +175,41 @@ fn main() -> ExitCode {
             };
         }
     };
-    let cfg = ServerConfig {
+    let cfg = server_config(args);
+    let Some(rt) = runtime() else { return ExitCode::FAILURE };
+    let served = rt.block_on(serve(cfg, shutdown_signal(), |r| {
+        eprintln!("argus: serving etcd v3 API on {} (revision {})", r.addr, r.store.current_revision());
+        if let Some(m) = r.metrics_addr {
+            eprintln!("argus: metrics on http://{m}/metrics");
+        }
+    }));
+    finish(rt, served)
+}
+
+/// `argus mirror`.
+fn run_mirror(args: MirrorArgs) -> ExitCode {
+    let cfg = argus_server::mirror::MirrorConfig {
+        server: server_config(args.serve),
+        upstream: args.upstream,
+        retain: args.retain.unwrap_or(argus_server::mirror::Retain::Cluster),
+    };
+    let Some(rt) = runtime() else { return ExitCode::FAILURE };
+    let served = rt.block_on(argus_server::mirror::run(cfg, shutdown_signal(), |r, m| {
+        eprintln!(
+            "argus: serving etcd v3 API on {} (revision {}, mirror of {})",
+            r.addr,
+            r.store.current_revision(),
+            m.upstream.endpoints().join(",")
+        );
+        if let Some(a) = r.metrics_addr {
+            eprintln!("argus: metrics on http://{a}/metrics");
+        }
+    }));
+    finish(rt, served)
+}
+
+fn server_config(args: ServeArgs) -> ServerConfig {
+    ServerConfig {
         listen: args.listen,
         data_dir: args.data_dir,
         name: args.name,
@@ -168,24 +223,25 @@ fn main() -> ExitCode {
         max_streams: args.max_streams,
         max_watchers: args.max_watchers,
         ..ServerConfig::default()
-    };
+    }
+}
+
+/// The server's runtime (`None`, reported, if it cannot start).
+fn runtime() -> Option<tokio::runtime::Runtime> {
     // Connections, gRPC framing and the Watch streams run on these workers; KV calls
     // run on the `argus-kv` pool (`argus_server::kv::KvPool`) and the watch engine on
     // its own threads (`argus-notifier`, rayon's), so that thread names split the
     // server's CPU into wire, store and engine.
-    let rt = match tokio::runtime::Builder::new_multi_thread().thread_name("argus-io").enable_all().build() {
-        Ok(rt) => rt,
+    match tokio::runtime::Builder::new_multi_thread().thread_name("argus-io").enable_all().build() {
+        Ok(rt) => Some(rt),
         Err(e) => {
             eprintln!("argus: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            None
         }
-    };
-    let served = rt.block_on(serve(cfg, shutdown_signal(), |r| {
-        eprintln!("argus: serving etcd v3 API on {} (revision {})", r.addr, r.store.current_revision());
-        if let Some(m) = r.metrics_addr {
-            eprintln!("argus: metrics on http://{m}/metrics");
-        }
-    }));
+    }
+}
+
+fn finish(rt: tokio::runtime::Runtime, served: Result<(), String>) -> ExitCode {
     // The server has stopped and flushed its log; nothing left on the runtime may
     // hold the exit.
     rt.shutdown_timeout(Duration::from_millis(500));

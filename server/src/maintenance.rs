@@ -35,13 +35,23 @@ pub struct MaintenanceService {
     header: Header,
     data_dir: PathBuf,
     hub: Arc<WatchHub>,
+    /// Set on a mirror: Status shows the cluster's leader and the mirror's lag;
+    /// Alarm and MoveLeader go to the cluster.
+    mirror: Option<Arc<crate::mirror::Mirror>>,
 }
 
 impl MaintenanceService {
     /// The Maintenance service of `store` in `data_dir`, watched by `hub` (whose
     /// failure `Status` reports in its `errors`).
     pub fn new(store: Store, header: Header, data_dir: PathBuf, hub: Arc<WatchHub>) -> Self {
-        MaintenanceService { store, header, data_dir, hub }
+        MaintenanceService { store, header, data_dir, hub, mirror: None }
+    }
+
+    /// The Maintenance service of a mirror (`Some`).
+    #[must_use]
+    pub fn mirror(mut self, mirror: Option<Arc<crate::mirror::Mirror>>) -> Self {
+        self.mirror = mirror;
+        self
     }
 
     /// Runs `f` on the store on a blocking thread (hashes read the whole log).
@@ -112,6 +122,13 @@ impl maintenance_server::Maintenance for MaintenanceService {
     /// Argus raises no alarms: GET and DEACTIVATE answer an empty list (as etcd
     /// with none raised); ACTIVATE is refused.
     async fn alarm(&self, req: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
+        if let Some(m) = &self.mirror {
+            // The cluster's alarms (a NOSPACE there stops the writes a mirror forwards).
+            let r = req.into_inner();
+            let resp =
+                m.upstream.call(|ch| async move { pb::maintenance_client::MaintenanceClient::new(ch).alarm(r).await });
+            return Ok(Response::new(resp.await?.into_inner()));
+        }
         if req.get_ref().action == pb::alarm_request::AlarmAction::Activate as i32 {
             return Err(Status::unimplemented(
                 "argus does not implement Maintenance.Alarm ACTIVATE: it has no alarms (a full disk refuses \
@@ -130,6 +147,35 @@ impl maintenance_server::Maintenance for MaintenanceService {
         }
         if let Some(why) = self.hub.failure() {
             errors.push(format!("watch engine failed: {why}"));
+        }
+        if let Some(m) = &self.mirror {
+            // A mirror: the cluster's leader and term; the raft index is the
+            // cluster's newest revision known, the applied index the mirror's.
+            use std::sync::atomic::Ordering::Acquire;
+            let s = &m.status;
+            let upstream = s.upstream_revision.load(Acquire).max(rev);
+            if !s.up.load(Acquire) {
+                errors.push(format!("argus mirror: not following the cluster (member {})", m.upstream.member()));
+            }
+            if upstream > rev {
+                errors.push(format!(
+                    "argus mirror: {} revisions ({:.1} s) behind the cluster",
+                    upstream - rev,
+                    s.lag_seconds(rev)
+                ));
+            }
+            return Ok(Response::new(pb::StatusResponse {
+                header: Some(self.header.at(rev)),
+                version: crate::ETCD_VERSION.to_string(),
+                db_size: dir_size(&self.data_dir) as i64,
+                leader: s.leader_id.load(Acquire),
+                raft_index: upstream,
+                raft_term: s.raft_term.load(Acquire),
+                raft_applied_index: rev,
+                errors,
+                db_size_in_use: log.bytes_in_use() as i64,
+                is_learner: false,
+            }));
         }
         Ok(Response::new(pb::StatusResponse {
             header: Some(self.header.at(rev)),
@@ -191,6 +237,13 @@ impl maintenance_server::Maintenance for MaintenanceService {
         &self,
         req: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        if let Some(m) = &self.mirror {
+            let r = req.into_inner();
+            let resp = m
+                .upstream
+                .call(|ch| async move { pb::maintenance_client::MaintenanceClient::new(ch).move_leader(r).await });
+            return Ok(Response::new(resp.await?.into_inner()));
+        }
         if req.into_inner().target_id != self.header.member_id {
             return Err(Status::failed_precondition("etcdserver: bad leader transferee"));
         }

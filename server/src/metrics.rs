@@ -143,14 +143,93 @@ pub fn router(
     data_dir: PathBuf,
     stats: Arc<WatchStats>,
     limits: WatchLimits,
+    mirror: Option<Arc<crate::mirror::Mirror>>,
 ) -> Router {
     Router::new().route(
         "/metrics",
         get(move || {
             let (store, hub, dir, stats) = (store.clone(), Arc::clone(&hub), data_dir.clone(), Arc::clone(&stats));
+            let mirror = mirror.clone();
             async move {
-                ([("content-type", "text/plain; version=0.0.4")], render(&store, &hub, &dir, &stats, &limits))
+                let mut page = render(&store, &hub, &dir, &stats, &limits);
+                if let Some(m) = mirror {
+                    page.push_str(&render_mirror(&store, &m));
+                }
+                ([("content-type", "text/plain; version=0.0.4")], page)
             }
         }),
     )
+}
+
+/// A mirror's own rows: where it follows, how far behind, how often it resumed.
+pub fn render_mirror(store: &Store, m: &crate::mirror::Mirror) -> String {
+    let s = &m.status;
+    let applied = store.current_revision();
+    let upstream = s.upstream_revision.load(Ordering::Acquire).max(applied);
+    let member = s.member.lock().map(|g| g.clone()).unwrap_or_default();
+    let rows: [(&str, &str, &str, f64); 9] = [
+        (
+            "argus_mirror_applied_revision",
+            "gauge",
+            "The newest cluster revision the mirror has applied.",
+            applied as f64,
+        ),
+        (
+            "argus_mirror_upstream_revision",
+            "gauge",
+            "The newest revision the cluster reported to the mirror.",
+            upstream as f64,
+        ),
+        (
+            "argus_mirror_lag_revisions",
+            "gauge",
+            "Revisions the cluster has and the mirror has not applied.",
+            (upstream - applied) as f64,
+        ),
+        (
+            "argus_mirror_lag_seconds",
+            "gauge",
+            "Seconds since the mirror last had every revision the cluster reported (0 when in step).",
+            s.lag_seconds(applied),
+        ),
+        (
+            "argus_mirror_upstream_compact_revision",
+            "gauge",
+            "The cluster's compaction revision, as last learned.",
+            s.upstream_compact_revision.load(Ordering::Acquire) as f64,
+        ),
+        (
+            "argus_mirror_upstream_up",
+            "gauge",
+            "1 while the mirror's watch on the cluster is open.",
+            f64::from(u8::from(s.up.load(Ordering::Acquire))),
+        ),
+        (
+            "argus_mirror_resumes_total",
+            "counter",
+            "Times the mirror's watch on the cluster was opened again after it broke (member failure, leader loss).",
+            s.resumes.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "argus_mirror_rebootstraps_total",
+            "counter",
+            "Bootstraps after the cluster compacted past the mirror's applied revision.",
+            s.rebootstraps.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "argus_mirror_compactions_followed_total",
+            "counter",
+            "Local compactions the mirror made (following the cluster's, or its --retain).",
+            s.compactions_followed.load(Ordering::Relaxed) as f64,
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, value) in rows {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP argus_mirror_upstream_member The etcd member the mirror follows now (label).\n# TYPE argus_mirror_upstream_member gauge\nargus_mirror_upstream_member{{member=\"{member}\"}} 1"
+    );
+    out
 }

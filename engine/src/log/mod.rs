@@ -513,6 +513,69 @@ impl RevisionLog {
         Ok(())
     }
 
+    /// Makes the next appended revision `rev` on a log that holds no revision and
+    /// no lease record yet (a fresh one, or one whose only segment recovery made
+    /// after a snapshot): a mirror's log starts at the revision its upstream cluster
+    /// is at (FORMAT.md, Mirrored logs). The last revision becomes `rev - 1` and is
+    /// published as committed, whether or not revisions below it exist: the caller
+    /// has written a base snapshot at `rev - 1` or `rev` first (recovery refuses a
+    /// first segment more than one revision after the snapshot's).
+    ///
+    /// The empty active segment is replaced by `seg-<rev>.log`: the old file is
+    /// removed first and the new one created after it, so a crash in between
+    /// leaves no segment (recovery makes one) rather than two whose revisions do
+    /// not follow.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUpstream`] if the log holds a revision or a lease record, or
+    /// `rev` is not after its last revision; [`Error::Poisoned`]; I/O errors (a
+    /// failure to create the new segment poisons the log: it has none left).
+    pub fn start_at(&self, rev: u64) -> Result<()> {
+        if self.is_poisoned() {
+            return Err(self.poisoned_error());
+        }
+        let inner = &*self.inner;
+        let mut w = lock(&inner.writer);
+        let files = inner.files.load();
+        let empty = w.last_rev < w.active.first_rev
+            && w.write_off == FILE_HEADER as u64
+            && files.segments.len() == 1
+            && Arc::ptr_eq(&files.segments[0], &w.active);
+        if !empty {
+            return Err(Error::InvalidUpstream(format!(
+                "the log cannot start at revision {rev}: it already holds records (last revision {})",
+                w.last_rev
+            )));
+        }
+        if rev <= w.last_rev {
+            return Err(Error::InvalidUpstream(format!(
+                "the log cannot start at revision {rev}: it is at revision {} already",
+                w.last_rev
+            )));
+        }
+        if rev != w.active.first_rev {
+            let old = Arc::clone(&w.active);
+            inner.storage.remove(&old.name).map_err(|e| Error::io(format!("remove {}", old.name), e))?;
+            if let Err(e) = inner.storage.sync_dir() {
+                return Err(self.poison(format!("sync directory after removing {}: {e}", old.name)));
+            }
+            let seg = match create_segment(&*inner.storage, w.next_file_no, rev, inner.opts.segment_size, None) {
+                Ok(s) => Arc::new(s),
+                Err(e) => return Err(self.poison(format!("create segment for revision {rev}: {e}"))),
+            };
+            w.next_file_no += 1;
+            inner
+                .files
+                .store(Arc::new(FileSet { segments: vec![Arc::clone(&seg)], snapshots: files.snapshots.clone() }));
+            w.active = seg;
+            w.write_off = FILE_HEADER as u64;
+        }
+        w.last_rev = rev - 1;
+        self.publish_committed(rev - 1);
+        Ok(())
+    }
+
     /// Makes everything written so far durable (used at shutdown under `Never`).
     ///
     /// # Errors

@@ -65,8 +65,10 @@ impl Store {
     /// # Errors
     ///
     /// [`Error::LeaseExists`], [`Error::LeaseTtlTooLarge`], [`Error::NoSpace`],
-    /// [`Error::Poisoned`].
+    /// [`Error::Poisoned`], [`Error::LeasesUpstream`] on a store with
+    /// [`foreign_leases`](super::StoreOptions::foreign_leases).
     pub fn grant_lease(&self, id: i64, ttl: i64) -> Result<LeaseGrant> {
+        self.own_leases()?;
         if ttl > MAX_LEASE_TTL {
             return Err(Error::LeaseTtlTooLarge { ttl, max: MAX_LEASE_TTL });
         }
@@ -96,8 +98,11 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`Error::LeaseNotFound`], [`Error::NoSpace`], [`Error::Poisoned`].
+    /// [`Error::LeaseNotFound`], [`Error::NoSpace`], [`Error::Poisoned`],
+    /// [`Error::LeasesUpstream`] on a store with
+    /// [`foreign_leases`](super::StoreOptions::foreign_leases).
     pub fn revoke_lease(&self, id: i64) -> Result<u64> {
+        self.own_leases()?;
         let inner = &*self.inner;
         let mut last = lock(&inner.write);
         let (ticket, record) = self.revoke_locked(id, &mut last)?;
@@ -112,6 +117,14 @@ impl Store {
             inner.log.sync_lease_record(w)?;
         }
         Ok(rev)
+    }
+
+    /// Refuses a lease call on a store whose leases belong to an upstream cluster.
+    fn own_leases(&self) -> Result<()> {
+        if self.inner.opts.foreign_leases {
+            return Err(Error::LeasesUpstream);
+        }
+        Ok(())
     }
 
     /// Revokes `id` with the write lock held (`last`: the last appended revision).
@@ -152,8 +165,11 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`Error::LeaseNotFound`] if it does not exist or has expired.
+    /// [`Error::LeaseNotFound`] if it does not exist or has expired,
+    /// [`Error::LeasesUpstream`] on a store with
+    /// [`foreign_leases`](super::StoreOptions::foreign_leases).
     pub fn keep_alive(&self, id: i64) -> Result<i64> {
+        self.own_leases()?;
         self.inner.leases.renew(id, Instant::now()).ok_or(Error::LeaseNotFound)
     }
 
@@ -162,8 +178,10 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`Error::LeaseNotFound`].
+    /// [`Error::LeaseNotFound`], [`Error::LeasesUpstream`] on a store with
+    /// [`foreign_leases`](super::StoreOptions::foreign_leases).
     pub fn lease_time_to_live(&self, id: i64, keys: bool) -> Result<LeaseStatus> {
+        self.own_leases()?;
         self.inner.leases.time_to_live(id, keys, Instant::now()).ok_or(Error::LeaseNotFound)
     }
 

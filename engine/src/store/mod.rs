@@ -17,6 +17,7 @@ mod index;
 mod intervals;
 mod lease;
 mod types;
+mod upstream;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -26,10 +27,13 @@ use std::rc::Rc;
 pub use hash::KvHash;
 pub use lease::{LeaseExpiry, LeaseGrant};
 pub use types::*;
+pub use upstream::UpstreamEvent;
 
 use crate::error::{Error, Result};
 use crate::lease::Lessor;
-use crate::log::record::{RecordData, RecordKind};
+use crate::log::record::RecordData;
+/// The kind of an [`UpstreamEvent`] (PUT or DELETE), re-exported for it.
+pub use crate::log::record::RecordKind;
 use crate::log::{Event, FileStorage, Loc, LogOptions, LogReader, Recovered, RevisionLog, Storage};
 use crate::range::KeySpan;
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -93,6 +97,12 @@ pub struct StoreOptions {
     pub max_request_bytes: usize,
     /// Most operations in one txn branch, and most compares (etcd: 128).
     pub max_txn_ops: usize,
+    /// The leases of keys belong to an upstream cluster (a mirror's store, see
+    /// [`Store::apply_upstream`]): keys keep their lease IDs in their records and
+    /// index entries only, the store has no lease table of its own (opening it does
+    /// not attach keys to leases, nor warn about leases it does not know), and its
+    /// lease calls fail with [`Error::LeasesUpstream`]. Default `false`.
+    pub foreign_leases: bool,
 }
 
 impl Default for StoreOptions {
@@ -103,6 +113,7 @@ impl Default for StoreOptions {
             max_value_bytes: 1536 * 1024,
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
+            foreign_leases: false,
         }
     }
 }
@@ -549,17 +560,19 @@ impl Store {
         }
         // Attach every live key to its lease. A lease missing here would be a log
         // that lost a grant it acknowledged: the key keeps its lease ID (as etcd
-        // does), and is reported.
-        index.scan(b"", None, reader.committed_rev(), |f| {
-            if f.lease != 0 {
-                if leases.contains(f.lease) {
-                    leases.reattach(&f.key, 0, f.lease);
-                } else {
-                    tracing::warn!(key = %String::from_utf8_lossy(&f.key), lease = f.lease, "key attached to a lease that does not exist");
+        // does), and is reported. Foreign leases are not ours to attach.
+        if !opts.foreign_leases {
+            index.scan(b"", None, reader.committed_rev(), |f| {
+                if f.lease != 0 {
+                    if leases.contains(f.lease) {
+                        leases.reattach(&f.key, 0, f.lease);
+                    } else {
+                        tracing::warn!(key = %String::from_utf8_lossy(&f.key), lease = f.lease, "key attached to a lease that does not exist");
+                    }
                 }
-            }
-            true
-        });
+                true
+            });
+        }
         let last = log.committed_rev();
         drop(reader);
         let inner = Inner {
@@ -940,8 +953,10 @@ impl Store {
                 inner.index.insert(e.key.to_vec(), rev, i as u32, entry);
             }
         })?;
-        for e in events {
-            inner.leases.reattach(&e.key, e.old_lease, e.lease);
+        if !inner.opts.foreign_leases {
+            for e in events {
+                inner.leases.reattach(&e.key, e.old_lease, e.lease);
+            }
         }
         *last = rev;
         Ok(ticket)
