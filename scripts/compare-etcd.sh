@@ -6,11 +6,13 @@
 # results/compare-etcd.md and results/compare-etcd-*.svg from that one run; never
 # edit those by hand: rerun this script.
 #
-#   scripts/compare-etcd.sh              # full matrix, 70 runs: an estimated 9 minutes on
-#                                        # 2 cores with the build (well under 20)
+#   scripts/compare-etcd.sh              # full matrix, 70 runs, and the mirror section
+#                                        # (24 runs): an estimated 13 minutes on 2 cores
+#                                        # with the build (well under 20), about 3.5 of
+#                                        # them the mirror section
 #   QUICK=1 scripts/compare-etcd.sh      # tiny sizes, the lease scenarios once: a smoke
-#                                        # test (1-2 minutes after the build, ~20 s of
-#                                        # it the leases)
+#                                        # test (2-3 minutes after the build, ~20 s of
+#                                        # it the leases, ~35 s the mirror section)
 #
 # Durability is matched: etcd fsyncs every commit, so Argus runs with
 # `--fsync always`; `--fsync batch` is shown beside it in the scenarios bounded by
@@ -421,11 +423,13 @@ if [ "$MIRROR" != 0 ]; then
             --watchers "$M_CATCHUP_W" --streams 1 --connections 4 --check-watchers 2
     done
     # 1 and 2. Fan-out at 200 puts/s: the watchers over both mirrors or over the
-    # three members, watcher i on key i % 100, 100 streams over 2 connections per
-    # endpoint.
+    # three members, 100 streams over 2 connections per endpoint; watcher i on key
+    # i % 10, the puts cycling over the 10 keys, so each put goes to 1,000 watchers
+    # (200,000 events/s): enough fan-out that the watchers, not the puts, are what
+    # the members would spend most on.
     for rep in $(seq 1 "$REPS"); do
         mscenario mirror-fanout "$rep" all -- mirror-fanout --watchers "$M_FAN_W" --streams "$M_FAN_STREAMS" \
-            --connections 2 --mode keys --keys 100 --puts "$M_FAN_PUTS" --rate 200 --put-clients 16
+            --connections 2 --mode keys --keys 10 --puts "$M_FAN_PUTS" --rate 200 --put-clients 16
     done
     # 4. The added hop: one watcher, on the first mirror or the first member.
     for rep in $(seq 1 "$REPS"); do
