@@ -334,7 +334,7 @@ mirror_start() {
     local port=$((MIRROR_BASE_PORT + 2 * i)) metrics=$((MIRROR_BASE_PORT + 2 * i + 1))
     local log_file="$WORK/logs/mirror$i.log"
     "$ARGUS_BIN" mirror --upstream "$UPSTREAM" --listen "127.0.0.1:$port" --data-dir "$WORK/mirror$i" \
-        --fsync always --metrics-listen "127.0.0.1:$metrics" --name "mirror$i" >"$log_file" 2>&1 &
+        --metrics-listen "127.0.0.1:$metrics" --name "mirror$i" >"$log_file" 2>&1 &
     local pid=$!
     MIRROR_PIDS+=("$pid")
     local deadline=$(($(date +%s) + 120))

@@ -254,23 +254,29 @@ impl Follower {
     /// Applies the revisions of one response, in order, on the KV pool.
     async fn apply(&mut self, events: Vec<mvccpb::Event>) -> Result<(), StreamEnd> {
         let store = self.store.clone();
-        let done = self
-            .pool
-            .spawn_blocking(move || -> Result<usize, argus_engine::Error> {
-                // Whole revisions, in order: consecutive events of one mod revision.
-                let mut revisions: Vec<(u64, Vec<UpstreamEvent<'_>>)> = Vec::new();
-                for e in &events {
-                    let Some(ev) = upstream_event(e) else { continue };
-                    let rev = e.kv.as_ref().map_or(0, |kv| kv.mod_revision.max(0) as u64);
-                    match revisions.last_mut() {
-                        Some((r, evs)) if *r == rev => evs.push(ev),
-                        _ => revisions.push((rev, vec![ev])),
-                    }
+        let apply = move || -> Result<usize, argus_engine::Error> {
+            // Whole revisions, in order: consecutive events of one mod revision.
+            let mut revisions: Vec<(u64, Vec<UpstreamEvent<'_>>)> = Vec::new();
+            for e in &events {
+                let Some(ev) = upstream_event(e) else { continue };
+                let rev = e.kv.as_ref().map_or(0, |kv| kv.mod_revision.max(0) as u64);
+                match revisions.last_mut() {
+                    Some((r, evs)) if *r == rev => evs.push(ev),
+                    _ => revisions.push((rev, vec![ev])),
                 }
-                // One fsync for the response, however many revisions it carries.
-                store.apply_upstream_all(revisions.iter().map(|(r, evs)| (*r, evs.as_slice())))
-            })
-            .await;
+            }
+            // One wait for durability for the response, however many revisions.
+            store.apply_upstream_all(revisions.iter().map(|(r, evs)| (*r, evs.as_slice())))
+        };
+        // Without fsync (a mirror's default) applying is memory work of a few
+        // microseconds per event: done here, it saves the hand-off to the KV pool
+        // and back on every event's path. With fsync it waits for the disk, which
+        // must not hold an io thread.
+        let done = if self.store.options().log.fsync == argus_engine::log::FsyncPolicy::Never {
+            Ok(apply())
+        } else {
+            self.pool.spawn_blocking(apply).await
+        };
         match done {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e @ argus_engine::Error::UpstreamOrder { .. })) => {

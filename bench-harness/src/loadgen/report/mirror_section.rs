@@ -141,7 +141,7 @@ const ROWS: &[Row] = &[
 
 /// What the section says about the setup.
 const NOTES: &str = "One 3-member etcd cluster on loopback (static bootstrap, heartbeat 50 ms, election timeout \
-     500 ms, fresh data directories) and two `argus mirror`s in front of it (`--fsync always`), started once for \
+     500 ms, fresh data directories) and two `argus mirror`s in front of it (their default `--fsync never`: the cluster keeps the revisions, see README), started once for \
      the section. Column **etcd**: the watchers on the members directly (spread over the three, or on the first); \
      column **Argus**: the same watchers on the mirrors (spread over both, or on the first). The puts always go \
      into the cluster, round-robin over the members, so both setups carry the same write load; the mirrors keep \
