@@ -88,8 +88,12 @@ struct ServeArgs {
     /// When a write is made durable before it is acknowledged: `always` (fsync,
     /// shared by concurrent writers, as etcd), `batch` (fsync after up to 2 ms of
     /// gathering), or `never` (page cache only; a crash may lose recent writes).
-    #[arg(long, default_value = "always")]
-    fsync: FsyncPolicy,
+    /// Default: `always` for `argus serve`; `never` for `argus mirror`, whose
+    /// revisions the cluster keeps: a tail lost in a crash is fetched again from the
+    /// cluster on restart, and every revision is the cluster's, so a watcher that
+    /// saw it before the crash sees the same again.
+    #[arg(long)]
+    fsync: Option<FsyncPolicy>,
     /// Interval of progress notifications for watchers that asked for them
     /// (`progress_notify`), e.g. `10m`, `30s`, `500ms`.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
@@ -123,7 +127,7 @@ impl Default for ServeArgs {
             listen: d.listen,
             data_dir: d.data_dir,
             name: d.name,
-            fsync: d.fsync,
+            fsync: Some(d.fsync),
             progress_interval: d.progress_interval,
             metrics_listen: None,
             max_request_bytes: d.max_request_bytes,
@@ -189,7 +193,14 @@ fn main() -> ExitCode {
 /// `argus mirror`.
 fn run_mirror(args: MirrorArgs) -> ExitCode {
     let cfg = argus_server::mirror::MirrorConfig {
-        server: server_config(args.serve),
+        server: {
+            let never = args.serve.fsync.is_none();
+            let mut c = server_config(args.serve);
+            if never {
+                c.fsync = FsyncPolicy::Never;
+            }
+            c
+        },
         upstream: args.upstream,
         retain: args.retain.unwrap_or(argus_server::mirror::Retain::Cluster),
     };
@@ -213,7 +224,7 @@ fn server_config(args: ServeArgs) -> ServerConfig {
         listen: args.listen,
         data_dir: args.data_dir,
         name: args.name,
-        fsync: args.fsync,
+        fsync: args.fsync.unwrap_or(FsyncPolicy::Always),
         progress_interval: args.progress_interval,
         metrics_listen: args.metrics_listen,
         max_request_bytes: args.max_request_bytes,

@@ -11,6 +11,9 @@
 //! argus-bench lease-keepalive --endpoint 127.0.0.1:2379 [--leases 10000 --connections 4 --window 128 --secs 5]
 //! argus-bench lease-expiry --endpoint 127.0.0.1:2379 [--leases 20000 --ttl 10 --put-clients 16]
 //! argus-bench lease-memory --endpoint 127.0.0.1:2379 [--leases 100000]
+//! argus-bench mirror-fanout  --watch-endpoints M1,M2 --members E1,E2,E3 [--watchers 10000 --rate 200 ...]
+//! argus-bench mirror-history --members E1,E2,E3 --wait-for M1,M2 --history-file F [--history 100000]
+//! argus-bench mirror-catchup --watch-endpoints M1 --members E1,E2,E3 --history-file F [--watchers 100]
 //! argus-bench report       --runs DIR --out-dir results [...]
 //! ```
 //!
@@ -26,9 +29,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use loadgen::lease;
 use loadgen::scenario::{self, Catchup, Common, Mode, RunRecord, WriteWatch};
 use loadgen::stats::Part;
+use loadgen::{lease, mirror};
 
 /// Load generator for etcd v3 endpoints (Argus or etcd), and the side-by-side report.
 #[derive(Parser, Debug)]
@@ -46,6 +49,13 @@ struct CommonArgs {
     /// Pid of the server process, to read its CPU time and memory from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// The settings of a run other than the server it loads.
+#[derive(Args, Debug, Clone)]
+struct RunArgs {
     /// Name of the system under test, recorded in the output (e.g. etcd, argus-always).
     #[arg(long, default_value = "server")]
     system: String,
@@ -58,7 +68,8 @@ struct CommonArgs {
     /// Bound of the whole run (e.g. 300s, 5m).
     #[arg(long, default_value = "300s", value_parser = humantime_secs)]
     timeout: Duration,
-    /// HTTP/2 connections to the server (default: 1; `light`: one per stream).
+    /// HTTP/2 connections to the server (default: 1; `light`: one per stream;
+    /// the mirror scenarios: per watch endpoint).
     #[arg(long)]
     connections: Option<usize>,
     /// Bytes per value (at least 8: the send time, nanoseconds, little endian).
@@ -73,6 +84,41 @@ struct CommonArgs {
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+}
+
+/// A 3-member etcd cluster, the mirrors in front of it, and where the watchers go.
+#[derive(Args, Debug, Clone)]
+struct TopologyArgs {
+    /// Where the watchers go, comma-separated: the mirrors, or the cluster's members
+    /// (watch stream s on endpoint s % endpoints).
+    #[arg(long, value_delimiter = ',', required = true)]
+    watch_endpoints: Vec<SocketAddr>,
+    /// Pids of the processes serving the watchers, in the same order (their CPU is
+    /// the record's server CPU).
+    #[arg(long, value_delimiter = ',')]
+    watch_pids: Vec<u32>,
+    /// The cluster's members' client addresses, comma-separated: the puts go there
+    /// (round-robin) and their /metrics is read.
+    #[arg(long, value_delimiter = ',', required = true)]
+    members: Vec<SocketAddr>,
+    /// The members' pids, for their CPU.
+    #[arg(long, value_delimiter = ',')]
+    member_pids: Vec<u32>,
+    /// The mirrors' pids, for their CPU (omit when no mirror runs).
+    #[arg(long, value_delimiter = ',')]
+    mirror_pids: Vec<u32>,
+}
+
+impl TopologyArgs {
+    fn topology(&self) -> mirror::Topology {
+        mirror::Topology {
+            watch_endpoints: self.watch_endpoints.clone(),
+            watch_pids: self.watch_pids.clone(),
+            members: self.members.clone(),
+            member_pids: self.member_pids.clone(),
+            mirror_pids: self.mirror_pids.clone(),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -247,6 +293,77 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
     },
+    /// Watchers on `argus mirror`s or on a cluster's members directly, puts into the
+    /// cluster: event latency, the members' and the mirrors' CPU, the watchers the
+    /// members hold (`etcd_debugging_mvcc_watcher_total`), every watcher checked.
+    MirrorFanout {
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        topology: TopologyArgs,
+        /// Watchers, over every watch endpoint.
+        #[arg(long, default_value_t = 10_000)]
+        watchers: usize,
+        /// Watch streams, over every watch endpoint.
+        #[arg(long, default_value_t = 100)]
+        streams: usize,
+        /// `prefix`: all watchers on one prefix; `keys`: watcher i on key i % keys.
+        #[arg(long, value_enum, default_value_t = Mode::Keys)]
+        mode: Mode,
+        /// Keys the puts cycle over.
+        #[arg(long, default_value_t = 100)]
+        keys: usize,
+        /// Puts.
+        #[arg(long, default_value_t = 4000)]
+        puts: u64,
+        /// Puts per second; 0 = as fast as the put clients go.
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+        /// Concurrent put clients (client i on member i % members).
+        #[arg(long, default_value_t = 16)]
+        put_clients: usize,
+    },
+    /// Write H revisions into the cluster, wait until the mirrors have them, and
+    /// keep what was written in a file for `mirror-catchup`.
+    MirrorHistory {
+        #[command(flatten)]
+        run: RunArgs,
+        /// The cluster's members' client addresses, comma-separated (writer i on member i % members).
+        #[arg(long, value_delimiter = ',', required = true)]
+        members: Vec<SocketAddr>,
+        /// Endpoints that must have applied the history first (the mirrors), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        wait_for: Vec<SocketAddr>,
+        /// Revisions written (one put each).
+        #[arg(long, default_value_t = 100_000)]
+        history: u64,
+        /// Concurrent writers.
+        #[arg(long, default_value_t = 64)]
+        write_clients: usize,
+        /// Keys the history cycles over.
+        #[arg(long, default_value_t = 1000)]
+        keys: usize,
+        /// Where to write what was written.
+        #[arg(long)]
+        history_file: PathBuf,
+    },
+    /// W watchers from revision 1 over the history `mirror-history` wrote, on the
+    /// watch endpoints: time until all have everything.
+    MirrorCatchup {
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        topology: TopologyArgs,
+        /// The file `mirror-history` wrote.
+        #[arg(long)]
+        history_file: PathBuf,
+        /// Watchers from revision 1.
+        #[arg(long, default_value_t = 100)]
+        watchers: usize,
+        /// Watch streams.
+        #[arg(long, default_value_t = 1)]
+        streams: usize,
+    },
     /// Turn the run records of scripts/compare-etcd.sh into results/compare-etcd.{json,md} and SVG plots.
     Report(loadgen::report::ReportArgs),
 }
@@ -266,9 +383,16 @@ fn humantime_secs(s: &str) -> Result<Duration, String> {
 
 /// The settings of a run; `connections` unless `--connections` was given.
 fn common(a: &CommonArgs, kind: &str, connections: usize) -> Common {
+    Common { endpoint: a.endpoint, server_pid: a.server_pid, ..run_settings(&a.run, kind, connections) }
+}
+
+/// The settings of a run on no one server (the mirror scenarios: `endpoint` is the
+/// first watch endpoint, or the first member); `connections` unless
+/// `--connections` was given.
+fn run_settings(a: &RunArgs, kind: &str, connections: usize) -> Common {
     Common {
-        endpoint: a.endpoint,
-        server_pid: a.server_pid,
+        endpoint: SocketAddr::from(([127, 0, 0, 1], 2379)),
+        server_pid: None,
         system: a.system.clone(),
         scenario: a.scenario.clone().unwrap_or_else(|| kind.to_string()),
         rep: a.rep,
@@ -352,6 +476,38 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::MirrorHistory { run, members, wait_for, history, write_clients, keys, history_file } = &cli.command
+    {
+        let c = Common { endpoint: members[0], ..run_settings(run, "mirror-history", 1) };
+        let p = mirror::History {
+            history: *history,
+            write_clients: *write_clients,
+            keys: *keys,
+            wait_for: wait_for.clone(),
+        };
+        return match rt.block_on(mirror::write_history(&c, members, &p)) {
+            Ok(h) => {
+                let text = serde_json::to_string(&h).unwrap_or_default();
+                if let Err(e) = std::fs::write(history_file, text) {
+                    eprintln!("argus-bench: cannot write {}: {e}", history_file.display());
+                    return ExitCode::FAILURE;
+                }
+                eprintln!(
+                    "mirror-history: {} revisions (last {}) in {:.2} s, applied by {} mirror(s); {}",
+                    h.acks.len(),
+                    h.acks.last().map_or(0, |a| a[1]),
+                    h.write_s,
+                    wait_for.len(),
+                    history_file.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("argus-bench mirror-history: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let (rec, out) = rt.block_on(async {
         match &cli.command {
             Command::Fanout { common: a, watchers, streams, mode, keys, puts, rate, put_clients, max_put_secs } => {
@@ -370,7 +526,7 @@ fn main() -> ExitCode {
                     put_clients: *put_clients,
                     max_put_secs: *max_put_secs,
                 };
-                (scenario::write_watch(&c, "fanout", &p).await, a.out.clone())
+                (scenario::write_watch(&c, "fanout", &p).await, a.run.out.clone())
             }
             Command::Light { common: a, watchers, streams, puts, rate, put_clients } => {
                 let c = common(a, "light", *streams);
@@ -384,7 +540,7 @@ fn main() -> ExitCode {
                     put_clients: *put_clients,
                     max_put_secs: 0.0,
                 };
-                (scenario::write_watch(&c, "light", &p).await, a.out.clone())
+                (scenario::write_watch(&c, "light", &p).await, a.run.out.clone())
             }
             Command::Catchup { common: a, history, watchers, streams, write_clients, keys } => {
                 let c = common(a, "catchup", 1);
@@ -395,7 +551,7 @@ fn main() -> ExitCode {
                     write_clients: *write_clients,
                     keys: *keys,
                 };
-                (scenario::catchup(&c, &p).await, a.out.clone())
+                (scenario::catchup(&c, &p).await, a.run.out.clone())
             }
             Command::Put { common: a, clients, puts, keys, watchers, streams, max_put_secs } => {
                 let c = common(a, "put", 1);
@@ -409,11 +565,11 @@ fn main() -> ExitCode {
                     put_clients: *clients,
                     max_put_secs: *max_put_secs,
                 };
-                (scenario::write_watch(&c, "put", &p).await, a.out.clone())
+                (scenario::write_watch(&c, "put", &p).await, a.run.out.clone())
             }
             Command::WatchCreate { common: a, watchers, streams, mode } => {
                 let c = common(a, "watch-create", 1);
-                (scenario::watch_create(&c, *mode, *watchers, *streams).await, a.out.clone())
+                (scenario::watch_create(&c, *mode, *watchers, *streams).await, a.run.out.clone())
             }
             Command::LeaseKeepalive { common: a, leases, ttl, window, secs, warmup_secs, keys } => {
                 let c = common(a, "lease-keepalive", 4);
@@ -425,7 +581,7 @@ fn main() -> ExitCode {
                     warmup_secs: *warmup_secs,
                     keys: *keys,
                 };
-                (lease::keep_alive(&c, &p).await, a.out.clone())
+                (lease::keep_alive(&c, &p).await, a.run.out.clone())
             }
             Command::LeaseExpiry { common: a, leases, ttl, put_clients, idle_secs, max_wait_secs } => {
                 let c = common(a, "lease-expiry", 1);
@@ -436,13 +592,35 @@ fn main() -> ExitCode {
                     idle_secs: *idle_secs,
                     max_wait_secs: *max_wait_secs,
                 };
-                (lease::expiry(&c, &p).await, a.out.clone())
+                (lease::expiry(&c, &p).await, a.run.out.clone())
             }
             Command::LeaseMemory { common: a, leases, ttl } => {
                 let c = common(a, "lease-memory", 1);
-                (lease::memory(&c, &lease::Memory { leases: *leases, ttl: *ttl }).await, a.out.clone())
+                (lease::memory(&c, &lease::Memory { leases: *leases, ttl: *ttl }).await, a.run.out.clone())
             }
-            Command::Report(_) => unreachable!("handled above"),
+            Command::MirrorFanout { run, topology, watchers, streams, mode, keys, puts, rate, put_clients } => {
+                let c = Common { endpoint: topology.watch_endpoints[0], ..run_settings(run, "mirror-fanout", 1) };
+                let p = mirror::Fanout {
+                    mode: *mode,
+                    watchers: *watchers,
+                    streams: *streams,
+                    keys: (*keys).max(1),
+                    puts: *puts,
+                    rate: *rate,
+                    put_clients: *put_clients,
+                };
+                (mirror::fanout(&c, &topology.topology(), &p).await, run.out.clone())
+            }
+            Command::MirrorCatchup { run, topology, history_file, watchers, streams } => {
+                let c = Common { endpoint: topology.watch_endpoints[0], ..run_settings(run, "mirror-catchup", 1) };
+                let p = mirror::Catchup { watchers: *watchers, streams: *streams };
+                let rec = match mirror::HistoryFile::read(history_file) {
+                    Ok(h) => mirror::catchup(&c, &topology.topology(), &h, &p).await,
+                    Err(e) => RunRecord::default().fail(e),
+                };
+                (rec, run.out.clone())
+            }
+            Command::MirrorHistory { .. } | Command::Report(_) => unreachable!("handled above"),
         }
     });
     emit(&rec, out.as_ref())

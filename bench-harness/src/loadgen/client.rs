@@ -59,6 +59,8 @@ pub async fn connect(addr: SocketAddr, n: usize) -> Result<Vec<Channel>, String>
 pub struct ServerStatus {
     /// `version`.
     pub version: String,
+    /// The response header's revision (a mirror's: the revision it has applied).
+    pub revision: i64,
 }
 
 /// Waits until the server at `addr` answers `Maintenance.Status` (at most `timeout`).
@@ -92,7 +94,7 @@ pub async fn wait_ready(addr: SocketAddr, timeout: Duration) -> Result<ServerSta
 pub async fn status(ch: &Channel) -> Result<ServerStatus, String> {
     let r = MaintenanceClient::new(ch.clone()).status(pb::StatusRequest {}).await.map_err(|e| e.to_string())?;
     let r = r.into_inner();
-    Ok(ServerStatus { version: r.version })
+    Ok(ServerStatus { version: r.version, revision: r.header.map_or(0, |h| h.revision) })
 }
 
 /// Puts keys whose values start with the send time ([`now_ns`], 8 bytes little

@@ -10,11 +10,15 @@
 //!   watcher, the count, order and a fingerprint of what it received;
 //! - [`scenario`]: `fanout`, `light`, `catchup`, `put`, `watch-create`;
 //! - [`lease`]: `lease-keepalive`, `lease-expiry`, `lease-memory`;
+//! - [`mirror`]: `mirror-fanout`, `mirror-history`, `mirror-catchup`: watchers on
+//!   `argus mirror`s in front of a 3-member etcd cluster against the same watchers
+//!   on its members;
 //! - [`stats`]: latency histograms, CPU and memory of processes, server CPU by thread;
 //! - [`report`] and [`plot`]: the side-by-side tables and SVG plots.
 
 pub mod client;
 pub mod lease;
+pub mod mirror;
 pub mod plot;
 pub mod report;
 pub mod scenario;

@@ -18,6 +18,8 @@ use super::scenario::RunRecord;
 use super::stats::Latency;
 use super::stats::{NameCpu, Part};
 
+mod mirror_section;
+
 /// Arguments of `report`.
 #[derive(clap::Args, Debug)]
 pub struct ReportArgs {
@@ -70,6 +72,9 @@ const SCENARIOS: &[(&str, &str)] = &[
     ("lease-keepalive-keys", "Lease keep-alives, each lease with one key"),
     ("lease-expiry", "Mass lease expiry (one key per lease) while 16 clients put"),
     ("lease-memory", "Memory per lease (each with one key)"),
+    ("mirror-catchup", "Mirror: catch-up from revision 1 over the cluster's history, one mirror vs one etcd member"),
+    ("mirror-fanout", "Mirror: fan-out at 200 puts/s, the watchers on 2 mirrors vs on the 3 etcd members"),
+    ("mirror-hop", "Mirror: the added hop, one watcher on a mirror vs on an etcd member, 200 puts/s"),
 ];
 
 type Get = fn(&RunRecord) -> Option<f64>;
@@ -399,6 +404,40 @@ const METRICS: &[Metric] = &[
         label: "server memory per lease (with its key)",
         fmt: Fmt::Bytes,
         get: |r| lf(r, |l| l.rss_per_lease),
+    },
+    // The mirror section (`mirror-*`): the cluster's members and the mirrors.
+    Metric {
+        key: "member_cpu_s",
+        label: "CPU of the 3 etcd members (summed)",
+        fmt: Fmt::Secs,
+        get: |r| r.mirror.as_ref().and_then(|m| m.member_cpu_s),
+    },
+    Metric {
+        key: "member_cpu_per_put_us",
+        label: "CPU of the etcd members per put",
+        fmt: Fmt::Us,
+        get: |r| {
+            let cpu = r.mirror.as_ref().and_then(|m| m.member_cpu_s)?;
+            (r.puts > 0).then(|| cpu / r.puts as f64 * 1e6)
+        },
+    },
+    Metric {
+        key: "mirror_cpu_s",
+        label: "CPU of the mirrors (summed; following only when the watchers are on etcd)",
+        fmt: Fmt::Secs,
+        get: |r| r.mirror.as_ref().and_then(|m| m.mirror_cpu_s),
+    },
+    Metric {
+        key: "member_watchers",
+        label: "watchers the etcd members hold (`etcd_debugging_mvcc_watcher_total`, summed)",
+        fmt: Fmt::Count,
+        get: |r| r.mirror.as_ref().and_then(|m| m.member_watchers).map(|v| v as f64),
+    },
+    Metric {
+        key: "member_watchers_before",
+        label: "watchers the etcd members hold before the run's watchers",
+        fmt: Fmt::Count,
+        get: |r| r.mirror.as_ref().and_then(|m| m.member_watchers_before).map(|v| v as f64),
     },
 ];
 
@@ -880,6 +919,34 @@ fn describe_params(r: &RunRecord) -> String {
             p("leases"),
             p("ttl"),
             p("value_size")
+        ),
+        "mirror-fanout" => {
+            let rate = r.params.get("rate").and_then(Value::as_f64).unwrap_or(0.0);
+            format!(
+                "{} watchers ({}, {} keys) over {} streams on {} watch endpoint(s), {} connection(s) each; {} puts at \
+                 {rate} puts/s from {} clients into the cluster ({} members, round-robin), {}-byte values; {} \
+                 mirror(s) following the cluster throughout",
+                p("watchers"),
+                p("mode"),
+                p("keys"),
+                p("streams"),
+                p("watch_endpoints"),
+                p("connections"),
+                p("puts"),
+                p("put_clients"),
+                p("members"),
+                p("value_size"),
+                p("mirrors")
+            )
+        }
+        "mirror-catchup" => format!(
+            "{} revisions written into the cluster ({} members) once, before the section's other runs, then {} \
+             watchers from revision 1 on one prefix over {} stream(s) and {} connection(s) to one watch endpoint",
+            p("history"),
+            p("members"),
+            p("watchers"),
+            p("streams"),
+            p("connections")
         ),
         _ => String::new(),
     }
@@ -1543,6 +1610,8 @@ fn latency_panels(g: &Grouped<'_>) -> Vec<Panel> {
         ("light-w100", "100 watchers on one key, 100 puts/s"),
         ("fanout-rate200", "1,000 watchers, 200 puts/s"),
         ("fanout-w1000", "1,000 watchers, puts as fast as possible"),
+        ("mirror-fanout", "watchers on 2 mirrors vs on the 3 members, 200 puts/s"),
+        ("mirror-hop", "1 watcher on a mirror vs on a member, 200 puts/s"),
     ] {
         let mut lines = Vec::new();
         for sys in systems_in(g, scenario) {
@@ -1732,6 +1801,7 @@ pub fn run(a: &ReportArgs) -> Result<(), String> {
         "argus_version": version(ARGUS),
         "targets": targets_json,
         "server_cpu_split": split_doc,
+        "mirror": mirror_section::json(&g),
         "scenarios": scen_json,
         "runs": runs,
     });
@@ -1823,6 +1893,10 @@ pub fn run(a: &ReportArgs) -> Result<(), String> {
             md.push_str("![mass lease expiry: keys left, put-ack latency](compare-etcd-lease-expiry.svg)\n");
         }
     }
+    if mirror_section::present(&g) {
+        md.push_str("\n## Mirror\n\n");
+        mirror_section::section(&mut md, &g);
+    }
     md.push_str("\n## Where Argus's server CPU goes, per delivered event\n\n");
     md.push_str(SPLIT_LEGEND);
     if !threads_named(&g) {
@@ -1911,6 +1985,13 @@ pub fn run(a: &ReportArgs) -> Result<(), String> {
             "\nLeases (keep-alives, a mass expiry while 16 clients put, memory; details in `compare-etcd.md`):\n\n",
         );
         lease_table(&mut md, &g, Some(LEASE_README_ROWS));
+    }
+    if mirror_section::present(&g) {
+        md.push_str(
+            "\n`argus mirror` in front of a 3-member etcd cluster, the same watchers on the mirrors or on the \
+             members (details in `compare-etcd.md`):\n\n",
+        );
+        mirror_section::table(&mut md, &g, true);
     }
     md.push_str(
         "\n![events/s and server CPU per event against watcher count](results/compare-etcd-events-per-s.svg)\n\n",

@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 
 use super::client::{connect, value_of, wait_ready, Ack, Writer};
 use super::lease::LeaseFigures;
+use super::mirror::MirrorFigures;
 use super::stats::{histogram, loadavg, record, rss_bytes, Cpu, CpuSplit, CpuUsed, Latency};
 use super::watchers::{Collected, WatchSet, WatcherSpec};
 use super::{event_fp, key_hash, now_ns, prefix_end};
@@ -161,6 +162,11 @@ pub struct RunRecord {
     /// `lease-memory`; see [`super::lease`]).
     #[serde(default)]
     pub lease: Option<LeaseFigures>,
+    /// The `argus mirror` figures (`mirror-fanout`, `mirror-catchup`; see
+    /// [`super::mirror`]): the etcd members' and the mirrors' CPU, the watchers
+    /// the members hold.
+    #[serde(default)]
+    pub mirror: Option<MirrorFigures>,
 }
 
 impl RunRecord {
@@ -223,7 +229,7 @@ pub(crate) fn namespace(c: &Common) -> String {
 
 /// The key set of a run: `keys` keys under `ns`, then one key outside it for the
 /// warm-up puts.
-fn key_set(ns: &str, keys: usize) -> Arc<Vec<Vec<u8>>> {
+pub(crate) fn key_set(ns: &str, keys: usize) -> Arc<Vec<Vec<u8>>> {
     let mut v: Vec<Vec<u8>> = (0..keys).map(|i| format!("{ns}k{i:06}").into_bytes()).collect();
     v.push(format!("/argus-bench-warm/{}", now_ns()).into_bytes());
     Arc::new(v)
@@ -234,7 +240,7 @@ fn key_set(ns: &str, keys: usize) -> Arc<Vec<Vec<u8>>> {
 /// second when `rate > 0`. No put is started after `max_secs` (0: no bound), nor
 /// after `deadline` (an error).
 #[allow(clippy::too_many_arguments)]
-async fn write_puts(
+pub(crate) async fn write_puts(
     writer: &Writer,
     keys: &Arc<Vec<Vec<u8>>>,
     n: u64,
@@ -299,13 +305,13 @@ async fn write_puts(
 }
 
 /// One warm-up put on the key outside the watched range.
-async fn warm_put(writer: &Writer, keys: &Arc<Vec<Vec<u8>>>) -> Result<Ack, String> {
+pub(crate) async fn warm_put(writer: &Writer, keys: &Arc<Vec<Vec<u8>>>) -> Result<Ack, String> {
     let k = keys.len() - 1;
     writer.put(&mut writer.client(0), k as u32, &keys[k]).await
 }
 
 /// Puts per second and the ack latency of `acks`.
-fn put_figures(rec: &mut RunRecord, acks: &[Ack]) {
+pub(crate) fn put_figures(rec: &mut RunRecord, acks: &[Ack]) {
     rec.puts = acks.len() as u64;
     if acks.is_empty() {
         return;
@@ -322,7 +328,7 @@ fn put_figures(rec: &mut RunRecord, acks: &[Ack]) {
 }
 
 /// `k` watcher indices spread evenly over `0..n`.
-fn sample(n: usize, k: usize) -> Vec<bool> {
+pub(crate) fn sample(n: usize, k: usize) -> Vec<bool> {
     let mut s = vec![false; n];
     let k = k.min(n);
     for i in 0..k {
@@ -337,7 +343,7 @@ fn sample(n: usize, k: usize) -> Vec<bool> {
 /// Per watcher: created, every expected event once and in order (count, order and
 /// fingerprint against the acknowledged puts). Then the guarantee checker on the
 /// sampled watchers, against the history of every acknowledged put.
-fn verify(
+pub(crate) fn verify(
     specs: &[WatcherSpec],
     key_of: &[Option<usize>],
     col: &Collected,
@@ -470,7 +476,7 @@ fn to_engine(r: pb::WatchResponse) -> WatchResponse {
     }
 }
 
-fn finish_check(rec: &mut RunRecord, sum: CheckSummary, col_errors: &[String]) {
+pub(crate) fn finish_check(rec: &mut RunRecord, sum: CheckSummary, col_errors: &[String]) {
     if sum.watchers_ok != sum.watchers || sum.violations > 0 {
         rec.ok = false;
     }

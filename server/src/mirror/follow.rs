@@ -35,6 +35,10 @@ pub const COMPACTION_CHECK: Duration = Duration::from_secs(3);
 /// revision, for the lag figures).
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
+/// How long a probe watch that etcd did not cancel is left before the follower
+/// cancels it.
+const PROBE_LINGER: Duration = Duration::from_secs(2);
+
 /// The watch id of the follower's watch on its stream.
 const MAIN: i64 = 1;
 /// The watch id of the compaction probe.
@@ -203,12 +207,22 @@ impl Follower {
                     self.compact_to(k);
                 }
             } else if r.created && !r.canceled {
+                // etcd answers `created` first and cancels a watch from a compacted
+                // revision only when its sync loop reaches it (about 100 ms later):
+                // a cancel sent now would win that race and hide the compaction.
+                // The probe is sent only after a read found its start compacted, so
+                // etcd cancels it; the cancel below only keeps a probe that somehow
+                // was not from lingering.
                 let cancel = pb::WatchRequest {
                     request_union: Some(pb::watch_request::RequestUnion::CancelRequest(pb::WatchCancelRequest {
                         watch_id: PROBE,
                     })),
                 };
-                let _ = tx.send(cancel).await;
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(PROBE_LINGER).await;
+                    let _ = tx.send(cancel).await;
+                });
             }
             return None;
         }
@@ -240,23 +254,29 @@ impl Follower {
     /// Applies the revisions of one response, in order, on the KV pool.
     async fn apply(&mut self, events: Vec<mvccpb::Event>) -> Result<(), StreamEnd> {
         let store = self.store.clone();
-        let done = self
-            .pool
-            .spawn_blocking(move || -> Result<usize, argus_engine::Error> {
-                // Whole revisions, in order: consecutive events of one mod revision.
-                let mut revisions: Vec<(u64, Vec<UpstreamEvent<'_>>)> = Vec::new();
-                for e in &events {
-                    let Some(ev) = upstream_event(e) else { continue };
-                    let rev = e.kv.as_ref().map_or(0, |kv| kv.mod_revision.max(0) as u64);
-                    match revisions.last_mut() {
-                        Some((r, evs)) if *r == rev => evs.push(ev),
-                        _ => revisions.push((rev, vec![ev])),
-                    }
+        let apply = move || -> Result<usize, argus_engine::Error> {
+            // Whole revisions, in order: consecutive events of one mod revision.
+            let mut revisions: Vec<(u64, Vec<UpstreamEvent<'_>>)> = Vec::new();
+            for e in &events {
+                let Some(ev) = upstream_event(e) else { continue };
+                let rev = e.kv.as_ref().map_or(0, |kv| kv.mod_revision.max(0) as u64);
+                match revisions.last_mut() {
+                    Some((r, evs)) if *r == rev => evs.push(ev),
+                    _ => revisions.push((rev, vec![ev])),
                 }
-                // One fsync for the response, however many revisions it carries.
-                store.apply_upstream_all(revisions.iter().map(|(r, evs)| (*r, evs.as_slice())))
-            })
-            .await;
+            }
+            // One wait for durability for the response, however many revisions.
+            store.apply_upstream_all(revisions.iter().map(|(r, evs)| (*r, evs.as_slice())))
+        };
+        // Without fsync (a mirror's default) applying is memory work of a few
+        // microseconds per event: done here, it saves the hand-off to the KV pool
+        // and back on every event's path. With fsync it waits for the disk, which
+        // must not hold an io thread.
+        let done = if self.store.options().log.fsync == argus_engine::log::FsyncPolicy::Never {
+            Ok(apply())
+        } else {
+            self.pool.spawn_blocking(apply).await
+        };
         match done {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e @ argus_engine::Error::UpstreamOrder { .. })) => {
