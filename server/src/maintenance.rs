@@ -123,11 +123,7 @@ impl maintenance_server::Maintenance for MaintenanceService {
     /// with none raised); ACTIVATE is refused.
     async fn alarm(&self, req: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
         if let Some(m) = &self.mirror {
-            // The cluster's alarms (a NOSPACE there stops the writes a mirror forwards).
-            let r = req.into_inner();
-            let resp =
-                m.upstream.call(|ch| async move { pb::maintenance_client::MaintenanceClient::new(ch).alarm(r).await });
-            return Ok(Response::new(resp.await?.into_inner()));
+            return crate::mirror::forward::alarm(m, req.into_inner()).await;
         }
         if req.get_ref().action == pb::alarm_request::AlarmAction::Activate as i32 {
             return Err(Status::unimplemented(
@@ -238,11 +234,7 @@ impl maintenance_server::Maintenance for MaintenanceService {
         req: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
         if let Some(m) = &self.mirror {
-            let r = req.into_inner();
-            let resp = m
-                .upstream
-                .call(|ch| async move { pb::maintenance_client::MaintenanceClient::new(ch).move_leader(r).await });
-            return Ok(Response::new(resp.await?.into_inner()));
+            return crate::mirror::forward::move_leader(m, req.into_inner()).await;
         }
         if req.into_inner().target_id != self.header.member_id {
             return Err(Status::failed_precondition("etcdserver: bad leader transferee"));

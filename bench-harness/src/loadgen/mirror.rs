@@ -30,8 +30,8 @@ use tonic::transport::Channel;
 
 use super::client::{connect, status, wait_ready, Ack, Writer};
 use super::scenario::{
-    bar, finish_check, key_set, namespace, put_figures, sample, sleep, verify, warm_put, write_puts, Common, Mode,
-    RunRecord,
+    bar, fanout_specs, finish_check, key_set, namespace, put_figures, sample, sleep, verify, warm_put, write_puts,
+    Common, Mode, RunRecord,
 };
 use super::stats::{cpu_seconds, histogram, loadavg, record, Cpu, CpuUsed, Latency};
 use super::watchers::{WatchSet, WatcherSpec};
@@ -317,22 +317,7 @@ pub async fn fanout(c: &Common, t: &Topology, p: &Fanout) -> RunRecord {
     f.member_watchers_before = before;
     rec.errors.extend(errs);
 
-    let per_key = |k: usize| p.puts / nkeys as u64 + u64::from((k as u64) < p.puts % nkeys as u64);
-    let mut key_of = Vec::with_capacity(p.watchers);
-    let specs: Vec<WatcherSpec> = (0..p.watchers)
-        .map(|i| match p.mode {
-            Mode::Prefix => {
-                key_of.push(None);
-                let key = ns.as_bytes().to_vec();
-                WatcherSpec { range_end: prefix_end(&key), key, start_revision: 0, expected: p.puts }
-            }
-            Mode::Keys => {
-                let k = i % nkeys;
-                key_of.push(Some(k));
-                WatcherSpec { key: keys[k].clone(), range_end: Vec::new(), start_revision: 0, expected: per_key(k) }
-            }
-        })
-        .collect();
+    let (specs, key_of) = fanout_specs(p.mode, p.watchers, p.puts, &ns, &keys);
     let specs = Arc::new(specs);
     let set = WatchSet::open(&chans, &specs, p.streams, &sample(p.watchers, c.check_watchers), true);
     let w = p.watchers as u64;

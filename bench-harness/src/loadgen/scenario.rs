@@ -516,6 +516,37 @@ pub(crate) async fn sleep(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
+/// The watchers of a fan-out: `watchers` on the namespace's prefix, or each on key
+/// `i % keys.len()` (expecting that key's share of `puts`, which cycle over the
+/// keys); and each watcher's key index (`None` for a prefix watcher).
+pub(crate) fn fanout_specs(
+    mode: Mode,
+    watchers: usize,
+    puts: u64,
+    ns: &str,
+    keys: &[Vec<u8>],
+) -> (Vec<WatcherSpec>, Vec<Option<usize>>) {
+    let nkeys = keys.len().max(1);
+    // Puts per key, for the expected counts of key watchers.
+    let per_key = |k: usize| puts / nkeys as u64 + u64::from((k as u64) < puts % nkeys as u64);
+    let mut key_of = Vec::with_capacity(watchers);
+    let specs: Vec<WatcherSpec> = (0..watchers)
+        .map(|i| match mode {
+            Mode::Prefix => {
+                key_of.push(None);
+                let key = ns.as_bytes().to_vec();
+                WatcherSpec { range_end: prefix_end(&key), key, start_revision: 0, expected: puts }
+            }
+            Mode::Keys => {
+                let k = i % nkeys;
+                key_of.push(Some(k));
+                WatcherSpec { key: keys[k].clone(), range_end: Vec::new(), start_revision: 0, expected: per_key(k) }
+            }
+        })
+        .collect();
+    (specs, key_of)
+}
+
 /// `fanout`, `light` and `put`: open the watchers, measure the server's memory,
 /// then write and wait until every watcher has every event.
 pub async fn write_watch(c: &Common, kind: &str, p: &WriteWatch) -> RunRecord {
@@ -552,23 +583,7 @@ pub async fn write_watch(c: &Common, kind: &str, p: &WriteWatch) -> RunRecord {
     sleep(300).await;
     rec.rss_before = c.server_pid.and_then(rss_bytes);
 
-    // Puts per key, for the expected counts of key watchers.
-    let per_key = |k: usize| p.puts / nkeys as u64 + u64::from((k as u64) < p.puts % nkeys as u64);
-    let mut key_of = Vec::with_capacity(p.watchers);
-    let specs: Vec<WatcherSpec> = (0..p.watchers)
-        .map(|i| match p.mode {
-            Mode::Prefix => {
-                key_of.push(None);
-                let key = ns.as_bytes().to_vec();
-                WatcherSpec { range_end: prefix_end(&key), key, start_revision: 0, expected: p.puts }
-            }
-            Mode::Keys => {
-                let k = i % nkeys;
-                key_of.push(Some(k));
-                WatcherSpec { key: keys[k].clone(), range_end: Vec::new(), start_revision: 0, expected: per_key(k) }
-            }
-        })
-        .collect();
+    let (specs, key_of) = fanout_specs(p.mode, p.watchers, p.puts, &ns, &keys);
     let specs = Arc::new(specs);
     let cpu_c0 = Cpu::sample(c.server_pid);
     let set = WatchSet::open(&chans, &specs, p.streams, &sample(p.watchers, c.check_watchers), true);

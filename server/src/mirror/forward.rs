@@ -1,6 +1,6 @@
 //! The calls a mirror forwards to the cluster and answers with the cluster's
 //! response, unchanged: KV writes (Put, DeleteRange, Txn, Compact) and every Lease
-//! call. The KV and Lease services call these when they serve a mirror.
+//! call, Alarm and MoveLeader. The services call these when they serve a mirror.
 
 use std::pin::Pin;
 
@@ -11,92 +11,49 @@ use tonic::{Response, Status, Streaming};
 use super::upstream::MAX_UPSTREAM_MESSAGE;
 use super::Mirror;
 use crate::proto::etcdserverpb as pb;
-use crate::proto::etcdserverpb::{kv_client::KvClient, lease_client::LeaseClient};
+use crate::proto::etcdserverpb::{
+    kv_client::KvClient, lease_client::LeaseClient, maintenance_client::MaintenanceClient,
+};
 
-/// Forwards a unary KV call: `$method` of `KvClient` with request `$req`.
-macro_rules! kv_call {
-    ($m:expr, $method:ident, $req:expr) => {{
-        let req = $req;
-        let r = $m
-            .upstream
-            .call(|ch| {
-                let req = req.clone();
-                async move { KvClient::new(ch).max_decoding_message_size(MAX_UPSTREAM_MESSAGE).$method(req).await }
-            })
-            .await?;
-        Ok(Response::new(r.into_inner()))
-    }};
+/// Defines `$name`: the unary call `$method` of `$client` forwarded to the
+/// cluster's member in use (see [`super::upstream::Upstream::call`]), its response
+/// passed back unchanged.
+macro_rules! forward {
+    ($(#[$doc:meta])* $name:ident, $client:ident, $method:ident, $req:ty, $resp:ty) => {
+        $(#[$doc])*
+        pub(crate) async fn $name(m: &Mirror, r: $req) -> Result<Response<$resp>, Status> {
+            let r = m
+                .upstream
+                .call(|ch| {
+                    let r = r.clone();
+                    async move { $client::new(ch).max_decoding_message_size(MAX_UPSTREAM_MESSAGE).$method(r).await }
+                })
+                .await?;
+            Ok(Response::new(r.into_inner()))
+        }
+    };
 }
 
-/// Forwards a unary Lease call.
-macro_rules! lease_call {
-    ($m:expr, $method:ident, $req:expr) => {{
-        let req = $req;
-        let r = $m
-            .upstream
-            .call(|ch| {
-                let req = req.clone();
-                async move { LeaseClient::new(ch).max_decoding_message_size(MAX_UPSTREAM_MESSAGE).$method(req).await }
-            })
-            .await?;
-        Ok(Response::new(r.into_inner()))
-    }};
-}
-
-/// Put, on the cluster.
-pub(crate) async fn put(m: &Mirror, r: pb::PutRequest) -> Result<Response<pb::PutResponse>, Status> {
-    kv_call!(m, put, r)
-}
-
-/// DeleteRange, on the cluster.
-pub(crate) async fn delete_range(
-    m: &Mirror,
-    r: pb::DeleteRangeRequest,
-) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-    kv_call!(m, delete_range, r)
-}
-
-/// Txn, on the cluster (its compares must be decided where the writes are).
-pub(crate) async fn txn(m: &Mirror, r: pb::TxnRequest) -> Result<Response<pb::TxnResponse>, Status> {
-    kv_call!(m, txn, r)
-}
-
-/// Compact, on the cluster.
-pub(crate) async fn compact(m: &Mirror, r: pb::CompactionRequest) -> Result<Response<pb::CompactionResponse>, Status> {
-    kv_call!(m, compact, r)
-}
-
-/// LeaseGrant, on the cluster.
-pub(crate) async fn lease_grant(
-    m: &Mirror,
-    r: pb::LeaseGrantRequest,
-) -> Result<Response<pb::LeaseGrantResponse>, Status> {
-    lease_call!(m, lease_grant, r)
-}
-
-/// LeaseRevoke, on the cluster.
-pub(crate) async fn lease_revoke(
-    m: &Mirror,
-    r: pb::LeaseRevokeRequest,
-) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-    lease_call!(m, lease_revoke, r)
-}
-
-/// LeaseTimeToLive, on the cluster.
-pub(crate) async fn lease_time_to_live(
-    m: &Mirror,
-    r: pb::LeaseTimeToLiveRequest,
-) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
-    lease_call!(m, lease_time_to_live, r)
-}
-
-/// LeaseLeases, on the cluster.
-pub(crate) async fn lease_leases(
-    m: &Mirror,
-    r: pb::LeaseLeasesRequest,
-) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
-    lease_call!(m, lease_leases, r)
-}
+forward!(/// Put, on the cluster.
+    put, KvClient, put, pb::PutRequest, pb::PutResponse);
+forward!(/// DeleteRange, on the cluster.
+    delete_range, KvClient, delete_range, pb::DeleteRangeRequest, pb::DeleteRangeResponse);
+forward!(/// Txn, on the cluster (its compares must be decided where the writes are).
+    txn, KvClient, txn, pb::TxnRequest, pb::TxnResponse);
+forward!(/// Compact, on the cluster.
+    compact, KvClient, compact, pb::CompactionRequest, pb::CompactionResponse);
+forward!(/// LeaseGrant, on the cluster.
+    lease_grant, LeaseClient, lease_grant, pb::LeaseGrantRequest, pb::LeaseGrantResponse);
+forward!(/// LeaseRevoke, on the cluster.
+    lease_revoke, LeaseClient, lease_revoke, pb::LeaseRevokeRequest, pb::LeaseRevokeResponse);
+forward!(/// LeaseTimeToLive, on the cluster.
+    lease_time_to_live, LeaseClient, lease_time_to_live, pb::LeaseTimeToLiveRequest, pb::LeaseTimeToLiveResponse);
+forward!(/// LeaseLeases, on the cluster.
+    lease_leases, LeaseClient, lease_leases, pb::LeaseLeasesRequest, pb::LeaseLeasesResponse);
+forward!(/// Alarm, on the cluster (a NOSPACE there stops the writes a mirror forwards).
+    alarm, MaintenanceClient, alarm, pb::AlarmRequest, pb::AlarmResponse);
+forward!(/// MoveLeader, on the cluster.
+    move_leader, MaintenanceClient, move_leader, pb::MoveLeaderRequest, pb::MoveLeaderResponse);
 
 /// The keep-alive stream a mirror answers: the client's stream relayed to one
 /// keep-alive stream on the cluster, both ways. When the member fails the stream

@@ -312,7 +312,7 @@ impl Etcd {
 }
 
 /// SIGTERM to `child`, then up to `within` for it to exit (else SIGKILL, `None`).
-fn terminate(child: &mut ChildGuard, within: Duration) -> Option<std::process::ExitStatus> {
+pub fn terminate(child: &mut ChildGuard, within: Duration) -> Option<std::process::ExitStatus> {
     let pid = child.0.id();
     let ok = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
     assert!(ok.is_ok_and(|s| s.success()), "kill -TERM {pid}");

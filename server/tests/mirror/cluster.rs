@@ -438,18 +438,7 @@ impl MirrorProcess {
     /// exit status, or `None` if it was still running (it is then killed).
     pub fn terminate(mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
-        let pid = child.0.id();
-        let ok = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
-        assert!(ok.is_ok_and(|s| s.success()), "kill -TERM {pid}");
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.0.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child.kill();
-        None
+        crate::common::terminate(&mut child, within)
     }
 
     /// An unlabelled metric of its `/metrics` (`None` without metrics, or if it did

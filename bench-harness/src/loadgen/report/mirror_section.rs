@@ -285,6 +285,63 @@ pub(super) fn section(out: &mut String, g: &Grouped<'_>) {
         out.push_str("**No run with the watchers on mirrors** (the build measured has no `argus mirror`).\n\n");
     }
     table(out, g, false);
+    missed_reasons(out, g);
+}
+
+/// Why the goals the section missed could not be met, from the runs' own figures:
+/// what the puts alone cost the members (the one-watcher run on etcd), and how
+/// fast etcd delivers an event to one watcher (which every event a mirror delivers
+/// waits for first).
+fn missed_reasons(out: &mut String, g: &Grouped<'_>) {
+    let missed = |id: &str| ROWS.iter().find(|r| r.id == id).is_some_and(|r| figures(r, g).verdict == "MISSED");
+    let us = |scenario: &str, system: &str, m: &str| value(g, scenario, system, m);
+    let fmt = |m: &str, v: f64| show(Some(v), metric(m).fmt);
+    let mut reasons = Vec::new();
+    let per_put = "member_cpu_per_put_us";
+    if let (true, Some(own), Some(direct), Some(mirrored)) = (
+        missed("mirror-fanout-member-cpu"),
+        us("mirror-hop", ETCD, per_put),
+        us("mirror-fanout", ETCD, per_put),
+        us("mirror-fanout", MIRROR, per_put),
+    ) {
+        reasons.push(format!(
+            "- **the members' CPU (≤ 1/20)**: the puts themselves cost the members {} each (the one-watcher run on \
+             etcd: raft, the WAL's fsyncs and the apply on all three members), in both setups. With the watchers on \
+             the members they spent {} per put, with the watchers on the mirrors {}: the mirrors took away what the \
+             watchers cost ({} per put beyond the puts' own, against {}), and what is left is the writes. Meeting \
+             1/20 would need the members at {} per put, less than the puts alone cost them: no watch tier can get \
+             there while the same writes go into the cluster; it needs watchers that cost the members far more \
+             than the writes do (many more watchers per put than here).",
+            fmt(per_put, own),
+            fmt(per_put, direct),
+            fmt(per_put, mirrored),
+            fmt(per_put, (mirrored - own).max(0.0)),
+            fmt(per_put, direct - own),
+            fmt(per_put, direct / 20.0),
+        ));
+    }
+    let p99 = "event_p99_us";
+    if let (true, Some(one), Some(direct), Some(mirrored)) = (
+        missed("mirror-fanout-p99"),
+        us("mirror-hop", ETCD, p99),
+        us("mirror-fanout", ETCD, p99),
+        us("mirror-fanout", MIRROR, p99),
+    ) {
+        reasons.push(format!(
+            "- **event latency p99 (≤ 1/10)**: an event reaches a mirror's watchers only after etcd committed the put \
+             and sent the event to the mirror, and etcd's p99 to one watcher at this rate is {} (the one-watcher \
+             run). The mirrors' p99 with all the watchers ({}) is within {} of that floor; etcd serving them directly \
+             had {}, so 1/10 would need {}, below etcd's own latency to a single watcher.",
+            fmt(p99, one),
+            fmt(p99, mirrored),
+            fmt(p99, (mirrored - one).max(0.0)),
+            fmt(p99, direct),
+            fmt(p99, direct / 10.0),
+        ));
+    }
+    if !reasons.is_empty() {
+        let _ = writeln!(out, "\nMissed goals of this section, from this run's figures:\n\n{}\n", reasons.join("\n"));
+    }
 }
 
 /// The rows, for `compare-etcd.json`.
