@@ -17,13 +17,13 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let fds = protox::compile(["rpc.proto", "kv.proto", "maintenance.proto"], ["proto"])?;
+    let fds = protox::compile(["rpc.proto", "kv.proto", "auth.proto", "maintenance.proto"], ["proto"])?;
     let descriptors = fds.encode_to_vec();
     tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)?
         .preserve_proto_field_names()
         .ignore_unknown_fields()
-        .build(&[".etcdserverpb", ".mvccpb"])?;
+        .build(&[".etcdserverpb", ".mvccpb", ".authpb"])?;
     Ok(())
 }

@@ -11,6 +11,8 @@ use argus_engine::KeySpan;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
+use crate::auth::engine::Access;
+use crate::auth::{self, AuthGate, Caller};
 use crate::convert;
 use crate::mirror::barrier::Barrier;
 use crate::mirror::{forward, Mirror};
@@ -74,12 +76,14 @@ pub struct KvService {
     pool: tokio::runtime::Handle,
     /// Set on a mirror: writes go to the cluster, linearizable reads wait for it.
     mirror: Option<Arc<Mirror>>,
+    /// The permission gate (`None`: no auth, as a mirror's).
+    auth: Option<Arc<AuthGate>>,
 }
 
 impl KvService {
     /// A KV service on `store`, running its store calls on `pool` (see [`KvPool`]).
     pub fn new(store: Store, header: Header, pool: tokio::runtime::Handle) -> Self {
-        KvService { store, header, pool, mirror: None }
+        KvService { store, header, pool, mirror: None, auth: None }
     }
 
     /// The KV service of a mirror (`Some`): Put, DeleteRange, Txn and Compact are
@@ -89,6 +93,30 @@ impl KvService {
     pub fn mirror(mut self, mirror: Option<Arc<Mirror>>) -> Self {
         self.mirror = mirror;
         self
+    }
+
+    /// The KV service checking every call with `gate` before it does anything.
+    #[must_use]
+    pub fn auth(mut self, gate: Option<Arc<AuthGate>>) -> Self {
+        self.auth = gate;
+        self
+    }
+
+    /// The caller of `req` (`None`: auth is off), refused as etcd refuses it.
+    fn caller<T>(&self, req: &Request<T>) -> Result<Option<Caller>, Status> {
+        match &self.auth {
+            Some(_) if req.extensions().get::<auth::Internal>().is_some() => Ok(None),
+            Some(g) => g.caller(req.metadata()),
+            None => Ok(None),
+        }
+    }
+
+    /// Checks `access` on the span as sent, when auth is on.
+    fn check(&self, caller: Option<&Caller>, key: &[u8], end: &[u8], access: Access) -> Result<(), Status> {
+        match &self.auth {
+            Some(g) => auth::check_span(g, caller, key, end, access),
+            None => Ok(()),
+        }
     }
 
     async fn blocking<T: Send + 'static>(
@@ -305,7 +333,9 @@ fn txn_response_with(header: Option<pb::ResponseHeader>, t: TxnResult) -> pb::Tx
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, req: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
+        let caller = self.caller(&req)?;
         let (store, h, r) = (self.store.clone(), self.header, req.into_inner());
+        self.check(caller.as_ref(), &r.key, &r.range_end, Access::Read)?;
         if let Some(m) = self.mirror.as_ref().filter(|_| !r.serializable) {
             Barrier::wait(m).await?;
         }
@@ -313,7 +343,13 @@ impl Kv for KvService {
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let caller = self.caller(&req)?;
         let (store, h, p) = (self.store.clone(), self.header, req.into_inner());
+        // A put names one key (its range end is empty); prev_kv reads it too.
+        self.check(caller.as_ref(), &p.key, &[], Access::Write)?;
+        if p.prev_kv {
+            self.check(caller.as_ref(), &p.key, &[], Access::Read)?;
+        }
         if let Some(m) = &self.mirror {
             return forward::put(m, p).await;
         }
@@ -335,7 +371,12 @@ impl Kv for KvService {
         &self,
         req: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let caller = self.caller(&req)?;
         let (store, h, d) = (self.store.clone(), self.header, req.into_inner());
+        self.check(caller.as_ref(), &d.key, &d.range_end, Access::Write)?;
+        if d.prev_kv {
+            self.check(caller.as_ref(), &d.key, &d.range_end, Access::Read)?;
+        }
         if let Some(m) = &self.mirror {
             return forward::delete_range(m, d).await;
         }
@@ -357,7 +398,11 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        let caller = self.caller(&req)?;
         let (store, h, t) = (self.store.clone(), self.header, req.into_inner());
+        if let Some(g) = &self.auth {
+            auth::check_txn(g, caller.as_ref(), &t)?;
+        }
         if let Some(m) = &self.mirror {
             return forward::txn(m, t).await;
         }
@@ -370,6 +415,13 @@ impl Kv for KvService {
     }
 
     async fn compact(&self, req: Request<pb::CompactionRequest>) -> Result<Response<pb::CompactionResponse>, Status> {
+        // Root only (etcd 3.4 checks nothing here: Argus is stricter).
+        let caller = self.caller(&req)?;
+        if let Some(g) = &self.auth {
+            if !g.is_root(caller.as_ref()) {
+                return Err(auth::status(&auth::engine::AuthError::PermissionDenied));
+            }
+        }
         let (store, h, c) = (self.store.clone(), self.header, req.into_inner());
         if let Some(m) = &self.mirror {
             let answer = forward::compact(m, c).await?;

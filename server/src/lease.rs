@@ -14,6 +14,8 @@ use argus_engine::store::Store;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::engine::Access;
+use crate::auth::{AuthGate, Caller};
 use crate::convert;
 use crate::mirror::{forward, Mirror};
 use crate::proto::etcdserverpb as pb;
@@ -27,12 +29,14 @@ pub struct LeaseService {
     pool: tokio::runtime::Handle,
     /// Set on a mirror: every call goes to the cluster, whose leases they are.
     mirror: Option<Arc<Mirror>>,
+    /// The permission gate (`None`: no auth).
+    auth: Option<Arc<AuthGate>>,
 }
 
 impl LeaseService {
     /// A Lease service on `store`, running grants and revokes on `pool` (the KV pool).
     pub fn new(store: Store, header: Header, pool: tokio::runtime::Handle) -> Self {
-        LeaseService { store, header, pool, mirror: None }
+        LeaseService { store, header, pool, mirror: None, auth: None }
     }
 
     /// The Lease service of a mirror (`Some`): every call is forwarded to the
@@ -41,6 +45,22 @@ impl LeaseService {
     pub fn mirror(mut self, mirror: Option<Arc<Mirror>>) -> Self {
         self.mirror = mirror;
         self
+    }
+
+    /// The Lease service checking every call with `gate`: with auth on, each
+    /// needs an authenticated user (etcd 3.4 asks for none: Argus is stricter).
+    #[must_use]
+    pub fn auth(mut self, gate: Option<Arc<AuthGate>>) -> Self {
+        self.auth = gate;
+        self
+    }
+
+    /// The caller of a request with `md` (`None`: auth off); refused without one.
+    fn caller(&self, md: &tonic::metadata::MetadataMap) -> Result<Option<Caller>, Status> {
+        match &self.auth {
+            Some(g) => g.caller(md),
+            None => Ok(None),
+        }
     }
 
     async fn blocking<T: Send + 'static>(
@@ -63,6 +83,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        self.caller(req.metadata())?;
         let r = req.into_inner();
         if let Some(m) = &self.mirror {
             return forward::lease_grant(m, r).await;
@@ -76,10 +97,19 @@ impl Lease for LeaseService {
         &self,
         req: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let caller = self.caller(req.metadata())?;
         if let Some(m) = &self.mirror {
             return forward::lease_revoke(m, req.into_inner()).await;
         }
         let id = req.into_inner().id;
+        if let (Some(g), Some(c)) = (&self.auth, &caller) {
+            // Revoking deletes the lease's keys: write on every one (as etcd).
+            if let Ok(s) = self.store.lease_time_to_live(id, true) {
+                for k in &s.keys {
+                    g.require(Some(c), k, &[], Access::Write)?;
+                }
+            }
+        }
         let store = self.store.clone();
         let rev = self.blocking(move || store.revoke_lease(id).map_err(convert::status)).await?;
         Ok(Response::new(pb::LeaseRevokeResponse { header: Some(self.header.at(rev)) }))
@@ -91,6 +121,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<KeepAliveStream>, Status> {
+        self.caller(req.metadata())?;
         if let Some(m) = &self.mirror {
             return Ok(Response::new(forward::lease_keep_alive(m, req.into_inner()).await?));
         }
@@ -109,9 +140,19 @@ impl Lease for LeaseService {
         &self,
         req: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let caller = self.caller(req.metadata())?;
         let r = req.into_inner();
         if let Some(m) = &self.mirror {
             return forward::lease_time_to_live(m, r).await;
+        }
+        if let (Some(g), Some(c), true) = (&self.auth, &caller, r.keys) {
+            // The keys are listed only to a caller that may read every one (etcd
+            // 3.4 lists them to anyone: Argus is stricter).
+            if let Ok(s) = self.store.lease_time_to_live(r.id, true) {
+                for k in &s.keys {
+                    g.require(Some(c), k, &[], Access::Read)?;
+                }
+            }
         }
         // etcd answers a lease that is not found with TTL -1, not an error.
         let resp = match self.store.lease_time_to_live(r.id, r.keys) {
@@ -131,6 +172,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        self.caller(req.metadata())?;
         if let Some(m) = &self.mirror {
             return forward::lease_leases(m, req.into_inner()).await;
         }

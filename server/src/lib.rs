@@ -7,6 +7,7 @@
 
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod cluster;
 pub mod conn;
 pub mod convert;
@@ -40,6 +41,11 @@ pub mod proto {
     pub mod mvccpb {
         tonic::include_proto!("mvccpb");
         include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
+    }
+    /// `authpb`: users, permissions and roles of the Auth service.
+    pub mod authpb {
+        tonic::include_proto!("authpb");
+        include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
     }
     /// `etcdserverpb`: every message, the KV / Lease / Cluster / Maintenance / Auth
     /// services and their clients (Watch is served by hand: [`crate::watch`]).
@@ -130,6 +136,9 @@ pub struct ServerConfig {
     /// How long a graceful stop waits for connections to finish before it closes
     /// them.
     pub shutdown_grace: Duration,
+    /// How long an auth token stays valid after its last use (etcd's
+    /// `--auth-token-ttl`).
+    pub auth_token_ttl: Duration,
 }
 
 impl Default for ServerConfig {
@@ -150,6 +159,7 @@ impl Default for ServerConfig {
             max_owed_responses: 256,
             watch_stream_capacity: 128,
             shutdown_grace: Duration::from_secs(2),
+            auth_token_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -325,13 +335,23 @@ pub(crate) async fn serve_store(
         })
     });
 
+    // Auth: a standalone server's own (a mirror's stays unimplemented: README).
+    // TEMPORARY: the stand-in store until argus_engine::auth is on main.
+    let auth_gate = match mode {
+        Mode::Standalone => Some(auth::AuthGate::new(Arc::new(auth::engine::AuthStore::default()), cfg.auth_token_ttl)),
+        Mode::Mirror(_) => None,
+    };
     use proto::etcdserverpb::{auth_server, cluster_server, kv_server, lease_server, maintenance_server};
     // Every request message is checked against the receive limit (and its framing)
     // as it arrives, with etcd's statuses (`limit`); the decoders' own limit is the
     // same.
     let max = cfg.max_recv_bytes;
     // Each implementation is shared by its gRPC server and the HTTP gateway.
-    let kv_impl = Arc::new(kv::KvService::new(store.clone(), header, kv_pool.handle()).mirror(mode.mirror().cloned()));
+    let kv_impl = Arc::new(
+        kv::KvService::new(store.clone(), header, kv_pool.handle())
+            .mirror(mode.mirror().cloned())
+            .auth(auth_gate.clone()),
+    );
     let kv = kv_server::KvServer::from_arc(Arc::clone(&kv_impl)).max_decoding_message_size(max);
     let watch = watch::WatchService::new(
         Arc::clone(&hub),
@@ -340,17 +360,22 @@ pub(crate) async fn serve_store(
         max,
         limits,
         Arc::clone(&stats),
-    );
+    )
+    .auth(auth_gate.clone());
     let maintenance_impl = Arc::new(
         maintenance::MaintenanceService::new(store.clone(), header, cfg.data_dir.clone(), Arc::clone(&hub))
-            .mirror(mode.mirror().cloned()),
+            .mirror(mode.mirror().cloned())
+            .auth(auth_gate.clone()),
     );
     let maintenance =
         maintenance_server::MaintenanceServer::from_arc(Arc::clone(&maintenance_impl)).max_decoding_message_size(max);
-    let lease_impl =
-        Arc::new(lease::LeaseService::new(store.clone(), header, kv_pool.handle()).mirror(mode.mirror().cloned()));
+    let lease_impl = Arc::new(
+        lease::LeaseService::new(store.clone(), header, kv_pool.handle())
+            .mirror(mode.mirror().cloned())
+            .auth(auth_gate.clone()),
+    );
     let cluster_impl = Arc::new(cluster::ClusterService::new(header, cfg.name.clone(), addr));
-    let auth_impl = Arc::new(other::Unimplemented);
+    let auth_impl = Arc::new(auth::AuthService::new(auth_gate.clone(), store.clone(), header, kv_pool.handle()));
     let gateway = gateway::Gateway::new(watch.clone(), Arc::clone(&hub), max)
         .kv(kv_impl)
         .lease(Arc::clone(&lease_impl))

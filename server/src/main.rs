@@ -118,6 +118,9 @@ struct ServeArgs {
     /// canceled, watch id -1, with the reason).
     #[arg(long, default_value_t = 1_000_000)]
     max_watchers: usize,
+    /// Seconds an auth token stays valid after its last use (etcd's flag).
+    #[arg(long, default_value_t = 300)]
+    auth_token_ttl: u64,
 }
 
 impl Default for ServeArgs {
@@ -135,6 +138,7 @@ impl Default for ServeArgs {
             max_streams_per_connection: d.max_streams_per_connection,
             max_streams: d.max_streams,
             max_watchers: d.max_watchers,
+            auth_token_ttl: d.auth_token_ttl.as_secs(),
         }
     }
 }
@@ -233,6 +237,7 @@ fn server_config(args: ServeArgs) -> ServerConfig {
         max_streams_per_connection: args.max_streams_per_connection,
         max_streams: args.max_streams,
         max_watchers: args.max_watchers,
+        auth_token_ttl: std::time::Duration::from_secs(args.auth_token_ttl),
         ..ServerConfig::default()
     }
 }

@@ -38,13 +38,15 @@ pub struct MaintenanceService {
     /// Set on a mirror: Status shows the cluster's leader and the mirror's lag;
     /// Alarm and MoveLeader go to the cluster.
     mirror: Option<Arc<crate::mirror::Mirror>>,
+    /// The permission gate (`None`: no auth).
+    auth: Option<Arc<crate::auth::AuthGate>>,
 }
 
 impl MaintenanceService {
     /// The Maintenance service of `store` in `data_dir`, watched by `hub` (whose
     /// failure `Status` reports in its `errors`).
     pub fn new(store: Store, header: Header, data_dir: PathBuf, hub: Arc<WatchHub>) -> Self {
-        MaintenanceService { store, header, data_dir, hub, mirror: None }
+        MaintenanceService { store, header, data_dir, hub, mirror: None, auth: None }
     }
 
     /// The Maintenance service of a mirror (`Some`).
@@ -52,6 +54,23 @@ impl MaintenanceService {
     pub fn mirror(mut self, mirror: Option<Arc<crate::mirror::Mirror>>) -> Self {
         self.mirror = mirror;
         self
+    }
+
+    /// The Maintenance service checking with `gate`: Defragment, Hash, HashKV,
+    /// Snapshot and MoveLeader need root once auth is on (etcd's
+    /// `authMaintenanceServer`); Status and Alarm are open, as in etcd.
+    #[must_use]
+    pub fn auth(mut self, gate: Option<Arc<crate::auth::AuthGate>>) -> Self {
+        self.auth = gate;
+        self
+    }
+
+    /// Refuses a caller without the root role while auth is on.
+    fn admin(&self, md: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        match &self.auth {
+            Some(g) => g.require_root(md).map(|_| ()),
+            None => Ok(()),
+        }
     }
 
     /// Runs `f` on the store on a blocking thread (hashes read the whole log).
@@ -191,17 +210,23 @@ impl maintenance_server::Maintenance for MaintenanceService {
 
     /// Nothing to defragment: the log is append-only and compaction deletes whole
     /// files, so no space is left free inside one. Succeeds, as etcd does.
-    async fn defragment(&self, _: Request<pb::DefragmentRequest>) -> Result<Response<pb::DefragmentResponse>, Status> {
+    async fn defragment(
+        &self,
+        req: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.admin(req.metadata())?;
         tracing::info!("defragment: nothing to do (compaction already deleted whole segments)");
         Ok(Response::new(pb::DefragmentResponse { header: None }))
     }
 
-    async fn hash(&self, _: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
+    async fn hash(&self, req: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
+        self.admin(req.metadata())?;
         let h = self.blocking(|s| s.hash()).await?;
         Ok(Response::new(pb::HashResponse { header: Some(self.header.at(h.current_revision)), hash: h.hash }))
     }
 
     async fn hash_kv(&self, req: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
+        self.admin(req.metadata())?;
         let rev = req.get_ref().revision;
         // (etcd hashes nothing for a negative revision and answers; Argus says so.)
         let rev = u64::try_from(rev).map_err(|_| {
@@ -220,7 +245,8 @@ impl maintenance_server::Maintenance for MaintenanceService {
 
     type SnapshotStream = ReceiverStream<Result<pb::SnapshotResponse, Status>>;
 
-    async fn snapshot(&self, _: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+    async fn snapshot(&self, req: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.admin(req.metadata())?;
         let (tx, rx) = tokio::sync::mpsc::channel(SNAPSHOT_QUEUE);
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || send_snapshot(store, tx));
@@ -233,6 +259,7 @@ impl maintenance_server::Maintenance for MaintenanceService {
         &self,
         req: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        self.admin(req.metadata())?;
         if let Some(m) = &self.mirror {
             return crate::mirror::forward::move_leader(m, req.into_inner()).await;
         }

@@ -57,6 +57,8 @@ use http_body::Frame;
 use tonic::metadata::{MetadataValue, GRPC_CONTENT_TYPE};
 use tonic::{Status, Streaming};
 
+use crate::auth::engine::{Access, AuthError};
+use crate::auth::{self, AuthGate, Caller, StreamAuth};
 use crate::proto::etcdserverpb as pb;
 use crate::wire::{Framer, RequestDecoder};
 use crate::Header;
@@ -144,6 +146,8 @@ struct Shared {
     max_recv_bytes: usize,
     limits: WatchLimits,
     stats: Arc<WatchStats>,
+    /// The permission gate (`None`: no auth).
+    auth: Option<Arc<AuthGate>>,
 }
 
 impl WatchService {
@@ -159,7 +163,20 @@ impl WatchService {
         limits: WatchLimits,
         stats: Arc<WatchStats>,
     ) -> Self {
-        WatchService { shared: Arc::new(Shared { hub, header, fragment_bytes, max_recv_bytes, limits, stats }) }
+        WatchService {
+            shared: Arc::new(Shared { hub, header, fragment_bytes, max_recv_bytes, limits, stats, auth: None }),
+        }
+    }
+
+    /// The Watch service checking each create with `gate` (read on the range as
+    /// sent), and canceling watchers whose permission is gone when the auth state
+    /// changes. Call before the service is cloned.
+    #[must_use]
+    pub fn auth(mut self, gate: Option<Arc<AuthGate>>) -> Self {
+        if let Some(s) = Arc::get_mut(&mut self.shared) {
+            s.auth = gate;
+        }
+        self
     }
 
     fn respond(&self, req: http::Request<tonic::body::Body>) -> http::Response<tonic::body::Body> {
@@ -169,7 +186,8 @@ impl WatchService {
         if let Err(status) = request_encoding(req.headers()) {
             return status.into_http();
         }
-        match self.open(req.into_body()) {
+        let token = token_of(req.headers());
+        match self.open_with_token(req.into_body(), token) {
             Ok(body) => {
                 let mut resp = http::Response::new(tonic::body::Body::new(body));
                 resp.headers_mut().insert(CONTENT_TYPE, GRPC_CONTENT_TYPE);
@@ -184,6 +202,12 @@ impl WatchService {
     /// are open). The gRPC method answers with it, and so does the HTTP gateway
     /// ([`crate::gateway`]), whose JSON requests come framed.
     pub fn open(&self, requests: tonic::body::Body) -> Result<WatchBody, Status> {
+        self.open_with_token(requests, None)
+    }
+
+    /// [`WatchService::open`] for a client that sent `token` (its `token` metadata,
+    /// or the gateway's `Authorization` header).
+    pub fn open_with_token(&self, requests: tonic::body::Body, token: Option<String>) -> Result<WatchBody, Status> {
         let s = &self.shared;
         if s.hub.is_shut_down() {
             return Err(Status::unavailable(SHUTTING_DOWN));
@@ -209,6 +233,9 @@ impl WatchService {
             engine_done: false,
             error: None,
             finished: false,
+            token,
+            auth_stream: None,
+            revoked: Vec::new(),
         };
         Ok(body)
     }
@@ -304,6 +331,12 @@ fn engine_request(c: pb::WatchCreateRequest) -> WatchRequest {
     }
 }
 
+/// The token a request carries: `token` metadata (etcd's clients), or the
+/// `Authorization` header (etcd's HTTP gateway passes it on as metadata).
+pub(crate) fn token_of(headers: &HeaderMap) -> Option<String> {
+    ["token", "authorization"].iter().find_map(|k| headers.get(*k)).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
 /// The response body of one Watch stream: owns the request stream, both halves of
 /// the engine stream and the framer.
 pub struct WatchBody {
@@ -323,6 +356,13 @@ pub struct WatchBody {
     error: Option<Status>,
     /// Trailers were returned.
     finished: bool,
+    /// The client's token, if it sent one.
+    token: Option<String>,
+    /// Its watchers created under auth, re-checked when the auth state changes.
+    auth_stream: Option<Arc<StreamAuth>>,
+    /// Watchers canceled because their permission is gone: their `canceled`
+    /// response gets etcd's permission-denied reason.
+    revoked: Vec<i64>,
 }
 
 impl WatchBody {
@@ -378,7 +418,22 @@ impl WatchBody {
                         self.framer.push_message(&refusal(&self.shared.header, rev, reason));
                         continue;
                     }
-                    match ctl.watch(engine_request(c)) {
+                    let (key, range_end) = (c.key.clone(), c.range_end.clone());
+                    let caller = match self.authorize_create(&key, &range_end) {
+                        Ok(caller) => caller,
+                        Err(reason) => {
+                            self.places.release_watcher();
+                            let rev = self.shared.hub.store().current_revision();
+                            self.framer.push_message(&refusal(&self.shared.header, rev, reason));
+                            continue;
+                        }
+                    };
+                    let Some(ctl) = self.ctl.as_ref() else { continue };
+                    let created = ctl.watch(engine_request(c));
+                    if let (Ok(id), Some(caller)) = (&created, caller) {
+                        self.track(*id, caller, key, range_end);
+                    }
+                    match created {
                         Ok(id) if fragment => self.framer.expect_fragment(id),
                         Ok(_) => {}
                         Err(e) => {
@@ -389,11 +444,67 @@ impl WatchBody {
                     }
                 }
                 Some(U::CancelRequest(c)) => {
+                    if let Some(a) = &self.auth_stream {
+                        a.watchers.lock().unwrap_or_else(|e| e.into_inner()).remove(&c.watch_id);
+                    }
                     // Canceling an unknown id gets no answer, as in etcd.
                     let _ = ctl.cancel(c.watch_id);
                 }
                 Some(U::ProgressRequest(_)) => ctl.request_progress_all(),
                 None => {}
+            }
+        }
+    }
+
+    /// With auth on, who may create a watcher on (`key`, `range_end`) as sent (an
+    /// empty key is the smallest key, `"\0"`, as for the watch itself): `Ok(None)`
+    /// with auth off; else the caller, or etcd's cancel reason (no user, a bad
+    /// token, no read permission on the range).
+    fn authorize_create(&self, key: &[u8], range_end: &[u8]) -> Result<Option<Caller>, String> {
+        let Some(gate) = self.shared.auth.as_ref().filter(|g| g.enabled()) else { return Ok(None) };
+        let caller = match &self.token {
+            None => return Err(auth::cancel_reason(&AuthError::UserEmpty)),
+            Some(t) => gate.caller_of_token(t).ok_or_else(|| auth::cancel_reason(&AuthError::InvalidToken))?,
+        };
+        let key: &[u8] = if key.is_empty() { &[0] } else { key };
+        if gate.require(Some(&caller), key, range_end, Access::Read).is_err() {
+            return Err(auth::cancel_reason(&AuthError::PermissionDenied));
+        }
+        Ok(Some(caller))
+    }
+
+    /// Remembers a watcher created under auth, for re-checks.
+    fn track(&mut self, id: i64, caller: Caller, key: Vec<u8>, range_end: Vec<u8>) {
+        let Some(gate) = &self.shared.auth else { return };
+        let a = self.auth_stream.get_or_insert_with(|| gate.watch_stream(caller));
+        a.watchers.lock().unwrap_or_else(|e| e.into_inner()).insert(id, (key, range_end));
+    }
+
+    /// When the auth state changed since the last look: cancels every watcher of
+    /// this stream that its user may no longer create (user deleted, password
+    /// changed, role or permission revoked), with etcd's permission-denied reason.
+    /// Events are never checked one by one: watchers are checked here and at
+    /// creation only.
+    fn recheck_auth(&mut self, cx: &mut Context<'_>) {
+        let (Some(a), Some(gate)) = (&self.auth_stream, &self.shared.auth) else { return };
+        a.waker.register(cx.waker());
+        if !a.stale.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let mut gone = Vec::new();
+        a.watchers.lock().unwrap_or_else(|e| e.into_inner()).retain(|id, (key, end)| {
+            let key: &[u8] = if key.is_empty() { &[0] } else { key };
+            let ok = gate.watcher_still_permitted(&a.caller, key, end);
+            if !ok {
+                gone.push(*id);
+            }
+            ok
+        });
+        if let Some(ctl) = &self.ctl {
+            for id in gone {
+                if ctl.cancel(id).is_ok() {
+                    self.revoked.push(id);
+                }
             }
         }
     }
@@ -406,10 +517,16 @@ impl WatchBody {
             }
             match self.rx.poll_recv_item(cx) {
                 Poll::Pending => return,
-                Poll::Ready(Some(item)) => {
+                Poll::Ready(Some(mut item)) => {
                     // A watcher's last response gives its place back.
-                    if matches!(&item, Item::Response(r) if r.canceled) {
-                        self.places.release_watcher();
+                    if let Item::Response(r) = &mut item {
+                        if r.canceled {
+                            self.places.release_watcher();
+                            if let Some(i) = self.revoked.iter().position(|id| *id == r.watch_id) {
+                                self.revoked.swap_remove(i);
+                                r.cancel_reason = auth::cancel_reason(&AuthError::PermissionDenied);
+                            }
+                        }
                     }
                     self.framer.push_item(item);
                 }
@@ -427,6 +544,7 @@ impl WatchBody {
             return Poll::Ready(self.framer.next_frame().map(Frame::data));
         }
         loop {
+            self.recheck_auth(cx);
             self.poll_requests(cx);
             if self.error.is_none() {
                 self.poll_engine(cx);

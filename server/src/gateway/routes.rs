@@ -99,7 +99,9 @@ impl Gateway {
             let kv = Arc::clone(&kv);
             Box::pin(async move {
                 let req = pb::RangeRequest { key: b"health".to_vec(), keys_only: true, limit: 1, ..Default::default() };
-                matches!(tokio::time::timeout(HEALTH_TIMEOUT, kv.range(tonic::Request::new(req))).await, Ok(Ok(_)))
+                let mut req = tonic::Request::new(req);
+                req.extensions_mut().insert(crate::auth::Internal);
+                matches!(tokio::time::timeout(HEALTH_TIMEOUT, kv.range(req)).await, Ok(Ok(_)))
             })
         }));
         self

@@ -660,14 +660,14 @@ fn maintenance_paths_answer_as_etcd() {
 #[test]
 fn a_service_that_is_not_implemented_answers_etcds_error_body() {
     let argus = Argus::start();
-    for path in ["/v3/auth/user/list", "/v3/auth/enable", "/v3beta/auth/role/get"] {
+    for path in ["/v3/cluster/member/add", "/v3/cluster/member/remove", "/v3beta/cluster/member/update"] {
         let r = post(argus.endpoint(), path, "{}");
         assert_eq!(r.status, 501, "{path}: {}", r.body);
         assert_eq!(r.header("content-type"), Some("application/json"));
         let v = r.json();
         assert_eq!(v["code"], 12, "{}", r.body);
         assert_eq!(v["error"], v["message"]);
-        assert!(v["error"].as_str().is_some_and(|m| m.starts_with("argus does not implement Auth.")), "{}", r.body);
+        assert!(v["error"].as_str().is_some_and(|m| m.starts_with("argus does not implement Cluster.")), "{}", r.body);
         assert_eq!(v.as_object().map(|o| o.len()), Some(3), "{}", r.body);
     }
 }

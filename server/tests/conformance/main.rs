@@ -14,6 +14,7 @@
 //! Needs `/usr/bin/etcd` and `/usr/bin/etcdctl` 3.4 and `curl` (`scripts/test.sh`
 //! installs them from the distribution's packages).
 
+mod auth;
 mod client;
 mod common;
 mod differences;
