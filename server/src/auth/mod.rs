@@ -35,6 +35,16 @@ pub(crate) use standin as engine;
 
 use engine::{Access, AuthError};
 
+/// The error of the engine's auth calls. TEMPORARY: the stand-in's `AuthError`;
+/// with `argus_engine::auth`, `argus_engine::Error` (whose `Auth` variant holds
+/// the `AuthError`), and [`engine_status`] becomes `crate::convert::status`.
+pub(crate) type EngineError = AuthError;
+
+/// The gRPC status of an engine auth call's error.
+pub(crate) fn engine_status(e: EngineError) -> Status {
+    status(&e)
+}
+
 /// The gRPC status etcd answers for an auth error, with etcd's message and code
 /// (etcd 3.4's `rpctypes`).
 pub fn status(e: &AuthError) -> Status {

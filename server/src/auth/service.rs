@@ -10,7 +10,7 @@ use argus_engine::store::Store;
 use tonic::{Request, Response, Status};
 
 use super::engine::{self, AuthError, PermKind, Permission};
-use super::{status, AuthGate};
+use super::{engine_status, status, AuthGate, EngineError};
 use crate::proto::authpb;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::auth_server::Auth;
@@ -46,10 +46,10 @@ impl AuthService {
     /// Runs an auth store call on the KV pool (it writes to the log).
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&engine::AuthStore) -> Result<T, AuthError> + Send + 'static,
+        f: impl FnOnce(&engine::AuthStore) -> Result<T, EngineError> + Send + 'static,
     ) -> Result<T, Status> {
         let gate = Arc::clone(self.g()?);
-        crate::kv::run_blocking(&self.pool, move || f(gate.db()).map_err(|e| status(&e))).await
+        crate::kv::run_blocking(&self.pool, move || f(gate.db()).map_err(engine_status)).await
     }
 }
 
@@ -121,7 +121,9 @@ impl Auth for AuthService {
         let no_password = r.options.is_some_and(|o| o.no_password);
         self.blocking(move |db| {
             if r.name.is_empty() {
-                return Err(AuthError::UserEmpty);
+                // (`into`: the engine's error holds an AuthError; the stand-in's is one.)
+                #[allow(clippy::useless_conversion)]
+                return Err(AuthError::UserEmpty.into());
             }
             let hash = (!no_password).then(|| engine::hash_password(&r.password, engine::BCRYPT_COST));
             db.user_add(&r.name, hash)
@@ -139,7 +141,7 @@ impl Auth for AuthService {
                 _ => return Err(e),
             }
         }
-        let u = self.g()?.db().user_get(&name).map_err(|e| status(&e))?;
+        let u = self.g()?.db().user_get(&name).map_err(engine_status)?;
         Ok(Response::new(pb::AuthUserGetResponse { header: self.header(), roles: u.roles }))
     }
 
@@ -210,7 +212,7 @@ impl Auth for AuthService {
                 _ => return Err(e),
             }
         }
-        let info = self.g()?.db().role_get(&role).map_err(|e| status(&e))?;
+        let info = self.g()?.db().role_get(&role).map_err(engine_status)?;
         let perm = info
             .permissions
             .into_iter()

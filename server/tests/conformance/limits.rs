@@ -200,8 +200,7 @@ fn unimplemented_methods_name_the_method() {
         let cases = vec![
             ("Cluster.MemberAdd", status(c.member_add(["http://127.0.0.1:1"], None).await)),
             ("Cluster.MemberRemove", status(c.member_remove(1).await)),
-            ("Auth.RoleGet", status(c.role_get("r").await)),
-            ("Auth.RoleList", status(c.role_list().await)),
+            ("Cluster.MemberUpdate", status(c.member_update(1, vec!["http://127.0.0.1:1".to_string()]).await)),
             (
                 "Maintenance.Alarm ACTIVATE",
                 status(c.alarm(etcd_client::AlarmAction::Activate, etcd_client::AlarmType::Nospace, None).await),
