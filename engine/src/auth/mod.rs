@@ -400,7 +400,9 @@ impl AuthStore {
 
     /// Whether `user` may `access` every key of the span exactly as the client
     /// sent it: an empty `range_end` is the one key `key`, `"\0"` every key from
-    /// `key` on, a `range_end` at or below `key` an empty span (permitted). The
+    /// `key` on, a `range_end` at or below `key` an empty span, permitted iff the
+    /// one key `key` is (as etcd 3.4 decides in all but its tree-shape flaw; see
+    /// `perms.rs`). The
     /// root role may do everything; otherwise the span must lie inside the union
     /// of the user's permissions for `access` (READWRITE counts for both). An
     /// unknown user may do nothing. Takes no lock and allocates nothing.
