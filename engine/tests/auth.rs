@@ -907,3 +907,62 @@ fn random_changes_against_a_model() {
         }
     }
 }
+
+#[test]
+fn changes_concurrent_with_writes_and_compactions_survive_a_crash() {
+    let storage = MemStorage::new();
+    let o = opts(FsyncPolicy::Batch, 4096);
+    let s = open(&storage, &o);
+    let writer = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            for i in 0..300u32 {
+                s.put(format!("/k{}", i % 9).as_bytes(), &[b'v'; 150]).unwrap();
+                if i % 25 == 24 {
+                    s.compact(s.current_revision() - 3).unwrap();
+                }
+            }
+        })
+    };
+    let a = s.auth();
+    for i in 0..40 {
+        a.user_add(&format!("u{i}"), None).unwrap();
+        a.role_add(&format!("r{i}")).unwrap();
+        a.role_grant_permission(&format!("r{i}"), perm(PermKind::Read, format!("/k{}", i % 9).as_bytes(), b""))
+            .unwrap();
+        a.user_grant_role(&format!("u{i}"), &format!("r{i}")).unwrap();
+        if i % 3 == 0 {
+            a.user_delete(&format!("u{i}")).unwrap();
+        }
+    }
+    writer.join().unwrap();
+    let want = dump(a);
+    assert_eq!(want.revision, 1 + 40 * 4 + 14);
+    let crashed = storage.crash(CrashMode::DropUnsynced);
+    drop(s);
+    let s = open(&crashed, &o);
+    assert_eq!(dump(s.auth()), want);
+    assert!(s.auth().check("u1", b"/k1", b"", Access::Read) && !s.auth().check("u1", b"/k2", b"", Access::Read));
+}
+
+#[test]
+fn a_backup_carries_the_auth_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(FsyncPolicy::Batch, 1 << 16);
+    let s = Store::open(dir.path().join("data"), o.clone()).unwrap();
+    populate(s.auth());
+    for i in 0..50 {
+        s.put(format!("/k{i}").as_bytes(), b"v").unwrap();
+    }
+    s.compact(s.current_revision() - 1).unwrap();
+    s.auth().user_add("late", None).unwrap();
+    s.put(b"/after", b"v").unwrap();
+    let want = dump(s.auth());
+    let mut stream = s.backup().unwrap();
+    let file = dir.path().join("backup.db");
+    std::io::copy(&mut stream, &mut std::fs::File::create(&file).unwrap()).unwrap();
+    drop(s);
+    argus_engine::backup::restore(&file, &dir.path().join("restored"), o.clone()).unwrap();
+    let s = Store::open(dir.path().join("restored"), o).unwrap();
+    assert_eq!(dump(s.auth()), want);
+}
