@@ -481,4 +481,76 @@ mod tests {
         let e = err(TlsFiles { trusted_ca_file: Some(dir.path().join("nope")), ..ok });
         assert!(e.contains("--trusted-ca-file"), "{e}");
     }
+
+    /// A CA, a server certificate for 127.0.0.1 and a client certificate with
+    /// `client_cn` from that CA: (server config with client-cert-auth, client
+    /// config).
+    fn pki(client_cn: &str) -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = rcgen::CertifiedIssuer::self_signed(ca, rcgen::KeyPair::generate().expect("key")).expect("ca");
+        let server_key = rcgen::KeyPair::generate().expect("key");
+        let server = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("params")
+            .signed_by(&server_key, &ca)
+            .expect("sign");
+        let mut client = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        client.distinguished_name.push(rcgen::DnType::CommonName, client_cn);
+        let client_key = rcgen::KeyPair::generate().expect("key");
+        let client = client.signed_by(&client_key, &ca).expect("sign");
+        let files = TlsFiles {
+            cert_file: write(dir.path(), "s.pem", &server.pem()),
+            key_file: write(dir.path(), "sk.pem", &server_key.serialize_pem()),
+            trusted_ca_file: Some(write(dir.path(), "ca.pem", &ca.pem())),
+            client_cert_auth: true,
+        };
+        let server_cfg = server_config(&files).expect("server config");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).expect("root");
+        let client_cfg = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_client_auth_cert(
+                vec![client.der().clone()],
+                PrivateKeyDer::try_from(client_key.serialize_der()).expect("key der"),
+            )
+            .expect("client config");
+        (server_cfg, Arc::new(client_cfg))
+    }
+
+    /// A silent client and a client from another CA do not hold up or reach the
+    /// server; the next good client's connection carries its CN.
+    #[tokio::test]
+    async fn handshakes_run_apart_and_the_cn_reaches_the_connection() {
+        use tokio_stream::StreamExt;
+        let (server_cfg, alice) = pki("alice");
+        let (_, stranger) = pki("mallory");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut incoming = Box::pin(incoming(listener, Connections::new(), Some(server_cfg)));
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("name");
+        let _silent = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let refused = tokio_rustls::TlsConnector::from(stranger)
+            .connect(name.clone(), tokio::net::TcpStream::connect(addr).await.expect("connect"));
+        // TLS 1.3: the client finishes before the server checks its certificate;
+        // the refusal shows on its first read.
+        if let Ok(mut s) = refused.await {
+            let mut b = [0u8; 1];
+            let read = tokio::time::timeout(Duration::from_secs(30), tokio::io::AsyncReadExt::read(&mut s, &mut b));
+            let read = read.await.expect("the server neither refused nor served the stranger");
+            assert!(read.map_or(true, |n| n == 0), "the stranger was served");
+        }
+        let client = tokio_rustls::TlsConnector::from(alice)
+            .connect(name, tokio::net::TcpStream::connect(addr).await.expect("connect"));
+        let (client, served) = tokio::join!(client, incoming.next());
+        let client = client.expect("alice's handshake");
+        let served = served.expect("a connection").expect("accepted");
+        let info = served.connect_info();
+        assert!(matches!(served, ServerIo::Tls(..)) && info.tls);
+        assert_eq!(info.identity.common_name.as_deref(), Some("alice"));
+        assert_eq!(info.remote_addr, client.get_ref().0.local_addr().ok());
+        assert_eq!(info.local_addr, Some(addr));
+    }
 }

@@ -16,7 +16,8 @@
 //! * a mirror of a TLS etcd with client-cert-auth (`--upstream https://..
 //!   --upstream-cacert --upstream-cert --upstream-key`), itself serving TLS: a put
 //!   through etcd reaches a watch on the mirror;
-//! * a bad configuration stops the binary at start with the flag named.
+//! * a bad configuration (of the listener, or of a mirror's upstream) stops the
+//!   binary at start with the flag named.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -399,7 +400,25 @@ fn a_bad_tls_configuration_stops_the_binary_at_start() {
     let pki = Pki::new();
     let data = pki.dir.path().join("data");
     let missing = pki.dir.path().join("missing.pem");
+    let mirror = |extra: &[&str]| {
+        let mut a: Vec<String> = vec!["mirror".into(), "--upstream".into(), "https://127.0.0.1:1".into()];
+        a.extend(extra.iter().map(|x| x.to_string()));
+        a
+    };
     let cases: Vec<(Vec<String>, &str)> = vec![
+        (mirror(&[]), "an https:// upstream needs --upstream-cacert"),
+        (mirror(&["--upstream-cacert", &s(&missing)]), "--upstream-cacert"),
+        (
+            mirror(&[
+                "--upstream-cacert",
+                &s(&pki.ca),
+                "--upstream-cert",
+                &s(&pki.alice_cert),
+                "--upstream-key",
+                &s(&pki.server_key),
+            ]),
+            "upstream https://127.0.0.1:1: TLS",
+        ),
         (vec!["--cert-file".into(), s(&missing), "--key-file".into(), s(&pki.server_key)], "--cert-file"),
         (vec!["--cert-file".into(), s(&pki.server_cert), "--key-file".into(), s(&pki.alice_key)], "--key-file"),
         (vec!["--cert-file".into(), s(&pki.server_cert), "--key-file".into(), s(&pki.server_cert)], "--key-file"),
@@ -418,9 +437,10 @@ fn a_bad_tls_configuration_stops_the_binary_at_start() {
     for (args, expect) in cases {
         let mut child = ChildGuard(
             Command::new(env!("CARGO_BIN_EXE_argus"))
-                .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(if args[0] == "mirror" { "mirror" } else { "serve" })
+                .args(["--listen", "127.0.0.1:0", "--data-dir"])
                 .arg(&data)
-                .args(&args)
+                .args(args.iter().skip_while(|a| *a == "mirror"))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
