@@ -172,7 +172,7 @@ impl History {
             let kind = match r.kind {
                 RecordKind::Put => EventKind::Put,
                 RecordKind::Delete => EventKind::Delete,
-                RecordKind::End | RecordKind::LeaseGrant | RecordKind::LeaseRevoke => continue,
+                RecordKind::End | RecordKind::LeaseGrant | RecordKind::LeaseRevoke | RecordKind::Auth => continue,
             };
             let kv = match kind {
                 EventKind::Put => KeyValue {

@@ -136,6 +136,9 @@ pub enum Error {
     /// ([`crate::store::StoreOptions::foreign_leases`]): lease calls go to that cluster.
     #[error("the leases of this store belong to its upstream cluster: lease calls must be sent there")]
     LeasesUpstream,
+    /// An auth call was refused; displayed with etcd's message.
+    #[error("{0}")]
+    Auth(#[from] crate::auth::AuthError),
 }
 
 impl Error {

@@ -71,6 +71,7 @@ pub fn status(e: Error) -> Status {
         }
         Error::Poisoned(_) | Error::Io { .. } | Error::Locked(_) => (Code::Unavailable, format!("argus: {e}")),
         Error::Corrupt { .. } => (Code::DataLoss, format!("argus: {e}")),
+        Error::Auth(a) => return crate::auth::status(a),
         _ => (Code::Internal, format!("argus: {e}")),
     };
     Status::new(code, msg)

@@ -106,7 +106,7 @@ impl KvService {
     fn caller<T>(&self, req: &Request<T>) -> Result<Option<Caller>, Status> {
         match &self.auth {
             Some(_) if req.extensions().get::<auth::Internal>().is_some() => Ok(None),
-            Some(g) => g.caller(req.metadata()),
+            Some(g) => g.caller(req.metadata(), req.extensions()),
             None => Ok(None),
         }
     }

@@ -55,10 +55,10 @@ impl LeaseService {
         self
     }
 
-    /// The caller of a request with `md` (`None`: auth off); refused without one.
-    fn caller(&self, md: &tonic::metadata::MetadataMap) -> Result<Option<Caller>, Status> {
+    /// The caller of `req` (`None`: auth off); refused without one.
+    fn caller<T>(&self, req: &Request<T>) -> Result<Option<Caller>, Status> {
         match &self.auth {
-            Some(g) => g.caller(md),
+            Some(g) => g.caller(req.metadata(), req.extensions()),
             None => Ok(None),
         }
     }
@@ -83,7 +83,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
-        self.caller(req.metadata())?;
+        self.caller(&req)?;
         let r = req.into_inner();
         if let Some(m) = &self.mirror {
             return forward::lease_grant(m, r).await;
@@ -97,7 +97,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        let caller = self.caller(req.metadata())?;
+        let caller = self.caller(&req)?;
         if let Some(m) = &self.mirror {
             return forward::lease_revoke(m, req.into_inner()).await;
         }
@@ -121,7 +121,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<KeepAliveStream>, Status> {
-        self.caller(req.metadata())?;
+        self.caller(&req)?;
         if let Some(m) = &self.mirror {
             return Ok(Response::new(forward::lease_keep_alive(m, req.into_inner()).await?));
         }
@@ -140,7 +140,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
-        let caller = self.caller(req.metadata())?;
+        let caller = self.caller(&req)?;
         let r = req.into_inner();
         if let Some(m) = &self.mirror {
             return forward::lease_time_to_live(m, r).await;
@@ -172,7 +172,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
-        self.caller(req.metadata())?;
+        self.caller(&req)?;
         if let Some(m) = &self.mirror {
             return forward::lease_leases(m, req.into_inner()).await;
         }

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod other;
 pub mod restore;
+pub mod tls;
 pub mod watch;
 pub mod wire;
 
@@ -139,6 +140,8 @@ pub struct ServerConfig {
     /// How long an auth token stays valid after its last use (etcd's
     /// `--auth-token-ttl`).
     pub auth_token_ttl: Duration,
+    /// TLS on the listener (gRPC and the gateway; not `/metrics`), if any.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 impl Default for ServerConfig {
@@ -160,6 +163,7 @@ impl Default for ServerConfig {
             watch_stream_capacity: 128,
             shutdown_grace: Duration::from_secs(2),
             auth_token_ttl: Duration::from_secs(300),
+            tls: None,
         }
     }
 }
@@ -261,6 +265,7 @@ pub(crate) async fn serve_store(
     wopts.stream_capacity = cfg.watch_stream_capacity;
     let hub = Arc::new(WatchHub::new(store.clone(), wopts));
 
+    let tls_config = cfg.tls.as_ref().map(tls::server_config).transpose()?;
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -281,7 +286,8 @@ pub(crate) async fn serve_store(
     };
     let running = Running { store: store.clone(), hub: Arc::clone(&hub), addr, metrics_addr };
     on_ready(&running);
-    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), fsync = %cfg.fsync,
+    tracing::info!(%addr, tls = tls_config.is_some(), client_cert_auth = cfg.tls.as_ref().is_some_and(|t| t.client_cert_auth),
+        data_dir = %cfg.data_dir.display(), fsync = %cfg.fsync,
         revision = store.current_revision(), compact_revision = store.compact_revision(), "argus serving etcd v3 API");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -336,9 +342,12 @@ pub(crate) async fn serve_store(
     });
 
     // Auth: a standalone server's own (a mirror's stays unimplemented: README).
-    // TEMPORARY: the stand-in store until argus_engine::auth is on main.
     let auth_gate = match mode {
-        Mode::Standalone => Some(auth::AuthGate::new(Arc::new(auth::engine::AuthStore::default()), cfg.auth_token_ttl)),
+        Mode::Standalone => Some(auth::AuthGate::new(
+            store.clone(),
+            cfg.auth_token_ttl,
+            cfg.tls.as_ref().is_some_and(|t| t.client_cert_auth),
+        )),
         Mode::Mirror(_) => None,
     };
     use proto::etcdserverpb::{auth_server, cluster_server, kv_server, lease_server, maintenance_server};
@@ -382,24 +391,11 @@ pub(crate) async fn serve_store(
         .cluster(Arc::clone(&cluster_impl))
         .maintenance(maintenance_impl)
         .auth(Arc::clone(&auth_impl));
-    // TCP_NODELAY on every accepted connection: tonic does not apply its own nodelay
-    // setting to a caller-supplied stream, and with Nagle's algorithm on, a small
-    // response waits for the client's delayed ACK (40 ms) whenever earlier bytes are
-    // unacknowledged, which on a connection carrying a watch stream is always. Each
-    // is wrapped so that the end of the shutdown grace can close it.
+    // Every accepted connection gets TCP_NODELAY, is wrapped so that the end of the
+    // shutdown grace can close it, and with TLS is handshaken in a task of its own
+    // (`tls::incoming`).
     let conns = conn::Connections::new();
-    let incoming = {
-        use tokio_stream::StreamExt;
-        let conns = Arc::clone(&conns);
-        tokio_stream::wrappers::TcpListenerStream::new(listener).map(move |accepted| {
-            accepted.map(|s| {
-                if let Err(e) = s.set_nodelay(true) {
-                    tracing::warn!(error = %e, "cannot set TCP_NODELAY");
-                }
-                conns.wrap(s)
-            })
-        })
-    };
+    let incoming = tls::incoming(listener, Arc::clone(&conns), tls_config);
     // HTTP/1.1 too, for the gateway (curl's default); gRPC requests, told apart by
     // their content type, go on to the request check and the services as before.
     let server = tonic::transport::Server::builder()

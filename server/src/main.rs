@@ -61,6 +61,19 @@ struct MirrorArgs {
     /// also revisions the cluster has compacted.
     #[arg(long)]
     retain: Option<argus_server::mirror::Retain>,
+    /// TLS to the cluster: the CA that signed the members' certificates, PEM
+    /// (etcdctl's --cacert). Needed for `https://` members; members given as
+    /// `host:port` are then reached over https.
+    #[arg(long)]
+    upstream_cacert: Option<PathBuf>,
+    /// TLS to the cluster: the client certificate the mirror presents, PEM (for
+    /// members started with --client-cert-auth; etcdctl's --cert).
+    #[arg(long, requires = "upstream_key")]
+    upstream_cert: Option<PathBuf>,
+    /// TLS to the cluster: the client certificate's private key, PEM (etcdctl's
+    /// --key).
+    #[arg(long, requires = "upstream_cert")]
+    upstream_key: Option<PathBuf>,
     #[command(flatten)]
     serve: ServeArgs,
 }
@@ -121,6 +134,21 @@ struct ServeArgs {
     /// Seconds an auth token stays valid after its last use (etcd's flag).
     #[arg(long, default_value_t = 300)]
     auth_token_ttl: u64,
+    /// TLS: the server's certificate, PEM (etcd's --cert-file). gRPC and the
+    /// HTTP/JSON gateway are then served over TLS only; /metrics stays plain HTTP.
+    #[arg(long, requires = "key_file")]
+    cert_file: Option<PathBuf>,
+    /// TLS: the server's private key, PEM (etcd's --key-file).
+    #[arg(long, requires = "cert_file")]
+    key_file: Option<PathBuf>,
+    /// TLS: the CA certificates that client certificates must be signed by, PEM
+    /// (etcd's --trusted-ca-file).
+    #[arg(long, requires = "cert_file")]
+    trusted_ca_file: Option<PathBuf>,
+    /// TLS: require a client certificate signed by --trusted-ca-file on every
+    /// connection, refused in the handshake otherwise (etcd's --client-cert-auth).
+    #[arg(long, requires = "cert_file")]
+    client_cert_auth: bool,
 }
 
 impl Default for ServeArgs {
@@ -139,6 +167,10 @@ impl Default for ServeArgs {
             max_streams: d.max_streams,
             max_watchers: d.max_watchers,
             auth_token_ttl: d.auth_token_ttl.as_secs(),
+            cert_file: None,
+            key_file: None,
+            trusted_ca_file: None,
+            client_cert_auth: false,
         }
     }
 }
@@ -184,6 +216,9 @@ fn main() -> ExitCode {
         }
     };
     let cfg = server_config(args);
+    if !tls_ok(&cfg) {
+        return ExitCode::FAILURE;
+    }
     let Some(rt) = runtime() else { return ExitCode::FAILURE };
     let served = rt.block_on(serve(cfg, shutdown_signal(), |r| {
         eprintln!("argus: serving etcd v3 API on {} (revision {})", r.addr, r.store.current_revision());
@@ -207,7 +242,15 @@ fn run_mirror(args: MirrorArgs) -> ExitCode {
         },
         upstream: args.upstream,
         retain: args.retain.unwrap_or(argus_server::mirror::Retain::Cluster),
+        upstream_tls: argus_server::mirror::upstream::UpstreamTls {
+            ca_file: args.upstream_cacert,
+            cert_file: args.upstream_cert,
+            key_file: args.upstream_key,
+        },
     };
+    if !tls_ok(&cfg.server) {
+        return ExitCode::FAILURE;
+    }
     let Some(rt) = runtime() else { return ExitCode::FAILURE };
     let served = rt.block_on(argus_server::mirror::run(cfg, shutdown_signal(), |r, m| {
         eprintln!(
@@ -221,6 +264,19 @@ fn run_mirror(args: MirrorArgs) -> ExitCode {
         }
     }));
     finish(rt, served)
+}
+
+/// Checks the listener's TLS files before anything starts (a mirror would
+/// otherwise bootstrap from its cluster first); reports and answers `false` if they
+/// are unusable.
+fn tls_ok(cfg: &ServerConfig) -> bool {
+    match cfg.tls.as_ref().map(argus_server::tls::server_config).transpose() {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("argus: {e}");
+            false
+        }
+    }
 }
 
 fn server_config(args: ServeArgs) -> ServerConfig {
@@ -238,6 +294,15 @@ fn server_config(args: ServeArgs) -> ServerConfig {
         max_streams: args.max_streams,
         max_watchers: args.max_watchers,
         auth_token_ttl: std::time::Duration::from_secs(args.auth_token_ttl),
+        tls: match (args.cert_file, args.key_file) {
+            (Some(cert_file), Some(key_file)) => Some(argus_server::tls::TlsFiles {
+                cert_file,
+                key_file,
+                trusted_ca_file: args.trusted_ca_file,
+                client_cert_auth: args.client_cert_auth,
+            }),
+            _ => None,
+        },
         ..ServerConfig::default()
     }
 }

@@ -66,9 +66,9 @@ impl MaintenanceService {
     }
 
     /// Refuses a caller without the root role while auth is on.
-    fn admin(&self, md: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+    fn admin<T>(&self, req: &Request<T>) -> Result<(), Status> {
         match &self.auth {
-            Some(g) => g.require_root(md).map(|_| ()),
+            Some(g) => g.require_root(req.metadata(), req.extensions()).map(|_| ()),
             None => Ok(()),
         }
     }
@@ -214,19 +214,19 @@ impl maintenance_server::Maintenance for MaintenanceService {
         &self,
         req: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        self.admin(req.metadata())?;
+        self.admin(&req)?;
         tracing::info!("defragment: nothing to do (compaction already deleted whole segments)");
         Ok(Response::new(pb::DefragmentResponse { header: None }))
     }
 
     async fn hash(&self, req: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
-        self.admin(req.metadata())?;
+        self.admin(&req)?;
         let h = self.blocking(|s| s.hash()).await?;
         Ok(Response::new(pb::HashResponse { header: Some(self.header.at(h.current_revision)), hash: h.hash }))
     }
 
     async fn hash_kv(&self, req: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
-        self.admin(req.metadata())?;
+        self.admin(&req)?;
         let rev = req.get_ref().revision;
         // (etcd hashes nothing for a negative revision and answers; Argus says so.)
         let rev = u64::try_from(rev).map_err(|_| {
@@ -246,7 +246,7 @@ impl maintenance_server::Maintenance for MaintenanceService {
     type SnapshotStream = ReceiverStream<Result<pb::SnapshotResponse, Status>>;
 
     async fn snapshot(&self, req: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
-        self.admin(req.metadata())?;
+        self.admin(&req)?;
         let (tx, rx) = tokio::sync::mpsc::channel(SNAPSHOT_QUEUE);
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || send_snapshot(store, tx));
@@ -259,7 +259,7 @@ impl maintenance_server::Maintenance for MaintenanceService {
         &self,
         req: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        self.admin(req.metadata())?;
+        self.admin(&req)?;
         if let Some(m) = &self.mirror {
             return crate::mirror::forward::move_leader(m, req.into_inner()).await;
         }

@@ -187,7 +187,8 @@ impl WatchService {
             return status.into_http();
         }
         let token = token_of(req.headers());
-        match self.open_with_token(req.into_body(), token) {
+        let cert = self.certificate_caller(req.extensions());
+        match self.open_with_token(req.into_body(), token, cert) {
             Ok(body) => {
                 let mut resp = http::Response::new(tonic::body::Body::new(body));
                 resp.headers_mut().insert(CONTENT_TYPE, GRPC_CONTENT_TYPE);
@@ -202,12 +203,24 @@ impl WatchService {
     /// are open). The gRPC method answers with it, and so does the HTTP gateway
     /// ([`crate::gateway`]), whose JSON requests come framed.
     pub fn open(&self, requests: tonic::body::Body) -> Result<WatchBody, Status> {
-        self.open_with_token(requests, None)
+        self.open_with_token(requests, None, None)
+    }
+
+    /// Under `--client-cert-auth`, the user named by the client certificate of the
+    /// connection with `ext`.
+    pub(crate) fn certificate_caller(&self, ext: &http::Extensions) -> Option<Caller> {
+        self.shared.auth.as_ref().and_then(|g| g.caller_of_certificate(ext))
     }
 
     /// [`WatchService::open`] for a client that sent `token` (its `token` metadata,
-    /// or the gateway's `Authorization` header).
-    pub fn open_with_token(&self, requests: tonic::body::Body, token: Option<String>) -> Result<WatchBody, Status> {
+    /// or the gateway's `Authorization` header), or whose client certificate names
+    /// `cert` (used when there is no token, as etcd).
+    pub(crate) fn open_with_token(
+        &self,
+        requests: tonic::body::Body,
+        token: Option<String>,
+        cert: Option<Caller>,
+    ) -> Result<WatchBody, Status> {
         let s = &self.shared;
         if s.hub.is_shut_down() {
             return Err(Status::unavailable(SHUTTING_DOWN));
@@ -234,6 +247,7 @@ impl WatchService {
             error: None,
             finished: false,
             token,
+            cert,
             auth_stream: None,
             revoked: Vec::new(),
         };
@@ -358,6 +372,8 @@ pub struct WatchBody {
     finished: bool,
     /// The client's token, if it sent one.
     token: Option<String>,
+    /// The user its client certificate names (under `--client-cert-auth`).
+    cert: Option<Caller>,
     /// Its watchers created under auth, re-checked when the auth state changes.
     auth_stream: Option<Arc<StreamAuth>>,
     /// Watchers canceled because their permission is gone: their `canceled`
@@ -463,7 +479,7 @@ impl WatchBody {
     fn authorize_create(&self, key: &[u8], range_end: &[u8]) -> Result<Option<Caller>, String> {
         let Some(gate) = self.shared.auth.as_ref().filter(|g| g.enabled()) else { return Ok(None) };
         let caller = match &self.token {
-            None => return Err(auth::cancel_reason(&AuthError::UserEmpty)),
+            None => self.cert.clone().ok_or_else(|| auth::cancel_reason(&AuthError::UserEmpty))?,
             Some(t) => gate.caller_of_token(t).ok_or_else(|| auth::cancel_reason(&AuthError::InvalidToken))?,
         };
         let key: &[u8] = if key.is_empty() { &[0] } else { key };

@@ -234,6 +234,11 @@ fn corrupt(storage: &dyn Storage, name: &str, offset: u64, reason: impl Into<Str
 }
 
 impl RevisionLog {
+    /// The path of file `name` of the log, as errors name it.
+    pub(crate) fn path_of(&self, name: &str) -> std::path::PathBuf {
+        self.inner.storage.path(name)
+    }
+
     /// The options the log runs with.
     pub fn options(&self) -> &LogOptions {
         &self.inner.opts
@@ -348,6 +353,40 @@ impl RevisionLog {
                 (RecordKind::LeaseRevoke, &revoke)
             }
         };
+        self.append_between(kind, value)
+    }
+
+    /// Appends an auth record (FORMAT.md, Auth records) with `value`, after the
+    /// last revision, under the writer lock (so it is ordered with every revision).
+    /// The caller makes it durable with [`RevisionLog::sync_auth_record`] before
+    /// acknowledging the change.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Poisoned`], [`Error::NoSpace`]; a write error poisons the log.
+    pub fn append_auth(&self, value: &[u8]) -> Result<LeaseWrite> {
+        if self.is_poisoned() {
+            return Err(self.poisoned_error());
+        }
+        self.append_between(RecordKind::Auth, value)
+    }
+
+    /// Makes an auth record appended by [`RevisionLog::append_auth`] durable,
+    /// whatever the fsync policy (auth changes are rare and must survive a crash
+    /// once acknowledged). Holds no lock while it syncs.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Poisoned`] if the fsync fails (which poisons the log).
+    pub fn sync_auth_record(&self, written: LeaseWrite) -> Result<()> {
+        if let Err(e) = written.0.file.sync() {
+            return Err(self.poison(format!("fsync of {} for an auth record: {e}", written.0.name)));
+        }
+        Ok(())
+    }
+
+    /// Appends one record that sits between revisions (lease or auth).
+    fn append_between(&self, kind: RecordKind, value: &[u8]) -> Result<LeaseWrite> {
         let mut w = lock(&self.inner.writer);
         let mut buf = Vec::with_capacity(record::encoded_len(0, value.len()));
         record::encode(&RecordData::lease_record(w.last_rev, kind, value), &mut buf);

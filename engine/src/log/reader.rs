@@ -46,7 +46,7 @@ impl LogReader {
         Records { reader: self, seg_idx, off, from, to, leases: false, done: from > to }
     }
 
-    /// As [`LogReader::records`], plus every lease record of the view (they sit
+    /// As [`LogReader::records`], plus every lease and auth record of the view (they sit
     /// between revisions, FORMAT.md): what opening the store replays. The scan
     /// starts at the first segment, so lease records before revision `from` are
     /// returned too (the lease records of every kept segment replayed in order over
@@ -65,7 +65,7 @@ pub struct Records<'a> {
     off: u64,
     from: u64,
     to: u64,
-    /// Whether lease records are returned too (else skipped).
+    /// Whether lease and auth records are returned too (else skipped).
     leases: bool,
     done: bool,
 }
@@ -93,7 +93,7 @@ impl<'a> Iterator for Records<'a> {
                         self.done = true;
                         return None;
                     }
-                    if r.kind.is_lease() {
+                    if r.kind.is_between_revisions() {
                         if self.leases {
                             return Some(Ok((loc, r)));
                         }
@@ -162,6 +162,32 @@ impl LogReader {
             off += record::encoded_len(r.key.len(), r.value.len()) as u64;
             Some((loc, r))
         })
+    }
+
+    /// The value of the base snapshot's AUTH record (the whole auth state,
+    /// FORMAT.md, Snapshot), if it has one.
+    pub fn snapshot_auth(&self) -> Option<&[u8]> {
+        let s = self.files.snapshots.last()?;
+        let mut off = FILE_HEADER as u64;
+        while let Some(r) = s.record_at(off) {
+            match r.kind {
+                RecordKind::End => break,
+                RecordKind::Auth => return Some(r.value),
+                _ => {}
+            }
+            off += record::encoded_len(r.key.len(), r.value.len()) as u64;
+        }
+        None
+    }
+
+    /// The name of the file `loc` lies in (for error reports), if this view holds it.
+    pub fn file_name(&self, loc: Loc) -> Option<String> {
+        let no = loc.file_no();
+        if let Some(s) = self.files.snapshot_for(no) {
+            return Some(super::snapshot_name(s.rev));
+        }
+        let i = self.files.segments.binary_search_by_key(&no, |s| s.file_no).ok()?;
+        Some(self.files.segments[i].name.clone())
     }
 
     /// The compaction revision of the base snapshot (0: none).

@@ -33,6 +33,9 @@ pub enum RecordKind {
     LeaseGrant,
     /// A lease was revoked (a lease record: between revisions, not an event).
     LeaseRevoke,
+    /// A change of the auth state (an auth record: between revisions like a lease
+    /// record, not an event; its value is decoded by `crate::auth`).
+    Auth,
 }
 
 impl RecordKind {
@@ -43,6 +46,7 @@ impl RecordKind {
             RecordKind::End => 2,
             RecordKind::LeaseGrant => 3,
             RecordKind::LeaseRevoke => 4,
+            RecordKind::Auth => 5,
         }
     }
 
@@ -53,6 +57,7 @@ impl RecordKind {
             2 => Some(RecordKind::End),
             3 => Some(RecordKind::LeaseGrant),
             4 => Some(RecordKind::LeaseRevoke),
+            5 => Some(RecordKind::Auth),
             _ => None,
         }
     }
@@ -60,6 +65,12 @@ impl RecordKind {
     /// Whether this is a lease record, which sits between revisions and is no event.
     pub fn is_lease(self) -> bool {
         matches!(self, RecordKind::LeaseGrant | RecordKind::LeaseRevoke)
+    }
+
+    /// Whether this record sits between revisions (a lease or an auth record,
+    /// FORMAT.md): no event, skipped by readers of revisions.
+    pub fn is_between_revisions(self) -> bool {
+        matches!(self, RecordKind::LeaseGrant | RecordKind::LeaseRevoke | RecordKind::Auth)
     }
 }
 
@@ -136,9 +147,10 @@ pub struct RecordData<'a> {
 
 impl<'a> RecordData<'a> {
     /// A lease record (FORMAT.md, Lease records): `kind` LEASE_GRANT or
-    /// LEASE_REVOKE, after revision `main`, with its `value`.
+    /// LEASE_REVOKE (or AUTH, framed the same: FORMAT.md, Auth records), after
+    /// revision `main`, with its `value`.
     pub fn lease_record(main: u64, kind: RecordKind, value: &'a [u8]) -> RecordData<'a> {
-        debug_assert!(kind.is_lease());
+        debug_assert!(kind.is_between_revisions());
         RecordData {
             main,
             sub: 0,

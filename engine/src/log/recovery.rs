@@ -303,9 +303,26 @@ fn scan_segment(storage: &dyn Storage, name: &str, first_rev: u64, bytes: &[u8],
                 off += n;
                 complete_end = off;
             }
+            // An auth record between two revisions (FORMAT.md, Auth records). It
+            // was written whole (its CRC holds), so a value that does not decode is
+            // corruption, never a torn write.
+            Ok((r, n))
+                if r.kind == RecordKind::Auth
+                    && r.last
+                    && r.sub == 0
+                    && expect_sub == 0
+                    && r.main + 1 == expect_main
+                    && r.key.is_empty() =>
+            {
+                if let Err(why) = crate::auth::record::decode_change(r.value) {
+                    return Err(corrupt(storage, name, off as u64, format!("auth record does not decode: {why}")));
+                }
+                off += n;
+                complete_end = off;
+            }
             Ok((r, n)) => {
                 let in_order = !matches!(r.kind, RecordKind::End)
-                    && !r.kind.is_lease()
+                    && !r.kind.is_between_revisions()
                     && r.main == expect_main
                     && r.sub == expect_sub;
                 if !in_order {
@@ -360,7 +377,7 @@ fn scan_segment(storage: &dyn Storage, name: &str, first_rev: u64, bytes: &[u8],
         if let Some(l) = record::peek_len(&bytes[probe..]) {
             if l >= record::RECORD_HEADER && l.is_multiple_of(8) && probe + l <= bytes.len() {
                 if let Ok((r, _)) = record::decode(&bytes[probe..]) {
-                    if r.main > torn_rev && r.kind != RecordKind::End && !r.kind.is_lease() {
+                    if r.main > torn_rev && r.kind != RecordKind::End && !r.kind.is_between_revisions() {
                         let first = later.map_or(probe, |(f, _)| f);
                         later = Some((first, later.map_or(r.main, |(_, m)| m.max(r.main))));
                     }

@@ -34,13 +34,15 @@ impl RevisionLog {
     /// Writes and fsyncs the base snapshot for compaction revision `rev` from
     /// `records` (every live key at `rev`, in key order, each a record with its own
     /// revisions) and `leases` (every lease that exists now: ID and TTL, in ID
-    /// order), publishes it to readers, and returns the new [`Loc`] of each record
-    /// in order.
+    /// order) and `auth` (the value of the AUTH record holding the whole auth
+    /// state, FORMAT.md, Auth records; `None`: none written), publishes it to
+    /// readers, and returns the new [`Loc`] of each record in order.
     pub(crate) fn write_snapshot<'a>(
         &self,
         rev: u64,
         records: impl Iterator<Item = RecordData<'a>>,
         leases: &[(i64, i64)],
+        auth: Option<&[u8]>,
     ) -> Result<Vec<Loc>> {
         let inner = &*self.inner;
         let storage = &*inner.storage;
@@ -55,6 +57,9 @@ impl RevisionLog {
         for &(id, ttl) in leases {
             let value = record::lease_grant_value(id, ttl);
             record::encode(&RecordData::lease_record(rev, RecordKind::LeaseGrant, &value), &mut buf);
+        }
+        if let Some(value) = auth {
+            record::encode(&RecordData::lease_record(rev, RecordKind::Auth, value), &mut buf);
         }
         record::encode(
             &RecordData {
@@ -167,6 +172,12 @@ pub(super) fn open_snapshot(storage: &dyn Storage, name: &str, rev: u64, file_no
                 break;
             }
             Ok((r, n)) if r.kind == RecordKind::LeaseGrant && record::lease_op(&r).is_some() => off += n,
+            Ok((r, n)) if r.kind == RecordKind::Auth => {
+                if let Err(why) = crate::auth::record::decode_state(r.value) {
+                    return Err(corrupt(storage, name, off as u64, format!("auth record does not decode: {why}")));
+                }
+                off += n;
+            }
             Ok((r, n)) => {
                 if r.kind != RecordKind::Put || r.mod_revision > rev {
                     return Err(corrupt(

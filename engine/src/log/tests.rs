@@ -500,7 +500,7 @@ fn no_two_live_segments_share_a_name() {
         if let Some(r) = hold_rev {
             let recs: Vec<RecordData<'_>> = Vec::new();
             let leases: Vec<(i64, i64)> = granted.iter().map(|&id| (id, 60)).collect();
-            log.write_snapshot(r, recs.into_iter(), &leases).unwrap();
+            log.write_snapshot(r, recs.into_iter(), &leases, None).unwrap();
             log.drop_before(r).unwrap();
             check(&log, &storage, &format!("round {round}, compacted at {r}"));
             durable = granted.clone();

@@ -46,7 +46,7 @@ impl Hasher {
             RecordKind::Delete => 1,
             // Leases are no part of the MVCC state HashKV covers (`Store::hash` adds
             // the live ones).
-            RecordKind::LeaseGrant | RecordKind::LeaseRevoke => return Ok(()),
+            RecordKind::LeaseGrant | RecordKind::LeaseRevoke | RecordKind::Auth => return Ok(()),
             RecordKind::End => {
                 return Err(Error::Corrupt {
                     file: "revision log".into(),

@@ -344,7 +344,7 @@ impl Store {
             key: &kv.key,
             value: &kv.value,
         });
-        let locs = inner.log.write_snapshot(rev, records, &[])?;
+        let locs = inner.log.write_snapshot(rev, records, &[], None)?;
         inner.compact_rev.store(rev, Ordering::Release);
         // Entries of revisions above the committed one (1): readers cannot see them
         // before the log's revision reaches `rev`.

@@ -16,7 +16,6 @@
 //! re-checked (and canceled) when the auth state changes.
 
 mod service;
-pub(crate) mod standin;
 mod tokens;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,20 +28,17 @@ use tonic::{Code, Status};
 pub use service::AuthService;
 pub use tokens::TokenStore;
 
-/// The engine's auth module. TEMPORARY: the in-memory stand-in until
-/// `argus_engine::auth` is on main (then: `pub(crate) use argus_engine::auth as engine;`).
-pub(crate) use standin as engine;
+/// The engine's durable auth store.
+pub(crate) use argus_engine::auth as engine;
 
 use engine::{Access, AuthError};
 
-/// The error of the engine's auth calls. TEMPORARY: the stand-in's `AuthError`;
-/// with `argus_engine::auth`, `argus_engine::Error` (whose `Auth` variant holds
-/// the `AuthError`), and [`engine_status`] becomes `crate::convert::status`.
-pub(crate) type EngineError = AuthError;
+/// The error of the engine's auth calls (its `Auth` variant holds an [`AuthError`]).
+pub(crate) type EngineError = argus_engine::Error;
 
 /// The gRPC status of an engine auth call's error.
 pub(crate) fn engine_status(e: EngineError) -> Status {
-    status(&e)
+    crate::convert::status(e)
 }
 
 /// The gRPC status etcd answers for an auth error, with etcd's message and code
@@ -95,19 +91,34 @@ pub struct Caller {
 
 /// The permission gate shared by the services.
 pub struct AuthGate {
-    db: Arc<engine::AuthStore>,
+    /// The store whose auth state this is (`Store::auth`).
+    store: argus_engine::store::Store,
+    /// `--client-cert-auth`: a request without a token is the user its client
+    /// certificate's common name names (as etcd).
+    client_cert_auth: bool,
     tokens: TokenStore,
     /// Watch streams with watchers to re-check when the auth state changes.
     streams: Mutex<Vec<Weak<StreamAuth>>>,
 }
 
 impl AuthGate {
-    /// A gate on the auth store `db` issuing tokens valid `token_ttl` after their
-    /// last use (etcd's `--auth-token-ttl`).
-    pub(crate) fn new(db: Arc<engine::AuthStore>, token_ttl: std::time::Duration) -> Arc<AuthGate> {
-        let gate = Arc::new(AuthGate { db, tokens: TokenStore::new(token_ttl), streams: Mutex::default() });
+    /// A gate on `store`'s auth state issuing tokens valid `token_ttl` after
+    /// their last use (etcd's `--auth-token-ttl`).
+    /// `client_cert_auth`: etcd's `--client-cert-auth` (the certificate's common name
+    /// is the user of a request without a token).
+    pub fn new(
+        store: argus_engine::store::Store,
+        token_ttl: std::time::Duration,
+        client_cert_auth: bool,
+    ) -> Arc<AuthGate> {
+        let gate = Arc::new(AuthGate {
+            store,
+            client_cert_auth,
+            tokens: TokenStore::new(token_ttl),
+            streams: Mutex::default(),
+        });
         let weak = Arc::downgrade(&gate);
-        gate.db.on_change(Box::new(move |_rev| {
+        gate.db().on_change(Box::new(move |_rev| {
             if let Some(g) = weak.upgrade() {
                 g.auth_changed();
             }
@@ -117,7 +128,7 @@ impl AuthGate {
 
     /// The auth store.
     pub(crate) fn db(&self) -> &engine::AuthStore {
-        &self.db
+        self.store.auth()
     }
 
     /// The token store.
@@ -127,31 +138,41 @@ impl AuthGate {
 
     /// Whether auth is enabled (one atomic load).
     pub fn enabled(&self) -> bool {
-        self.db.is_enabled()
+        self.db().is_enabled()
     }
 
     /// The caller of a request with `metadata`: `None` when auth is disabled; the
     /// token's user; refused with etcd's status for a token that is unknown or
     /// expired ("invalid auth token") or no credentials ("user name is empty").
-    pub fn caller(&self, metadata: &MetadataMap) -> Result<Option<Caller>, Status> {
+    pub fn caller(&self, metadata: &MetadataMap, ext: &http::Extensions) -> Result<Option<Caller>, Status> {
         if !self.enabled() {
             return Ok(None);
         }
-        match self.caller_if_any(metadata)? {
+        match self.caller_if_any(metadata, ext)? {
             Some(c) => Ok(Some(c)),
             None => Err(status(&AuthError::UserEmpty)),
         }
     }
 
-    /// The caller of a request with `metadata`, `None` when it carries no token.
-    pub fn caller_if_any(&self, metadata: &MetadataMap) -> Result<Option<Caller>, Status> {
+    /// The caller of a request with `metadata` on a connection with `ext`
+    /// (`tls::ConnInfo`): its token's user, else under `--client-cert-auth` its
+    /// certificate's common name; `None` when it has neither.
+    pub fn caller_if_any(&self, metadata: &MetadataMap, ext: &http::Extensions) -> Result<Option<Caller>, Status> {
         let token = TOKEN_KEYS.iter().find_map(|k| metadata.get(*k)).map(|v| v.to_str().unwrap_or(""));
         let Some(token) = token else {
-            // TODO(i13): with --client-cert-auth, the certificate's common name
-            // (tls::PeerIdentity) is the user once TLS is on main.
-            return Ok(None);
+            return Ok(self.caller_of_certificate(ext));
         };
         self.caller_of_token(token).map(Some).ok_or_else(|| status(&AuthError::InvalidToken))
+    }
+
+    /// Under `--client-cert-auth`, the user its verified client certificate's
+    /// common name names.
+    pub fn caller_of_certificate(&self, ext: &http::Extensions) -> Option<Caller> {
+        if !self.client_cert_auth {
+            return None;
+        }
+        let cn = crate::tls::peer_identity(ext)?.common_name.clone()?;
+        Some(Caller { user: cn, generation: None })
     }
 
     /// The caller a live `token` names (its TTL renewed), `None` for an unknown or
@@ -165,7 +186,7 @@ impl AuthGate {
     /// (`key`, `range_end`) as sent; `None` (auth disabled) may do anything.
     pub fn require(&self, caller: Option<&Caller>, key: &[u8], range_end: &[u8], access: Access) -> Result<(), Status> {
         match caller {
-            Some(c) if !self.db.check(&c.user, key, range_end, access) => Err(status(&AuthError::PermissionDenied)),
+            Some(c) if !self.db().check(&c.user, key, range_end, access) => Err(status(&AuthError::PermissionDenied)),
             _ => Ok(()),
         }
     }
@@ -173,13 +194,13 @@ impl AuthGate {
     /// Refuses unless `caller` has the root role (etcd's `IsAdminPermitted`: no
     /// user, "user name is empty"; an unknown one, "user name not found"; else
     /// "permission denied"). Admits anyone while auth is disabled.
-    pub fn require_root(&self, metadata: &MetadataMap) -> Result<Option<Caller>, Status> {
-        let caller = self.caller(metadata)?;
+    pub fn require_root(&self, metadata: &MetadataMap, ext: &http::Extensions) -> Result<Option<Caller>, Status> {
+        let caller = self.caller(metadata, ext)?;
         if let Some(c) = &caller {
-            if self.db.user_get(&c.user).is_err() {
+            if self.db().user_get(&c.user).is_err() {
                 return Err(status(&AuthError::UserNotFound));
             }
-            if !self.db.is_root(&c.user) {
+            if !self.db().is_root(&c.user) {
                 return Err(status(&AuthError::PermissionDenied));
             }
         }
@@ -188,7 +209,7 @@ impl AuthGate {
 
     /// Whether `caller` is root (auth disabled: `None`, yes).
     pub fn is_root(&self, caller: Option<&Caller>) -> bool {
-        caller.is_none_or(|c| self.db.is_root(&c.user))
+        caller.is_none_or(|c| self.db().is_root(&c.user))
     }
 
     /// Registers a Watch stream's watchers for re-checks on auth changes.
@@ -226,7 +247,7 @@ impl AuthGate {
                 return false;
             }
         }
-        self.db.check(&caller.user, key, range_end, Access::Read)
+        self.db().check(&caller.user, key, range_end, Access::Read)
     }
 }
 

@@ -73,13 +73,13 @@ fn perm_type(k: PermKind) -> i32 {
 #[tonic::async_trait]
 impl Auth for AuthService {
     async fn auth_enable(&self, req: Request<pb::AuthEnableRequest>) -> Answer<pb::AuthEnableResponse> {
-        self.g()?.require_root(req.metadata())?;
+        self.g()?.require_root(req.metadata(), req.extensions())?;
         self.blocking(|db| db.enable()).await?;
         Ok(Response::new(pb::AuthEnableResponse { header: self.header() }))
     }
 
     async fn auth_disable(&self, req: Request<pb::AuthDisableRequest>) -> Answer<pb::AuthDisableResponse> {
-        self.g()?.require_root(req.metadata())?;
+        self.g()?.require_root(req.metadata(), req.extensions())?;
         self.blocking(|db| db.disable()).await?;
         self.g()?.tokens().clear();
         Ok(Response::new(pb::AuthDisableResponse { header: self.header() }))
@@ -116,13 +116,11 @@ impl Auth for AuthService {
     }
 
     async fn user_add(&self, req: Request<pb::AuthUserAddRequest>) -> Answer<pb::AuthUserAddResponse> {
-        self.g()?.require_root(req.metadata())?;
+        self.g()?.require_root(req.metadata(), req.extensions())?;
         let r = req.into_inner();
         let no_password = r.options.is_some_and(|o| o.no_password);
         self.blocking(move |db| {
             if r.name.is_empty() {
-                // (`into`: the engine's error holds an AuthError; the stand-in's is one.)
-                #[allow(clippy::useless_conversion)]
                 return Err(AuthError::UserEmpty.into());
             }
             let hash = (!no_password).then(|| engine::hash_password(&r.password, engine::BCRYPT_COST));
@@ -135,8 +133,8 @@ impl Auth for AuthService {
     async fn user_get(&self, req: Request<pb::AuthUserGetRequest>) -> Answer<pb::AuthUserGetResponse> {
         // etcd: root, or the user itself.
         let name = req.get_ref().name.clone();
-        if let Err(e) = self.g()?.require_root(req.metadata()) {
-            match self.g()?.caller_if_any(req.metadata()) {
+        if let Err(e) = self.g()?.require_root(req.metadata(), req.extensions()) {
+            match self.g()?.caller_if_any(req.metadata(), req.extensions()) {
                 Ok(Some(c)) if c.user == name => {}
                 _ => return Err(e),
             }
@@ -146,12 +144,12 @@ impl Auth for AuthService {
     }
 
     async fn user_list(&self, req: Request<pb::AuthUserListRequest>) -> Answer<pb::AuthUserListResponse> {
-        self.g()?.require_root(req.metadata())?;
+        self.g()?.require_root(req.metadata(), req.extensions())?;
         Ok(Response::new(pb::AuthUserListResponse { header: self.header(), users: self.g()?.db().user_list() }))
     }
 
     async fn user_delete(&self, req: Request<pb::AuthUserDeleteRequest>) -> Answer<pb::AuthUserDeleteResponse> {
-        self.g()?.require_root(req.metadata())?;
+        self.g()?.require_root(req.metadata(), req.extensions())?;
         let name = req.into_inner().name;
         let n = name.clone();
         self.blocking(move |db| db.user_delete(&n)).await?;
@@ -163,7 +161,7 @@ impl Auth for AuthService {
         &self,
         req: Request<pb::AuthUserChangePasswordRequest>,
     ) -> Answer<pb::AuthUserChangePasswordResponse> {
-        self.g()?.require_root(req.metadata())?;
+        self.g()?.require_root(req.metadata(), req.extensions())?;
         let r = req.into_inner();
         let name = r.name.clone();
         self.blocking(move |db| {
@@ -180,7 +178,7 @@ impl Auth for AuthService {
         &self,
         req: Request<pb::AuthUserGrantRoleRequest>,
     ) -> Answer<pb::AuthUserGrantRoleResponse> {
-        self.g()?.require_root(req.metadata())?;
+        self.g()?.require_root(req.metadata(), req.extensions())?;
         let r = req.into_inner();
         self.blocking(move |db| db.user_grant_role(&r.user, &r.role)).await?;
         Ok(Response::new(pb::AuthUserGrantRoleResponse { header: self.header() }))
@@ -190,14 +188,14 @@ impl Auth for AuthService {
         &self,
         req: Request<pb::AuthUserRevokeRoleRequest>,
     ) -> Answer<pb::AuthUserRevokeRoleResponse> {
-        self.g()?.require_root(req.metadata())?;
+        self.g()?.require_root(req.metadata(), req.extensions())?;
         let r = req.into_inner();
         self.blocking(move |db| db.user_revoke_role(&r.name, &r.role)).await?;
         Ok(Response::new(pb::AuthUserRevokeRoleResponse { header: self.header() }))
     }
 
     async fn role_add(&self, req: Request<pb::AuthRoleAddRequest>) -> Answer<pb::AuthRoleAddResponse> {
-        self.g()?.require_root(req.metadata())?;
+        self.g()?.require_root(req.metadata(), req.extensions())?;
         let r = req.into_inner();
         self.blocking(move |db| db.role_add(&r.name)).await?;
         Ok(Response::new(pb::AuthRoleAddResponse { header: self.header() }))
@@ -206,8 +204,8 @@ impl Auth for AuthService {
     async fn role_get(&self, req: Request<pb::AuthRoleGetRequest>) -> Answer<pb::AuthRoleGetResponse> {
         // etcd: root, or a user with the role.
         let role = req.get_ref().role.clone();
-        if let Err(e) = self.g()?.require_root(req.metadata()) {
-            match self.g()?.caller_if_any(req.metadata()) {
+        if let Err(e) = self.g()?.require_root(req.metadata(), req.extensions()) {
+            match self.g()?.caller_if_any(req.metadata(), req.extensions()) {
                 Ok(Some(c)) if self.g()?.db().user_get(&c.user).is_ok_and(|u| u.roles.contains(&role)) => {}
                 _ => return Err(e),
             }
@@ -222,12 +220,12 @@ impl Auth for AuthService {
     }
 
     async fn role_list(&self, req: Request<pb::AuthRoleListRequest>) -> Answer<pb::AuthRoleListResponse> {
-        self.g()?.require_root(req.metadata())?;
+        self.g()?.require_root(req.metadata(), req.extensions())?;
         Ok(Response::new(pb::AuthRoleListResponse { header: self.header(), roles: self.g()?.db().role_list() }))
     }
 
     async fn role_delete(&self, req: Request<pb::AuthRoleDeleteRequest>) -> Answer<pb::AuthRoleDeleteResponse> {
-        self.g()?.require_root(req.metadata())?;
+        self.g()?.require_root(req.metadata(), req.extensions())?;
         let r = req.into_inner();
         self.blocking(move |db| db.role_delete(&r.role)).await?;
         Ok(Response::new(pb::AuthRoleDeleteResponse { header: self.header() }))
@@ -237,7 +235,7 @@ impl Auth for AuthService {
         &self,
         req: Request<pb::AuthRoleGrantPermissionRequest>,
     ) -> Answer<pb::AuthRoleGrantPermissionResponse> {
-        self.g()?.require_root(req.metadata())?;
+        self.g()?.require_root(req.metadata(), req.extensions())?;
         let r = req.into_inner();
         // etcd 3.4: a request without a permission is refused with this message.
         let p = r.perm.ok_or_else(|| Status::invalid_argument("etcdserver: permission not given"))?;
@@ -250,7 +248,7 @@ impl Auth for AuthService {
         &self,
         req: Request<pb::AuthRoleRevokePermissionRequest>,
     ) -> Answer<pb::AuthRoleRevokePermissionResponse> {
-        self.g()?.require_root(req.metadata())?;
+        self.g()?.require_root(req.metadata(), req.extensions())?;
         let r = req.into_inner();
         self.blocking(move |db| db.role_revoke_permission(&r.role, &r.key, &r.range_end)).await?;
         Ok(Response::new(pb::AuthRoleRevokePermissionResponse { header: self.header() }))

@@ -33,11 +33,12 @@ const PREFIX: usize = 5;
 /// Answers `POST /v3/watch`.
 pub async fn watch(service: WatchService, req: http::Request<Body>, max_recv: usize) -> Response<Body> {
     let token = crate::watch::token_of(req.headers());
+    let cert = service.certificate_caller(req.extensions());
     let framed = match Framed::<pb::WatchRequest>::start(req.into_body(), max_recv, AtEnd::Hold).await {
         Ok(f) => f,
         Err(resp) => return resp,
     };
-    match service.open_with_token(Body::new(framed), token) {
+    match service.open_with_token(Body::new(framed), token, cert) {
         Ok(body) => stream::respond(WatchJson { body, pending: BytesMut::new(), done: false }).await,
         Err(s) => errors::response(&s),
     }

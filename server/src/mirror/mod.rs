@@ -86,6 +86,8 @@ pub struct MirrorConfig {
     pub upstream: Vec<String>,
     /// History kept.
     pub retain: Retain,
+    /// TLS to the cluster (CA, client certificate).
+    pub upstream_tls: upstream::UpstreamTls,
 }
 
 /// What a mirror knows about itself and the cluster (`/metrics`, `Status`).
@@ -167,8 +169,8 @@ impl Mirror {
     /// # Errors
     ///
     /// As [`upstream::Upstream::new`].
-    pub fn new(endpoints: &[String], retain: Retain) -> Result<Arc<Mirror>, String> {
-        let upstream = upstream::Upstream::new(endpoints)?;
+    pub fn new(endpoints: &[String], tls: &upstream::UpstreamTls, retain: Retain) -> Result<Arc<Mirror>, String> {
+        let upstream = upstream::Upstream::new(endpoints, tls)?;
         let (compact_now, _) = tokio::sync::watch::channel(0);
         Ok(Arc::new(Mirror {
             upstream,
@@ -224,7 +226,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(&Running, &Mirror),
 ) -> Result<(), String> {
-    let mirror = Mirror::new(&cfg.upstream, cfg.retain)?;
+    let mirror = Mirror::new(&cfg.upstream, &cfg.upstream_tls, cfg.retain)?;
     let kv_pool = crate::kv::KvPool::new().map_err(|e| format!("cannot start the KV thread pool: {e}"))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use std::path::PathBuf;
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Status;
 
 use crate::proto::etcdserverpb as pb;
@@ -31,32 +33,47 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The members of the upstream cluster and the channel to the one in use.
 pub struct Upstream {
     endpoints: Vec<String>,
+    /// TLS for the `https://` members.
+    tls: Option<ClientTlsConfig>,
     current: Mutex<(usize, Channel)>,
     /// Times the channel moved to another member.
     switches: AtomicUsize,
 }
 
 impl Upstream {
-    /// The cluster at `endpoints` (`http://host:port`, or `host:port`), starting
-    /// with the first.
+    /// The cluster at `endpoints` (`http://host:port`, `https://host:port`, or
+    /// `host:port`: https if `tls` names any file, else http), starting with the
+    /// first.
     ///
     /// # Errors
     ///
-    /// A sentence naming an endpoint that is not a valid URL, or none given.
-    pub fn new(endpoints: &[String]) -> Result<Upstream, String> {
+    /// A sentence naming an endpoint that is not a valid URL, or none given; an
+    /// `https://` member without a CA; a TLS file that cannot be read or used; TLS
+    /// files given for `http://` members.
+    pub fn new(endpoints: &[String], tls: &UpstreamTls) -> Result<Upstream, String> {
         if endpoints.is_empty() {
             return Err("--upstream names no etcd member".to_string());
         }
+        let scheme = if tls.is_empty() { "http" } else { "https" };
         let endpoints: Vec<String> =
-            endpoints.iter().map(|e| if e.contains("://") { e.clone() } else { format!("http://{e}") }).collect();
-        for e in &endpoints {
-            if e.starts_with("https://") {
-                return Err(format!("upstream {e}: TLS to the cluster is not supported yet (use http://)"));
-            }
-            Endpoint::from_shared(e.clone()).map_err(|err| format!("upstream {e} is not a valid URL: {err}"))?;
+            endpoints.iter().map(|e| if e.contains("://") { e.clone() } else { format!("{scheme}://{e}") }).collect();
+        let any_https = endpoints.iter().any(|e| e.starts_with("https://"));
+        let tls_config = if any_https { Some(tls.client_config()?) } else { None };
+        if !any_https && !tls.is_empty() {
+            return Err(format!(
+                "--upstream-cacert/--upstream-cert/--upstream-key are given but no member is https:// ({})",
+                endpoints.join(",")
+            ));
         }
-        let first = channel(&endpoints[0]);
-        Ok(Upstream { endpoints, current: Mutex::new((0, first)), switches: AtomicUsize::new(0) })
+        for e in &endpoints {
+            let endpoint =
+                Endpoint::from_shared(e.clone()).map_err(|err| format!("upstream {e} is not a valid URL: {err}"))?;
+            if let (true, Some(t)) = (e.starts_with("https://"), &tls_config) {
+                endpoint.tls_config(t.clone()).map_err(|err| format!("upstream {e}: TLS: {err}"))?;
+            }
+        }
+        let first = channel(&endpoints[0], tls_config.as_ref());
+        Ok(Upstream { endpoints, tls: tls_config, current: Mutex::new((0, first)), switches: AtomicUsize::new(0) })
     }
 
     /// The member in use now.
@@ -83,7 +100,7 @@ impl Upstream {
         if c.0 == index {
             let next = (index + 1) % self.endpoints.len();
             tracing::warn!(from = %self.endpoints[index], to = %self.endpoints[next], "mirror: moving to another etcd member");
-            *c = (next, channel(&self.endpoints[next]));
+            *c = (next, channel(&self.endpoints[next], self.tls.as_ref()));
             self.switches.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -138,16 +155,64 @@ impl Upstream {
     }
 }
 
-/// A lazily connected channel to `url` (checked by [`Upstream::new`]).
-fn channel(url: &str) -> Channel {
-    Endpoint::from_shared(url.to_string())
-        .expect("checked when the upstream was built")
+/// A lazily connected channel to `url` (checked by [`Upstream::new`]), with `tls`
+/// if it is an `https://` URL.
+fn channel(url: &str, tls: Option<&ClientTlsConfig>) -> Channel {
+    let mut endpoint = Endpoint::from_shared(url.to_string()).expect("checked when the upstream was built");
+    if let (true, Some(t)) = (url.starts_with("https://"), tls) {
+        endpoint = endpoint.tls_config(t.clone()).expect("checked when the upstream was built");
+    }
+    endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true)
         .connect_lazy()
+}
+
+/// TLS to the cluster's members (`argus mirror --upstream-cacert --upstream-cert
+/// --upstream-key`, as etcdctl's `--cacert --cert --key`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// The CA that signed the members' certificates, PEM.
+    pub ca_file: Option<PathBuf>,
+    /// The client certificate presented to the members, PEM.
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key, PEM.
+    pub key_file: Option<PathBuf>,
+}
+
+impl UpstreamTls {
+    /// Whether no TLS file is given.
+    pub fn is_empty(&self) -> bool {
+        self.ca_file.is_none() && self.cert_file.is_none() && self.key_file.is_none()
+    }
+
+    /// Tonic's (rustls) configuration: the CA as the only trust anchor, and the
+    /// client certificate if given. Every file is read and parsed here, so that a
+    /// bad one is reported at start.
+    fn client_config(&self) -> Result<ClientTlsConfig, String> {
+        let Some(ca) = &self.ca_file else {
+            return Err("an https:// upstream needs --upstream-cacert (the CA that signed the members' certificates)"
+                .to_string());
+        };
+        crate::tls::load_certs("--upstream-cacert", ca)?;
+        let ca_pem = std::fs::read(ca).map_err(|e| format!("--upstream-cacert {}: {e}", ca.display()))?;
+        let mut cfg = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+        match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => {
+                crate::tls::load_certs("--upstream-cert", cert)?;
+                crate::tls::load_key("--upstream-key", key)?;
+                let cert_pem = std::fs::read(cert).map_err(|e| format!("--upstream-cert {}: {e}", cert.display()))?;
+                let key_pem = std::fs::read(key).map_err(|e| format!("--upstream-key {}: {e}", key.display()))?;
+                cfg = cfg.identity(Identity::from_pem(cert_pem, key_pem));
+            }
+            (None, None) => {}
+            _ => return Err("--upstream-cert and --upstream-key go together".to_string()),
+        }
+        Ok(cfg)
+    }
 }
 
 /// Whether a call failed before its request could reach the member: no connection

@@ -478,7 +478,6 @@ fn the_gateway_takes_the_token_in_authorization_as_etcd() {
 
 /// Users, roles, permissions and the enabled flag survive `kill -9` of the binary.
 #[test]
-#[ignore = "needs the engine's durable auth store (argus_engine::auth, branch i13-authe) on main; the server runs on an in-memory stand-in until then"]
 fn auth_state_survives_kill_9() {
     let dir = tempfile::tempdir().expect("temp dir");
     let argus = crate::common::ArgusProcess::start(dir.path(), &["--fsync", "always"]);

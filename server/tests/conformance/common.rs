@@ -195,8 +195,14 @@ impl ArgusProcess {
 
     /// As [`ArgusProcess::start`], with `RUST_LOG` set to `filter`.
     pub fn start_logging(data_dir: &Path, extra: &[&str], filter: &str) -> ArgusProcess {
+        Self::start_subcommand("serve", data_dir, extra, filter)
+    }
+
+    /// As [`ArgusProcess::start_logging`], for `argus <subcommand>` (`serve`,
+    /// `mirror`).
+    pub fn start_subcommand(subcommand: &str, data_dir: &Path, extra: &[&str], filter: &str) -> ArgusProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_argus"))
-            .arg("serve")
+            .arg(subcommand)
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")

@@ -9,7 +9,9 @@
 //! the Watch stream on the wire through a raw HTTP/2 client ([`wire`]),
 //! differences from etcd found and fixed, side by side ([`differences`]), the
 //! HTTP/JSON gateway through `curl`, compared with etcd's ([`gateway`]), and Node's
-//! `etcd3` npm client driving leases and watches on both ([`node_client`]).
+//! `etcd3` npm client driving leases and watches on both ([`node_client`]), and
+//! TLS with client certificates, side by side with etcd, and a mirror of a TLS
+//! cluster ([`tls`]).
 //!
 //! Needs `/usr/bin/etcd` and `/usr/bin/etcdctl` 3.4 and `curl` (`scripts/test.sh`
 //! installs them from the distribution's packages).
@@ -28,4 +30,5 @@ mod maintenance;
 mod node_client;
 mod restart;
 mod threads;
+mod tls;
 mod wire;
