@@ -516,3 +516,43 @@ fn mirror_of_a_tls_cluster_with_client_cert_auth() {
     assert!(!refused.ok, "{refused:?}");
     let _ = std::io::stdout().flush();
 }
+
+/// Under `--client-cert-auth`, a request without a token is the user its client
+/// certificate's common name names (etcd's behaviour), side by side with etcd.
+#[test]
+fn the_certificate_common_name_is_the_user_under_client_cert_auth() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().expect("temp dir");
+    let etcd = TlsEtcd::start(&pki);
+    let argus = start_argus(&pki, data.path());
+    let script: &[&[&str]] = &[
+        &["user", "add", "root", "--new-user-password=rootpw"],
+        &["role", "add", "reader"],
+        &["role", "grant-permission", "reader", "read", "/pub/", "--prefix"],
+        &["user", "add", "alice", "--new-user-password=alicepw"],
+        &["user", "grant-role", "alice", "reader"],
+        &["auth", "enable"],
+        &["--user", "root:rootpw", "put", "/pub/x", "1"],
+        &["--user", "root:rootpw", "put", "/secret", "s"],
+        // No token: the certificate's CN, alice.
+        &["get", "/pub/x"],
+        &["get", "/secret"],
+        &["put", "/pub/x", "2"],
+        &["user", "list"],
+        // A token wins over the certificate.
+        &["--user", "root:rootpw", "get", "/secret"],
+    ];
+    let transcript = |endpoint: &str| {
+        let mut t = String::new();
+        for args in script {
+            let o = etcdctl(&pki, endpoint, Creds::Alice, args);
+            t.push_str(&format!("$ {}\n{}{}ok={}\n", args.join(" "), o.stdout, o.stderr, o.ok));
+        }
+        t
+    };
+    let e = transcript(&etcd.endpoint);
+    let a = transcript(&argus.endpoint());
+    crate::etcdctl::assert_same("client certificate CN as the user", &e, &a);
+    assert!(a.contains("$ get /pub/x\n/pub/x\n1\n"), "{a}");
+    assert!(a.contains("etcdserver: permission denied"), "{a}");
+}
