@@ -249,6 +249,7 @@ impl WatchService {
             token,
             cert,
             auth_stream: None,
+            unchecked: None,
             revoked: Vec::new(),
         };
         Ok(body)
@@ -376,6 +377,11 @@ pub struct WatchBody {
     cert: Option<Caller>,
     /// Its watchers created under auth, re-checked when the auth state changes.
     auth_stream: Option<Arc<StreamAuth>>,
+    /// Set when a watcher was created while auth was off (no credentials
+    /// checked): wakes the stream when the auth state changes, and once auth is on
+    /// the stream ends (etcd keeps such watchers streaming). One registration per
+    /// stream, nothing per watcher: auth off costs creation nothing more.
+    unchecked: Option<Arc<StreamAuth>>,
     /// Watchers canceled because their permission is gone: their `canceled`
     /// response gets etcd's permission-denied reason.
     revoked: Vec<i64>,
@@ -446,8 +452,10 @@ impl WatchBody {
                     };
                     let Some(ctl) = self.ctl.as_ref() else { continue };
                     let created = ctl.watch(engine_request(c));
-                    if let (Ok(id), Some(caller)) = (&created, caller) {
-                        self.track(*id, caller, key, range_end);
+                    match (&created, caller) {
+                        (Ok(id), Some(caller)) => self.track(*id, caller, key, range_end),
+                        (Ok(_), None) => self.track_unchecked(),
+                        _ => {}
                     }
                     match created {
                         Ok(id) if fragment => self.framer.expect_fragment(id),
@@ -494,6 +502,33 @@ impl WatchBody {
         let Some(gate) = &self.shared.auth else { return };
         let a = self.auth_stream.get_or_insert_with(|| gate.watch_stream(caller));
         a.watchers.lock().unwrap_or_else(|e| e.into_inner()).insert(id, (key, range_end));
+    }
+
+    /// Notes that a watcher was created while auth was off, on a server with auth.
+    fn track_unchecked(&mut self) {
+        let Some(gate) = &self.shared.auth else { return };
+        if self.unchecked.is_none() {
+            self.unchecked = Some(gate.watch_stream(Caller::nobody()));
+        }
+    }
+
+    /// Once auth is on, ends a stream with watchers created while it was off:
+    /// their client was never asked who it is, and opens the stream again with
+    /// credentials (watchers resume from their revisions, as after any break).
+    fn recheck_unchecked(&mut self, cx: &mut Context<'_>) {
+        let (Some(w), Some(gate)) = (&self.unchecked, &self.shared.auth) else { return };
+        w.waker.register(cx.waker());
+        if !w.stale.swap(false, Ordering::AcqRel) || !gate.enabled() {
+            return;
+        }
+        self.unchecked = None;
+        if self.error.is_none() {
+            self.error = Some(Status::unauthenticated(
+                "argus: authentication was enabled; this watch stream's watchers were created without \
+                 credentials: watch again with a token",
+            ));
+        }
+        self.close_engine();
     }
 
     /// When the auth state changed since the last look: cancels every watcher of
@@ -561,6 +596,7 @@ impl WatchBody {
         }
         loop {
             self.recheck_auth(cx);
+            self.recheck_unchecked(cx);
             self.poll_requests(cx);
             if self.error.is_none() {
                 self.poll_engine(cx);

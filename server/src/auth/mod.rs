@@ -89,6 +89,14 @@ pub struct Caller {
     generation: Option<u64>,
 }
 
+impl Caller {
+    /// No user: the owner of a Watch stream's registration for wake-ups only
+    /// (watchers created while auth was off).
+    pub(crate) fn nobody() -> Caller {
+        Caller { user: String::new(), generation: None }
+    }
+}
+
 /// The permission gate shared by the services.
 pub struct AuthGate {
     /// The store whose auth state this is (`Store::auth`).

@@ -138,6 +138,9 @@ async fn bootstrap(m: &Arc<Mirror>, cfg: &ServerConfig, pool: &KvPool, cluster: 
             None
         }
         Ok(Err(s)) if s.code() == tonic::Code::OutOfRange => Some(compaction_revision(m, ch.clone(), cluster).await?),
+        Ok(Err(s)) if super::upstream::auth_refused(&s) => {
+            return Err(Failed::Local(format!("{} ({}: {})", super::upstream::AUTH_REFUSED, s.code(), s.message())))
+        }
         Ok(Err(s)) => return Err(up(s)),
     };
     let cluster_id = m.status.cluster_id.load(Ordering::Acquire);

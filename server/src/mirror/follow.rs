@@ -165,7 +165,11 @@ impl Follower {
                     let _ = tx.send(req).await;
                 }
                 _ = check.tick() => {
-                    if let Some(from) = self.compaction_check(&ch).await {
+                    let probe = self.compaction_check(&ch).await;
+                    if let Err(why) = probe {
+                        return StreamEnd::End(FollowEnd::Fatal(why));
+                    }
+                    if let Ok(Some(from)) = probe {
                         let _ = tx.send(create(PROBE, PROBE_KEY.to_vec(), Vec::new(), from, false)).await;
                     }
                     self.retain();
@@ -293,7 +297,11 @@ impl Follower {
     /// Whether the cluster compacted past what the mirror knows of: a serializable
     /// one-key read at that revision fails if it did. Returns the revision to start
     /// the probe watch from (it is canceled with the cluster's compaction revision).
-    async fn compaction_check(&mut self, ch: &tonic::transport::Channel) -> Option<u64> {
+    ///
+    /// # Errors
+    ///
+    /// The cluster turned authentication on (see [`super::upstream::auth_refused`]).
+    async fn compaction_check(&mut self, ch: &tonic::transport::Channel) -> Result<Option<u64>, String> {
         let known =
             self.m.status.upstream_compact_revision.load(Ordering::Acquire).max(self.store.compact_revision()).max(1);
         let req = pb::RangeRequest {
@@ -310,8 +318,11 @@ impl Follower {
         }
         let mut kv = KvClient::new(ch.clone());
         match tokio::time::timeout(Duration::from_secs(2), kv.range(req)).await {
-            Ok(Err(s)) if s.code() == tonic::Code::OutOfRange => Some(known),
-            _ => None,
+            Ok(Err(s)) if s.code() == tonic::Code::OutOfRange => Ok(Some(known)),
+            Ok(Err(s)) if super::upstream::auth_refused(&s) => {
+                Err(format!("{} ({}: {})", super::upstream::AUTH_REFUSED, s.code(), s.message()))
+            }
+            _ => Ok(None),
         }
     }
 

@@ -231,6 +231,19 @@ pub fn never_sent(s: &Status) -> bool {
     text.contains("connect") || text.contains("connection refused") || text.contains("dns error")
 }
 
+/// Whether the cluster refused a call for want of credentials: it has
+/// authentication on. A mirror holds no credentials for the cluster, and serving
+/// the cluster's keys to clients it cannot check would give them away: it stops
+/// instead.
+pub fn auth_refused(s: &Status) -> bool {
+    matches!(s.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied)
+        || (s.code() == tonic::Code::InvalidArgument && s.message().contains("user name is empty"))
+}
+
+/// What a mirror says when the cluster has authentication on.
+pub const AUTH_REFUSED: &str = "the etcd cluster has authentication enabled; argus mirror has no credentials for \
+    it yet and will not serve the cluster's keys to clients it cannot check";
+
 /// Whether `r` is a progress notification: no events, not created or canceled, no
 /// compaction (as etcd's clients tell one).
 pub fn is_progress(r: &pb::WatchResponse) -> bool {

@@ -427,6 +427,29 @@ impl MirrorProcess {
         self.addr.to_string()
     }
 
+    /// Waits up to `within` for the process to exit by itself: its exit status, or
+    /// `None` if it still runs.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.0.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Runs `argus mirror` expecting it to fail before it serves: its stderr (the
+    /// test fails if it serves).
+    pub fn start_failing(upstreams: &[String], data_dir: &Path, extra: &[&str]) -> String {
+        match Self::try_start(upstreams, data_dir, extra) {
+            Ok(m) => panic!("the mirror served on {} where it must not", m.addr),
+            Err(e) => e,
+        }
+    }
+
     /// `kill -9`.
     pub fn kill9(mut self) {
         if let Some(mut c) = self.child.take() {

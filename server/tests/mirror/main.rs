@@ -17,12 +17,14 @@
 //!   without, it follows etcd's compaction within 10 s and answers as etcd does;
 //! * [`linearizable`]: a linearizable read through a mirror is never older than a
 //!   write already acknowledged;
+//! * [`auth`]: a mirror will not serve a cluster that has authentication on;
 //! * [`metrics`]: the mirror's `/metrics`, and etcd holding one watcher per mirror
 //!   while clients watch through the mirrors.
 //!
 //! Needs `/usr/bin/etcd` 3.4 (`scripts/test.sh` installs it). The same cluster,
 //! started from a shell, is `scripts/etcd-cluster.sh start DIR`.
 
+mod auth;
 mod cluster;
 #[allow(dead_code)]
 #[path = "../conformance/common.rs"]
