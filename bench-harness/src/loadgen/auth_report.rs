@@ -53,6 +53,7 @@ const SCENARIOS: &[(&str, &str)] = &[
     ("fanout-rate200", "Fan-out, 1,000 watchers on one prefix, one stream, 200 puts/s"),
     ("fanout-w10k", "Fan-out, 10,000 watchers over 100 streams and 4 connections"),
     ("create-10k", "Watch creation, 10,000 watchers over 100 streams"),
+    ("create-100k", "Watch creation, 100,000 watchers over 100 streams"),
 ];
 
 /// One figure of a run.
@@ -300,17 +301,19 @@ pub fn run(a: &AuthReportArgs) -> Result<(), String> {
             continue;
         }
         let _ = writeln!(md, "## {scenario}: {title}\n");
-        md.push_str("| figure | without auth | with auth | with / without | goal | verdict |\n");
-        md.push_str("|---|---:|---:|---:|---|---|\n");
+        md.push_str("| figure | without auth | with auth | difference | with / without | goal | verdict |\n");
+        md.push_str("|---|---:|---:|---:|---:|---|---|\n");
         for r in rs {
             let per: Vec<String> = r.per_rep.iter().map(|(_, x)| format!("{x:.3}")).collect();
             let goal = if r.figure.higher_is_better { format!("≥ {:.3}", 1.0 / GOAL) } else { format!("≤ {GOAL}") };
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {:.3}× ({}) | {} | {} |",
+                "| {} | {} | {} | {}{} | {:.3}× ({}) | {} | {} |",
                 r.figure.label,
                 show(r.without, r.figure.unit),
                 show(r.with, r.figure.unit),
+                if r.with >= r.without { "+" } else { "−" },
+                show((r.with - r.without).abs(), r.figure.unit),
                 r.ratio,
                 per.join(", "),
                 goal,
