@@ -15,6 +15,13 @@
 //! argus-bench mirror-history --members E1,E2,E3 --wait-for M1,M2 --history-file F [--history 100000]
 //! argus-bench mirror-catchup --watch-endpoints M1 --members E1,E2,E3 --history-file F [--watchers 100]
 //! argus-bench report       --runs DIR --out-dir results [...]
+//! argus-bench auth-report  --runs DIR --out-dir results [...]
+//! ```
+//!
+//! `--user NAME --password PW` (any load subcommand): authenticate each connection
+//! with `Auth.Authenticate` and send the token with every call.
+//!
+//! ```text
 //! ```
 //!
 //! Only loopback endpoints are accepted. Every run is bounded by `--timeout`. Pass
@@ -84,6 +91,25 @@ struct RunArgs {
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+    /// Authenticate as this user (`Auth.Authenticate` once per connection; the
+    /// token goes in the `token` metadata of every call, Watch streams included).
+    #[arg(long, requires = "password")]
+    user: Option<String>,
+    /// The password of `--user`.
+    #[arg(long, requires = "user")]
+    password: Option<String>,
+}
+
+impl RunArgs {
+    /// The credentials given, if any.
+    fn credentials(&self) -> Option<loadgen::client::Credentials> {
+        match (&self.user, &self.password) {
+            (Some(user), Some(password)) => {
+                Some(loadgen::client::Credentials { user: user.clone(), password: password.clone() })
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A 3-member etcd cluster, the mirrors in front of it, and where the watchers go.
@@ -366,6 +392,28 @@ enum Command {
     },
     /// Turn the run records of scripts/compare-etcd.sh into results/compare-etcd.{json,md} and SVG plots.
     Report(loadgen::report::ReportArgs),
+    /// Turn the run records of scripts/bench-auth.sh into results/auth-fanout.{json,md}.
+    AuthReport(loadgen::auth_report::AuthReportArgs),
+}
+
+impl Command {
+    /// The run settings of a load-generating subcommand.
+    fn run_args(&self) -> Option<&RunArgs> {
+        match self {
+            Command::Fanout { common, .. }
+            | Command::Light { common, .. }
+            | Command::Catchup { common, .. }
+            | Command::Put { common, .. }
+            | Command::WatchCreate { common, .. }
+            | Command::LeaseKeepalive { common, .. }
+            | Command::LeaseExpiry { common, .. }
+            | Command::LeaseMemory { common, .. } => Some(&common.run),
+            Command::MirrorFanout { run, .. }
+            | Command::MirrorHistory { run, .. }
+            | Command::MirrorCatchup { run, .. } => Some(run),
+            Command::Report(_) | Command::AuthReport(_) => None,
+        }
+    }
 }
 
 fn humantime_secs(s: &str) -> Result<Duration, String> {
@@ -468,6 +516,21 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    if let Command::AuthReport(args) = &cli.command {
+        return match loadgen::auth_report::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("argus-bench auth-report: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(creds) = cli.command.run_args().and_then(RunArgs::credentials) {
+        if let Err(e) = loadgen::client::set_credentials(creds) {
+            eprintln!("argus-bench: {e}");
+            return ExitCode::FAILURE;
+        }
     }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -620,7 +683,9 @@ fn main() -> ExitCode {
                 };
                 (rec, run.out.clone())
             }
-            Command::MirrorHistory { .. } | Command::Report(_) => unreachable!("handled above"),
+            Command::MirrorHistory { .. } | Command::Report(_) | Command::AuthReport(_) => {
+                unreachable!("handled above")
+            }
         }
     });
     emit(&rec, out.as_ref())

@@ -2,16 +2,20 @@
 //! Watch client. The same code drives Argus and etcd.
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use argus_server::proto::etcdserverpb as pb;
+use argus_server::proto::etcdserverpb::auth_client::AuthClient;
 use argus_server::proto::etcdserverpb::kv_client::KvClient;
 use argus_server::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use bytes::{Buf, Bytes};
 use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder, Streaming};
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::{InterceptedService, Interceptor};
+use tonic::transport::Endpoint;
 use tonic::Status;
 
 use super::now_ns;
@@ -34,12 +38,77 @@ pub fn check_loopback(addr: SocketAddr) -> Result<(), String> {
     }
 }
 
-/// Opens `n` HTTP/2 connections to `addr`.
+/// One connection to the server: an HTTP/2 channel whose every call (the Watch
+/// stream included) carries the connection's auth token, if it has one.
+pub type Channel = InterceptedService<tonic::transport::Channel, TokenInterceptor>;
+
+/// Puts the `token` metadata etcd's servers read on every request of a connection.
+#[derive(Clone, Debug, Default)]
+pub struct TokenInterceptor {
+    token: Option<MetadataValue<Ascii>>,
+}
+
+impl Interceptor for TokenInterceptor {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(t) = &self.token {
+            req.metadata_mut().insert("token", t.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// The user the load generator connects as when the server has auth enabled.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+}
+
+/// Set once, by `main`, before any connection: every connection [`connect`] opens
+/// then authenticates as this user (one `Auth.Authenticate` per connection).
+static CREDENTIALS: OnceLock<Credentials> = OnceLock::new();
+
+/// Makes every later [`connect`] authenticate as `c`.
 ///
 /// # Errors
 ///
-/// The connection error, as text.
+/// A sentence if credentials were set already.
+pub fn set_credentials(c: Credentials) -> Result<(), String> {
+    CREDENTIALS.set(c).map_err(|_| "credentials set twice".to_string())
+}
+
+/// `Auth.Authenticate` on `ch`: the token.
+///
+/// # Errors
+///
+/// The gRPC status, as text.
+pub async fn authenticate(ch: &tonic::transport::Channel, c: &Credentials) -> Result<String, String> {
+    let r = AuthClient::new(ch.clone())
+        .authenticate(pb::AuthenticateRequest { name: c.user.clone(), password: c.password.clone() })
+        .await
+        .map_err(|e| format!("authenticate as {}: {e}", c.user))?;
+    Ok(r.into_inner().token)
+}
+
+/// Opens `n` HTTP/2 connections to `addr`, each authenticated as the user given
+/// to [`set_credentials`], if any.
+///
+/// # Errors
+///
+/// The connection or authentication error, as text.
 pub async fn connect(addr: SocketAddr, n: usize) -> Result<Vec<Channel>, String> {
+    connect_as(addr, n, CREDENTIALS.get()).await
+}
+
+/// Opens `n` HTTP/2 connections to `addr`, each authenticated as `creds` (if given)
+/// with a token of its own.
+///
+/// # Errors
+///
+/// The connection or authentication error, as text.
+pub async fn connect_as(addr: SocketAddr, n: usize, creds: Option<&Credentials>) -> Result<Vec<Channel>, String> {
     check_loopback(addr)?;
     let ep = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| e.to_string())?
@@ -49,7 +118,15 @@ pub async fn connect(addr: SocketAddr, n: usize) -> Result<Vec<Channel>, String>
         .initial_connection_window_size(Some(32 << 20));
     let mut out = Vec::with_capacity(n);
     for _ in 0..n.max(1) {
-        out.push(ep.connect().await.map_err(|e| format!("connect to {addr}: {e}"))?);
+        let ch = ep.connect().await.map_err(|e| format!("connect to {addr}: {e}"))?;
+        let token = match creds {
+            Some(c) => {
+                let t = authenticate(&ch, c).await?;
+                Some(MetadataValue::try_from(t).map_err(|e| format!("token is not ASCII metadata: {e}"))?)
+            }
+            None => None,
+        };
+        out.push(InterceptedService::new(ch, TokenInterceptor { token }));
     }
     Ok(out)
 }
@@ -235,5 +312,19 @@ pub fn create_request(key: Vec<u8>, range_end: Vec<u8>, start_revision: i64, wat
             watch_id,
             ..Default::default()
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_interceptor_sends_the_token_only_when_it_has_one() {
+        let mut with = TokenInterceptor { token: Some(MetadataValue::from_static("tok.1")) };
+        let req = with.call(tonic::Request::new(())).unwrap();
+        assert_eq!(req.metadata().get("token").and_then(|v| v.to_str().ok()), Some("tok.1"));
+        let req = TokenInterceptor::default().call(tonic::Request::new(())).unwrap();
+        assert!(req.metadata().get("token").is_none());
     }
 }

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::client::Channel;
 use argus_server::proto::etcdserverpb as pb;
 use argus_server::proto::etcdserverpb::kv_client::KvClient;
 use argus_server::proto::etcdserverpb::lease_client::LeaseClient;
@@ -35,7 +36,6 @@ use hdrhistogram::Histogram;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
 
 use super::client::{connect, create_request, open_watch, value_of, wait_ready, MAX_MESSAGE};
 use super::scenario::{bar, namespace, sleep, Common, RunRecord};

@@ -25,8 +25,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::client::Channel;
 use serde::{Deserialize, Serialize};
-use tonic::transport::Channel;
 
 use super::client::{connect, status, wait_ready, Ack, Writer};
 use super::scenario::{

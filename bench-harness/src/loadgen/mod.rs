@@ -14,8 +14,10 @@
 //!   `argus mirror`s in front of a 3-member etcd cluster against the same watchers
 //!   on its members;
 //! - [`stats`]: latency histograms, CPU and memory of processes, server CPU by thread;
-//! - [`report`] and [`plot`]: the side-by-side tables and SVG plots.
+//! - [`report`] and [`plot`]: the side-by-side tables and SVG plots;
+//! - [`auth_report`]: the same runs with and without auth, side by side (`scripts/bench-auth.sh`).
 
+pub mod auth_report;
 pub mod client;
 pub mod lease;
 pub mod mirror;

@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::client::Channel;
 use bytes::Bytes;
 use futures::channel::mpsc;
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
 
 use super::client::{create_request, open_watch, sent_ns_of};
 use super::stats::{histogram, record};
