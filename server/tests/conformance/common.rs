@@ -274,12 +274,21 @@ pub struct Etcd {
 impl Etcd {
     /// Starts etcd and waits until it serves `/health`.
     pub fn start() -> Etcd {
+        Self::start_with("http", &[], |endpoint| {
+            http_get(endpoint, "/health").is_some_and(|b| b.contains("\"health\":\"true\""))
+        })
+    }
+
+    /// Starts etcd with its client URL on `scheme` (`http` or `https`) and `extra`
+    /// flags, and waits until `healthy(endpoint)` says it serves; retries on fresh
+    /// ports when it exits first (a port taken meanwhile).
+    pub fn start_with(scheme: &str, extra: &[String], healthy: impl Fn(&str) -> bool) -> Etcd {
         let mut last_log = String::new();
         for _attempt in 0..3 {
             let dir = tempfile::tempdir().expect("temp dir");
             let (client, peer) = (free_port(), free_port());
             let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log file");
-            let c = format!("http://127.0.0.1:{client}");
+            let c = format!("{scheme}://127.0.0.1:{client}");
             let p = format!("http://127.0.0.1:{peer}");
             let child = Command::new("etcd")
                 .arg("--name")
@@ -290,6 +299,7 @@ impl Etcd {
                 .args(["--listen-peer-urls", &p, "--initial-advertise-peer-urls", &p])
                 .arg("--initial-cluster")
                 .arg(format!("default={p}"))
+                .args(extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -302,7 +312,7 @@ impl Etcd {
                 if let Ok(Some(_)) = child.0.try_wait() {
                     break; // exited: most likely a port was taken meanwhile; retry
                 }
-                if http_get(&endpoint, "/health").is_some_and(|b| b.contains("\"health\":\"true\"")) {
+                if healthy(&endpoint) {
                     return Etcd { endpoint, child, _dir: dir };
                 }
                 if Instant::now() > deadline {

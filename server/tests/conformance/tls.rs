@@ -32,7 +32,7 @@ use rcgen::{
 };
 use serde_json::Value;
 
-use crate::common::{filter_stderr, free_port, ArgusProcess, ChildGuard, PATIENCE};
+use crate::common::{filter_stderr, ArgusProcess, ChildGuard, Etcd, PATIENCE};
 
 /// The certificate files of a test, in a temporary directory.
 struct Pki {
@@ -124,57 +124,11 @@ fn s(p: &Path) -> String {
 }
 
 /// etcd 3.4 serving its client URL over TLS with the test's certificates.
-struct TlsEtcd {
-    endpoint: String,
-    _child: ChildGuard,
-    _dir: tempfile::TempDir,
-}
-
-impl TlsEtcd {
-    fn start(pki: &Pki) -> TlsEtcd {
-        let mut last_log = String::new();
-        for _attempt in 0..3 {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let (client, peer) = (free_port(), free_port());
-            let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log file");
-            let c = format!("https://127.0.0.1:{client}");
-            let p = format!("http://127.0.0.1:{peer}");
-            let child = Command::new("etcd")
-                .arg("--name")
-                .arg("default")
-                .arg("--data-dir")
-                .arg(dir.path().join("data"))
-                .args(["--listen-client-urls", &c, "--advertise-client-urls", &c])
-                .args(["--listen-peer-urls", &p, "--initial-advertise-peer-urls", &p])
-                .arg("--initial-cluster")
-                .arg(format!("default={p}"))
-                .args(pki.server_flags())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("spawn etcd");
-            let mut child = ChildGuard(child);
-            let endpoint = format!("127.0.0.1:{client}");
-            let deadline = Instant::now() + PATIENCE;
-            loop {
-                if let Ok(Some(_)) = child.0.try_wait() {
-                    break; // a port was taken meanwhile: retry
-                }
-                let health = curl(pki, &endpoint, &["--http1.1", &format!("https://{endpoint}/health")]);
-                if health.stdout.contains("\"health\":\"true\"") {
-                    return TlsEtcd { endpoint, _child: child, _dir: dir };
-                }
-                if Instant::now() > deadline {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            child.kill();
-            last_log = std::fs::read_to_string(dir.path().join("etcd.log")).unwrap_or_default();
-        }
-        panic!("etcd (TLS) did not start; its log:\n{last_log}");
-    }
+fn tls_etcd(pki: &Pki) -> Etcd {
+    Etcd::start_with("https", &pki.server_flags(), |endpoint| {
+        let health = curl(pki, endpoint, &["--http1.1", &format!("https://{endpoint}/health")]);
+        health.stdout.contains("\"health\":\"true\"")
+    })
 }
 
 /// What a client printed.
@@ -299,7 +253,7 @@ fn argus_log(a: &ArgusProcess) -> String {
 fn tls_with_client_certificates_matches_etcd() {
     let pki = Pki::new();
     let etcd = std::thread::scope(|sc| {
-        let h = sc.spawn(|| TlsEtcd::start(&pki));
+        let h = sc.spawn(|| tls_etcd(&pki));
         h.join().expect("etcd start")
     });
     let argus = start_argus(&pki, &pki.dir.path().join("argus-data"));
@@ -466,7 +420,7 @@ fn a_bad_tls_configuration_stops_the_binary_at_start() {
 #[test]
 fn mirror_of_a_tls_cluster_with_client_cert_auth() {
     let pki = Pki::new();
-    let etcd = TlsEtcd::start(&pki);
+    let etcd = tls_etcd(&pki);
     let upstream = format!("https://{}", etcd.endpoint);
     let mut flags = vec![
         "--upstream".to_string(),
@@ -523,7 +477,7 @@ fn mirror_of_a_tls_cluster_with_client_cert_auth() {
 fn the_certificate_common_name_is_the_user_under_client_cert_auth() {
     let pki = Pki::new();
     let data = tempfile::tempdir().expect("temp dir");
-    let etcd = TlsEtcd::start(&pki);
+    let etcd = tls_etcd(&pki);
     let argus = start_argus(&pki, data.path());
     let script: &[&[&str]] = &[
         &["user", "add", "root", "--new-user-password=rootpw"],
