@@ -54,6 +54,24 @@ impl KvPool {
     pub fn handle(&self) -> tokio::runtime::Handle {
         self.rt.as_ref().expect("the pool is running until dropped").handle().clone()
     }
+
+    /// Opens (recovering) the store in `dir` on the pool.
+    ///
+    /// # Errors
+    ///
+    /// A sentence naming the directory and what failed.
+    pub async fn open_store(
+        &self,
+        dir: &std::path::Path,
+        opts: argus_engine::store::StoreOptions,
+    ) -> Result<Store, String> {
+        let d = dir.to_path_buf();
+        self.handle()
+            .spawn_blocking(move || Store::open(&d, opts))
+            .await
+            .map_err(|e| format!("open task failed: {e}"))?
+            .map_err(|e| format!("cannot open data directory {}: {e}", dir.display()))
+    }
 }
 
 impl Drop for KvPool {

@@ -198,13 +198,7 @@ pub async fn serve(
 ) -> Result<(), String> {
     let opts = store_options(&cfg);
     let kv_pool = kv::KvPool::new().map_err(|e| format!("cannot start the KV thread pool: {e}"))?;
-    let data_dir = cfg.data_dir.clone();
-    let store = kv_pool
-        .handle()
-        .spawn_blocking(move || Store::open(&data_dir, opts))
-        .await
-        .map_err(|e| format!("open task failed: {e}"))?
-        .map_err(|e| format!("cannot open data directory {}: {e}", cfg.data_dir.display()))?;
+    let store = kv_pool.open_store(&cfg.data_dir, opts).await?;
     serve_store(cfg, store, &kv_pool, Mode::Standalone, Header::default(), shutdown, on_ready).await
 }
 

@@ -7,12 +7,11 @@ use std::time::Duration;
 
 use argus_engine::log::record::RecordKind;
 use argus_engine::store::{KeyValue, Store, UpstreamEvent};
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::watch;
 use tonic::Status;
 
 use super::state::{self, Found, MirrorState, Phase};
-use super::upstream::watch_stream;
+use super::upstream::{create_request, open_watch};
 use super::Mirror;
 use crate::kv::KvPool;
 use crate::proto::etcdserverpb as pb;
@@ -72,14 +71,7 @@ pub(crate) async fn open_or_bootstrap(
     };
     if let Some(s) = known.filter(|s| s.phase == Phase::Ready) {
         m.status.cluster_id.store(s.cluster_id, Ordering::Release);
-        let opts = super::store_options(cfg);
-        let d = dir.clone();
-        let store = pool
-            .handle()
-            .spawn_blocking(move || Store::open(&d, opts))
-            .await
-            .map_err(|e| format!("open task failed: {e}"))?
-            .map_err(|e| format!("cannot open data directory {}: {e}", dir.display()))?;
+        let store = pool.open_store(&dir, super::store_options(cfg)).await?;
         tracing::info!(
             revision = store.current_revision(),
             compact_revision = store.compact_revision(),
@@ -147,13 +139,7 @@ async fn bootstrap(m: &Arc<Mirror>, cfg: &ServerConfig, pool: &KvPool, cluster: 
     let opts = super::store_options(cfg);
     let Some(base) = compacted else {
         // Never compacted: the follower's watch from revision 2 brings everything.
-        let d = dir.clone();
-        let store = pool
-            .handle()
-            .spawn_blocking(move || Store::open(&d, opts))
-            .await
-            .map_err(|e| Failed::Local(format!("open task failed: {e}")))?
-            .map_err(|e| Failed::Local(format!("cannot open data directory {}: {e}", dir.display())))?;
+        let store = pool.open_store(&dir, opts).await.map_err(Failed::Local)?;
         state::write(&dir, MirrorState { cluster_id, phase: Phase::Ready, base: 1 }).map_err(Failed::Local)?;
         tracing::info!(
             cluster_id = format_args!("{cluster_id:x}"),
@@ -164,19 +150,16 @@ async fn bootstrap(m: &Arc<Mirror>, cfg: &ServerConfig, pool: &KvPool, cluster: 
     state::write(&dir, MirrorState { cluster_id, phase: Phase::Bootstrapping, base }).map_err(Failed::Local)?;
     let kvs = read_all_at(m, &mut kv, base, cluster).await?;
     let events = events_of(m, ch, base, cluster).await?;
-    let d = dir.clone();
     let n = kvs.len();
-    let store = pool
-        .handle()
-        .spawn_blocking(move || -> Result<Store, String> {
-            let store =
-                Store::open(&d, opts).map_err(|e| format!("cannot open data directory {}: {e}", d.display()))?;
+    let store = pool.open_store(&dir, opts).await.map_err(Failed::Local)?;
+    let installing = store.clone();
+    pool.handle()
+        .spawn_blocking(move || -> Result<(), String> {
             let evs: Vec<UpstreamEvent<'_>> = events.iter().filter_map(upstream_event).collect();
-            store
+            installing
                 .install_base(base, &kvs, &evs)
                 .map_err(|e| format!("cannot install the cluster's state at {base}: {e}"))?;
-            store.flush().map_err(|e| format!("flush: {e}"))?;
-            Ok(store)
+            installing.flush().map_err(|e| format!("flush: {e}"))
         })
         .await
         .map_err(|e| Failed::Local(format!("bootstrap task failed: {e}")))?
@@ -208,16 +191,8 @@ fn note_header(m: &Mirror, h: Option<&pb::ResponseHeader>, cluster: Option<u64>)
 /// The cluster's compaction revision: a one-key watch from revision 1 is canceled
 /// with it.
 async fn compaction_revision(m: &Mirror, ch: tonic::transport::Channel, cluster: Option<u64>) -> Result<u64, Failed> {
-    let (tx, rx) = mpsc::channel(4);
-    let create = pb::WatchRequest {
-        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(pb::WatchCreateRequest {
-            key: PROBE_KEY.to_vec(),
-            start_revision: 1,
-            ..Default::default()
-        })),
-    };
-    tx.send(create).await.map_err(|_| Failed::Upstream("watch request not sent".into()))?;
-    let mut stream = watch_stream(ch, ReceiverStream::new(rx)).await.map_err(up)?;
+    let (tx, mut stream) =
+        open_watch(ch, create_request(0, PROBE_KEY.to_vec(), Vec::new(), 1, false)).await.map_err(up)?;
     let found = tokio::time::timeout(STEP_TIMEOUT, async {
         loop {
             match stream.message().await {
@@ -284,17 +259,7 @@ async fn events_of(
     rev: u64,
     cluster: Option<u64>,
 ) -> Result<Vec<mvccpb::Event>, Failed> {
-    let (tx, rx) = mpsc::channel(4);
-    let create = pb::WatchRequest {
-        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(pb::WatchCreateRequest {
-            key: vec![0],
-            range_end: vec![0],
-            start_revision: rev as i64,
-            ..Default::default()
-        })),
-    };
-    tx.send(create).await.map_err(|_| Failed::Upstream("watch request not sent".into()))?;
-    let mut stream = watch_stream(ch, ReceiverStream::new(rx)).await.map_err(up)?;
+    let (tx, mut stream) = open_watch(ch, create_request(0, vec![0], vec![0], rev, false)).await.map_err(up)?;
     // Revision `rev`'s events come first and whole (etcd keeps every key's
     // newest event at or below its compaction revision, so all of `rev`'s). A
     // progress notification cannot say there are none: etcd 3.4.23 answers a

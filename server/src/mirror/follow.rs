@@ -18,10 +18,9 @@ use std::time::{Duration, Instant};
 
 use argus_engine::store::{Store, UpstreamEvent};
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::bootstrap::{upstream_event, PROBE_KEY};
-use super::upstream::watch_stream;
+use super::upstream::{create_request, open_watch};
 use super::{Mirror, Retain};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::kv_client::KvClient;
@@ -118,27 +117,12 @@ struct Follower {
     compacting: Option<tokio::task::JoinHandle<()>>,
 }
 
-fn create(id: i64, key: Vec<u8>, range_end: Vec<u8>, start: u64, progress_notify: bool) -> pb::WatchRequest {
-    pb::WatchRequest {
-        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(pb::WatchCreateRequest {
-            key,
-            range_end,
-            start_revision: start as i64,
-            progress_notify,
-            watch_id: id,
-            ..Default::default()
-        })),
-    }
-}
-
 impl Follower {
     /// Runs one watch stream on `ch` from the applied revision + 1.
     async fn stream(&mut self, ch: tonic::transport::Channel, stop: &mut watch::Receiver<bool>) -> StreamEnd {
-        let (tx, rx) = mpsc::channel(16);
         let start = self.store.current_revision() + 1;
-        let _ = tx.send(create(MAIN, vec![0], vec![0], start, true)).await;
-        let mut stream = match watch_stream(ch.clone(), ReceiverStream::new(rx)).await {
-            Ok(s) => s,
+        let (tx, mut stream) = match open_watch(ch.clone(), create_request(MAIN, vec![0], vec![0], start, true)).await {
+            Ok(opened) => opened,
             Err(s) => return StreamEnd::Broken(format!("{}: {}", s.code(), s.message())),
         };
         let mut progress = tokio::time::interval(PROGRESS_EVERY);
@@ -170,7 +154,7 @@ impl Follower {
                         return StreamEnd::End(FollowEnd::Fatal(why));
                     }
                     if let Ok(Some(from)) = probe {
-                        let _ = tx.send(create(PROBE, PROBE_KEY.to_vec(), Vec::new(), from, false)).await;
+                        let _ = tx.send(create_request(PROBE, PROBE_KEY.to_vec(), Vec::new(), from, false)).await;
                     }
                     self.retain();
                 }

@@ -244,10 +244,40 @@ pub fn auth_refused(s: &Status) -> bool {
 pub const AUTH_REFUSED: &str = "the etcd cluster has authentication enabled; argus mirror has no credentials for \
     it yet and will not serve the cluster's keys to clients it cannot check";
 
-/// Whether `r` is a progress notification: no events, not created or canceled, no
-/// compaction (as etcd's clients tell one).
-pub fn is_progress(r: &pb::WatchResponse) -> bool {
-    r.events.is_empty() && !r.created && !r.canceled && r.compact_revision == 0
+/// A watch create request (`watch_id` 0: etcd picks the id).
+pub fn create_request(
+    watch_id: i64,
+    key: Vec<u8>,
+    range_end: Vec<u8>,
+    start_revision: u64,
+    progress_notify: bool,
+) -> pb::WatchRequest {
+    pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(pb::WatchCreateRequest {
+            key,
+            range_end,
+            start_revision: start_revision as i64,
+            progress_notify,
+            watch_id,
+            ..Default::default()
+        })),
+    }
+}
+
+/// Opens a Watch stream on `ch` whose first request is `create`: the sender for
+/// the stream's later requests, and its responses.
+///
+/// # Errors
+///
+/// The status of a stream that could not be opened.
+pub async fn open_watch(
+    ch: Channel,
+    create: pb::WatchRequest,
+) -> Result<(tokio::sync::mpsc::Sender<pb::WatchRequest>, tonic::Streaming<pb::WatchResponse>), Status> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tx.send(create).await.expect("the receiver is held just below");
+    let stream = watch_stream(ch, tokio_stream::wrappers::ReceiverStream::new(rx)).await?;
+    Ok((tx, stream))
 }
 
 /// Opens etcd's bidirectional Watch stream on `ch`: `requests` go up, responses
@@ -257,7 +287,7 @@ pub fn is_progress(r: &pb::WatchResponse) -> bool {
 /// # Errors
 ///
 /// The status of a stream that could not be opened.
-pub async fn watch_stream(
+async fn watch_stream(
     ch: Channel,
     requests: impl tokio_stream::Stream<Item = pb::WatchRequest> + Send + 'static,
 ) -> Result<tonic::Streaming<pb::WatchResponse>, Status> {
