@@ -28,6 +28,7 @@
 # Only the processes this script starts are stopped, by pid (trap EXIT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 
 START_S=$(date +%s)
 QUICK="${QUICK:-0}"
@@ -51,14 +52,8 @@ fi
 command -v etcdctl >/dev/null 2>&1 || { echo "bench-auth: etcdctl is needed to enable auth" >&2; exit 1; }
 
 # --- what is measured, then the release build ----------------------------------
-HEAD_SHA="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
 PATHS=(engine server bench-harness Cargo.toml Cargo.lock)
-if git diff --quiet HEAD -- "${PATHS[@]}" 2>/dev/null && [ -z "$(git ls-files --others --exclude-standard -- "${PATHS[@]}" 2>/dev/null)" ]; then
-    SOURCE="$HEAD_SHA"
-else
-    DIGEST="$( { git diff HEAD -- "${PATHS[@]}"; git ls-files -z --others --exclude-standard -- "${PATHS[@]}" | xargs -0 -r cat; } | sha256sum | cut -c1-16)"
-    SOURCE="$HEAD_SHA + uncommitted changes to ${PATHS[*]} (content sha256 $DIGEST)"
-fi
+SOURCE="$(measured_source "${PATHS[@]}")"
 log "building argus and argus-bench (release)"
 cargo build --release -q -p argus-server -p argus-bench --bin argus --bin argus-bench
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
@@ -73,23 +68,6 @@ mkdir -p "$RUNS" "$WORK/logs"
 SERVER_PID=""
 SERVER_DATA=""
 
-stop_server() {
-    local pid="$SERVER_PID"
-    SERVER_PID=""
-    if [ -n "$pid" ]; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    fi
-    if [ -n "$SERVER_DATA" ]; then
-        rm -rf "$SERVER_DATA"
-        SERVER_DATA=""
-    fi
-}
 cleanup() {
     stop_server
     rm -rf "$WORK"

@@ -16,6 +16,7 @@
 # default the temporary directory unless it is tmpfs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target-bench}"
 mkdir -p "$CARGO_TARGET_DIR"
@@ -38,14 +39,8 @@ LOG="$CARGO_TARGET_DIR/bench-store.log"
 DATE="$(date -u)"
 # What is measured: the commit, and a digest of uncommitted changes to the code
 # that is benchmarked (tracked diffs and untracked files), taken before building.
-HEAD_SHA="$(git rev-parse HEAD)"
 PATHS=(engine bench-harness Cargo.toml Cargo.lock)
-if git diff --quiet HEAD -- "${PATHS[@]}" && [ -z "$(git ls-files --others --exclude-standard -- "${PATHS[@]}")" ]; then
-    SOURCE="$HEAD_SHA"
-else
-    DIGEST="$( { git diff HEAD -- "${PATHS[@]}"; git ls-files -z --others --exclude-standard -- "${PATHS[@]}" | xargs -0 -r cat; } | sha256sum | cut -c1-16)"
-    SOURCE="$HEAD_SHA + uncommitted changes to ${PATHS[*]} (content sha256 $DIGEST)"
-fi
+SOURCE="$(measured_source "${PATHS[@]}")"
 
 BENCH_CMD=(cargo bench -p argus-bench --bench store -- --save-baseline "$BASELINE")
 echo "+ CARGO_TARGET_DIR=$CARGO_TARGET_DIR ${BENCH_CMD[*]}" >&2

@@ -26,6 +26,7 @@
 # machine, for the cancel goals; default: issue 9's figure, 1.1 µs, for both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target-wbench}"
 export ARGUS_WATCH_OUT="$CARGO_TARGET_DIR/watch-results"
@@ -46,14 +47,8 @@ mkdir -p "$ARGUS_WATCH_OUT"
 DATE="$(date -u)"
 # What is measured: the commit, and a digest of uncommitted changes to the code
 # that is benchmarked (tracked diffs and untracked files), taken before building.
-HEAD_SHA="$(git rev-parse HEAD)"
 PATHS=(engine bench-harness Cargo.toml Cargo.lock)
-if git diff --quiet HEAD -- "${PATHS[@]}" && [ -z "$(git ls-files --others --exclude-standard -- "${PATHS[@]}")" ]; then
-    SOURCE="$HEAD_SHA"
-else
-    DIGEST="$( { git diff HEAD -- "${PATHS[@]}"; git ls-files -z --others --exclude-standard -- "${PATHS[@]}" | xargs -0 -r cat; } | sha256sum | cut -c1-16)"
-    SOURCE="$HEAD_SHA + uncommitted changes to ${PATHS[*]} (content sha256 $DIGEST)"
-fi
+SOURCE="$(measured_source "${PATHS[@]}")"
 
 cargo build --release -q -p argus-bench --bin watch-memory --bin watch-catchup --bin watch-report
 BIN="$CARGO_TARGET_DIR/release"
