@@ -250,7 +250,6 @@ impl WatchService {
             cert,
             auth_stream: None,
             unchecked: None,
-            revoked: Vec::new(),
         };
         Ok(body)
     }
@@ -375,16 +374,14 @@ pub struct WatchBody {
     token: Option<String>,
     /// The user its client certificate names (under `--client-cert-auth`).
     cert: Option<Caller>,
-    /// Its watchers created under auth, re-checked when the auth state changes.
+    /// Set when it created watchers under auth: their caller, whose watchers are
+    /// re-checked when the auth state changes.
     auth_stream: Option<Arc<StreamAuth>>,
     /// Set when a watcher was created while auth was off (no credentials
     /// checked): wakes the stream when the auth state changes, and once auth is on
     /// the stream ends (etcd keeps such watchers streaming). One registration per
     /// stream, nothing per watcher: auth off costs creation nothing more.
     unchecked: Option<Arc<StreamAuth>>,
-    /// Watchers canceled because their permission is gone: their `canceled`
-    /// response gets etcd's permission-denied reason.
-    revoked: Vec<i64>,
 }
 
 impl WatchBody {
@@ -453,7 +450,7 @@ impl WatchBody {
                     let Some(ctl) = self.ctl.as_ref() else { continue };
                     let created = ctl.watch(engine_request(c));
                     match (&created, caller) {
-                        (Ok(id), Some(caller)) => self.track(*id, caller, key, range_end),
+                        (Ok(_), Some(caller)) => self.track(caller),
                         (Ok(_), None) => self.track_unchecked(),
                         _ => {}
                     }
@@ -468,9 +465,6 @@ impl WatchBody {
                     }
                 }
                 Some(U::CancelRequest(c)) => {
-                    if let Some(a) = &self.auth_stream {
-                        a.watchers.lock().unwrap_or_else(|e| e.into_inner()).remove(&c.watch_id);
-                    }
                     // Canceling an unknown id gets no answer, as in etcd.
                     let _ = ctl.cancel(c.watch_id);
                 }
@@ -497,11 +491,13 @@ impl WatchBody {
         Ok(Some(caller))
     }
 
-    /// Remembers a watcher created under auth, for re-checks.
-    fn track(&mut self, id: i64, caller: Caller, key: Vec<u8>, range_end: Vec<u8>) {
+    /// Notes that a watcher was created under auth, for re-checks: one
+    /// registration per stream, nothing per watcher.
+    fn track(&mut self, caller: Caller) {
         let Some(gate) = &self.shared.auth else { return };
-        let a = self.auth_stream.get_or_insert_with(|| gate.watch_stream(caller));
-        a.watchers.lock().unwrap_or_else(|e| e.into_inner()).insert(id, (key, range_end));
+        if self.auth_stream.is_none() {
+            self.auth_stream = Some(gate.watch_stream(caller));
+        }
     }
 
     /// Notes that a watcher was created while auth was off, on a server with auth.
@@ -537,27 +533,18 @@ impl WatchBody {
     /// Events are never checked one by one: watchers are checked here and at
     /// creation only.
     fn recheck_auth(&mut self, cx: &mut Context<'_>) {
-        let (Some(a), Some(gate)) = (&self.auth_stream, &self.shared.auth) else { return };
+        let (Some(a), Some(gate), Some(ctl)) = (&self.auth_stream, &self.shared.auth, &self.ctl) else { return };
         a.waker.register(cx.waker());
         if !a.stale.swap(false, Ordering::AcqRel) {
             return;
         }
-        let mut gone = Vec::new();
-        a.watchers.lock().unwrap_or_else(|e| e.into_inner()).retain(|id, (key, end)| {
-            let key: &[u8] = if key.is_empty() { &[0] } else { key };
-            let ok = gate.watcher_still_permitted(&a.caller, key, end);
-            if !ok {
-                gone.push(*id);
-            }
-            ok
+        // The engine judges each watcher on the range its client sent (the key
+        // already made "\0" if it was empty, as the check at creation had it), on
+        // its own thread, and cancels the refused with the reason.
+        let (gate, caller) = (Arc::clone(gate), a.caller.clone());
+        ctl.retain(auth::cancel_reason(&AuthError::PermissionDenied), move |_, key, end| {
+            gate.watcher_still_permitted(&caller, key, end)
         });
-        if let Some(ctl) = &self.ctl {
-            for id in gone {
-                if ctl.cancel(id).is_ok() {
-                    self.revoked.push(id);
-                }
-            }
-        }
     }
 
     /// Writes what the engine stream holds until the byte target.
@@ -573,10 +560,6 @@ impl WatchBody {
                     if let Item::Response(r) = &mut item {
                         if r.canceled {
                             self.places.release_watcher();
-                            if let Some(i) = self.revoked.iter().position(|id| *id == r.watch_id) {
-                                self.revoked.swap_remove(i);
-                                r.cancel_reason = auth::cancel_reason(&AuthError::PermissionDenied);
-                            }
                         }
                     }
                     self.framer.push_item(item);

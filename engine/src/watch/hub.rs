@@ -158,6 +158,9 @@ pub(crate) struct Registration {
     pub(crate) _owed: InFlight,
 }
 
+/// The predicate of [`Control::Retain`]: watch id, key and `range_end` as sent.
+pub(crate) type Keep = Box<dyn FnMut(WatchId, &[u8], &[u8]) -> bool + Send>;
+
 /// A request to the notifier. `_owed`: a client's request is owed by its stream
 /// until the notifier drops it.
 pub(crate) enum Control {
@@ -170,6 +173,14 @@ pub(crate) enum Control {
     Progress {
         stream: u64,
         id: Option<WatchId>,
+        _owed: InFlight,
+    },
+    /// Cancels the stream's watchers that `keep` refuses (see
+    /// [`WatchController::retain`](super::WatchController::retain)).
+    Retain {
+        stream: u64,
+        keep: Keep,
+        reason: String,
         _owed: InFlight,
     },
     OpenStream(Arc<StreamShared>),

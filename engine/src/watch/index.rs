@@ -77,6 +77,17 @@ impl KeyRange {
         }
     }
 
+    /// `(key, range_end)` as a client sends them: `range_end` is empty for one
+    /// key and `"\0"` for every key from `key` on (the inverse of the parse in
+    /// [`WatchController::watch`](super::WatchController::watch)).
+    pub(crate) fn as_sent(&self) -> (&[u8], &[u8]) {
+        match self.kind {
+            RangeKind::Exact => (self.key(), &[]),
+            RangeKind::Bounded => (self.key(), &self.bytes[self.key_len as usize..]),
+            RangeKind::Unbounded => (self.key(), &[0]),
+        }
+    }
+
     pub(crate) fn is_exact(&self) -> bool {
         self.kind == RangeKind::Exact
     }

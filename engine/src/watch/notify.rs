@@ -43,7 +43,7 @@ use std::time::Instant;
 use super::catchup::{self, event_kind, CatchupJob, CatchupResult, JobGroup, Outcome};
 use super::delivery::{Delivery, Ids, Part};
 use super::group::{member_count, member_id_list, member_ids, Class, Group, MemberList, Members, State, Watcher};
-use super::hub::{Control, HubShared, Registration};
+use super::hub::{Control, HubShared, Keep, Registration};
 use super::index::Shard;
 use super::slab::{Handle, Record, Slab};
 use super::stream::{IdTable, StreamShared, LONE, PENDING};
@@ -200,8 +200,9 @@ pub(crate) struct Notifier {
     hold: crate::log::RetentionHold,
 }
 
-/// The last response of a watcher whose events could not be read from the log.
-fn read_error_response(id: WatchId, rev: u64, reason: &str) -> WatchResponse {
+/// The last response of a watcher canceled with a reason (its events could not be
+/// read from the log, or [`Control::Retain`] refused it).
+fn canceled_response(id: WatchId, rev: u64, reason: &str) -> WatchResponse {
     let mut r = WatchResponse::control(id, rev);
     r.canceled = true;
     r.cancel_reason = reason.to_string();
@@ -722,6 +723,7 @@ impl Notifier {
                     while self.notified < target && self.notify_committed() {}
                     self.progress(stream, id)
                 }
+                Control::Retain { stream, keep, reason, .. } => self.retain(stream, keep, &reason),
                 Control::CloseStream { stream } => self.close_stream(stream),
                 Control::CatchupDone(r) => self.catchup_done(r),
                 Control::InjectPanic => panic!("injected notifier panic (WatchHub::inject_notifier_panic)"),
@@ -807,6 +809,27 @@ impl Notifier {
         self.remove_watcher(entry);
         shared.send_canceled(id, self.notified);
         ids.remove(id);
+    }
+
+    /// Cancels each registered watcher of `stream` that `keep` refuses, given its
+    /// range as the client sent it, with `reason`. One hold of the id lock, as in
+    /// `cancel`: a client cannot cancel and reuse an id while it is being judged.
+    fn retain(&mut self, stream: u64, mut keep: Keep, reason: &str) {
+        let Some(&slot) = self.stream_slots.get(&stream) else { return };
+        let entry = self.streams.at(slot).1;
+        let (shared, shard) = (Arc::clone(&entry.shared), entry.shard as usize);
+        let mut ids = lock(&shared.ids);
+        let live: Vec<(WatchId, u32)> = ids.iter().filter(|&(_, e)| e != PENDING).collect();
+        for (id, e) in live {
+            let range = &self.shards[shard].range(self.groups.at(self.group_of(e)).1.range).range;
+            let (key, end) = range.as_sent();
+            if keep(id, key, end) {
+                continue;
+            }
+            self.remove_watcher(e);
+            shared.send_control(canceled_response(id, self.notified, reason));
+            ids.remove(id);
+        }
     }
 
     fn close_stream(&mut self, stream: u64) {
@@ -985,7 +1008,7 @@ impl Notifier {
         let synced: Vec<u32> = self.groups.indices().filter(|&g| self.groups.at(g).1.state == State::Synced).collect();
         let rev = self.notified;
         for g in synced {
-            self.cancel_group(g, |id| read_error_response(id, rev, reason));
+            self.cancel_group(g, |id| canceled_response(id, rev, reason));
         }
     }
 
@@ -1150,7 +1173,7 @@ impl Notifier {
                 Outcome::Failed(reason) => {
                     // Never past what was not read: canceled, with the reason.
                     let notified = self.notified;
-                    self.cancel_group(g, |id| read_error_response(id, notified, &reason));
+                    self.cancel_group(g, |id| canceled_response(id, notified, &reason));
                 }
             }
         }

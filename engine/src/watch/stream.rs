@@ -587,6 +587,25 @@ impl WatchController {
         self.hub.control(Control::Progress { stream: self.shared.id, id: None, _owed: owed });
     }
 
+    /// Cancels every watcher of the stream for which `keep(id, key, range_end)` is
+    /// false, with `reason` in its `canceled` response (which follows its last
+    /// event). `key` and `range_end` are the watcher's range as it was asked for
+    /// (an empty `range_end` is one key, `"\0"` every key from `key` on).
+    ///
+    /// The stream keeps nothing per watcher for this: `keep` runs on the notifier
+    /// thread, over the watchers registered before this call (later ones are not
+    /// judged), holding the stream's id lock, so no id is canceled and reused while
+    /// it runs. Keep it short: the notifier fans out no revision meanwhile. (The
+    /// server re-checks permissions with it when the auth state changes.)
+    pub fn retain<F>(&self, reason: impl Into<String>, keep: F)
+    where
+        F: FnMut(WatchId, &[u8], &[u8]) -> bool + Send + 'static,
+    {
+        let owed = InFlight::new(&self.shared, false);
+        let reason = reason.into();
+        self.hub.control(Control::Retain { stream: self.shared.id, keep: Box::new(keep), reason, _owed: owed });
+    }
+
     /// Control responses this stream owes its consumer: see
     /// [`WatchReceiver::owed_responses`].
     pub fn owed_responses(&self) -> usize {

@@ -735,3 +735,88 @@ fn a_notifier_panic_is_reported_and_ends_every_stream() {
     assert!(late.recv_timeout(T).is_none());
     assert!(started.elapsed() < T, "a stream opened after the failure ends");
 }
+
+/// `retain` judges every registered watcher of the stream on its range as the
+/// client sent it (one key, a prefix, from a key on, a range; synced, parked and
+/// catching up alike), cancels those refused with the reason, and the others,
+/// group mates of a refused one included, go on receiving.
+#[test]
+fn retain_judges_each_watcher_on_its_sent_range_and_cancels_the_refused() {
+    let st = store();
+    st.put(b"k", b"0").unwrap();
+    st.put(b"k", b"1").unwrap();
+    let hub = WatchHub::new(st.clone(), WatchOptions::default());
+    let mut s = hub.stream();
+    let req = |key: &str, end: &[u8], start: i64| WatchRequest {
+        key: key.into(),
+        range_end: end.to_vec(),
+        start_revision: start,
+        ..Default::default()
+    };
+    let k1 = s.watch(req("k", b"", 0)).unwrap();
+    let k2 = s.watch(req("k", b"", 0)).unwrap(); // same group as k1
+    let prefix = s.watch(WatchRequest::prefix("/a/")).unwrap();
+    let from = s.watch(req("m", b"\0", 0)).unwrap();
+    let between = s.watch(req("b", b"d", 0)).unwrap();
+    let parked = s.watch(req("k", b"", 1000)).unwrap();
+    let behind = s.watch(req("k", b"l", 1)).unwrap();
+    let mut other = hub.stream();
+    let elsewhere = other.watch(req("k", b"", 0)).unwrap();
+    for _ in 0..7 {
+        assert!(next(&mut s).created);
+    }
+    assert!(next(&mut other).created);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let refuse = [k2, from, parked, behind];
+    let log = Arc::clone(&seen);
+    s.controller().retain("gone", move |id, key, end| {
+        log.lock().unwrap().push((id, key.to_vec(), end.to_vec()));
+        !refuse.contains(&id)
+    });
+    let mut canceled = Vec::new();
+    while canceled.len() < refuse.len() {
+        let r = next(&mut s);
+        if r.canceled {
+            assert_eq!(r.cancel_reason, "gone", "{r:?}");
+            canceled.push(r.watch_id);
+        }
+    }
+    canceled.sort();
+    let mut want = refuse.to_vec();
+    want.sort();
+    assert_eq!(canceled, want);
+    let mut judged = seen.lock().unwrap().clone();
+    judged.sort();
+    let mut sent = vec![
+        (k1, b"k".to_vec(), vec![]),
+        (k2, b"k".to_vec(), vec![]),
+        (prefix, b"/a/".to_vec(), b"/a0".to_vec()),
+        (from, b"m".to_vec(), vec![0]),
+        (between, b"b".to_vec(), b"d".to_vec()),
+        (parked, b"k".to_vec(), vec![]),
+        (behind, b"k".to_vec(), b"l".to_vec()),
+    ];
+    sent.sort();
+    assert_eq!(judged, sent, "each watcher of this stream once, as sent");
+    assert_eq!(hub.metrics().watchers, 4);
+    st.put(b"k", b"2").unwrap();
+    st.put(b"/a/x", b"3").unwrap();
+    st.put(b"c", b"4").unwrap();
+    st.put(b"z", b"5").unwrap();
+    st.put(b"/a/end", b"6").unwrap(); // the last: every earlier event comes before it
+    let mut got = Vec::new();
+    while !got.contains(&(prefix, b"/a/end".to_vec())) {
+        let r = next(&mut s);
+        assert!(!r.canceled, "{r:?}");
+        for e in r.events() {
+            got.push((r.watch_id, e.kv.key.clone()));
+        }
+    }
+    got.sort();
+    let mut want =
+        vec![(k1, b"k".to_vec()), (prefix, b"/a/x".to_vec()), (prefix, b"/a/end".to_vec()), (between, b"c".to_vec())];
+    want.sort();
+    assert_eq!(got, want, "the kept watchers go on; the refused get nothing");
+    let r = next(&mut other);
+    assert_eq!((r.watch_id, r.events().count()), (elsewhere, 1), "another stream is not judged");
+}

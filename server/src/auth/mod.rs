@@ -222,12 +222,7 @@ impl AuthGate {
 
     /// Registers a Watch stream's watchers for re-checks on auth changes.
     pub(crate) fn watch_stream(&self, caller: Caller) -> Arc<StreamAuth> {
-        let s = Arc::new(StreamAuth {
-            caller,
-            watchers: Mutex::default(),
-            stale: AtomicBool::new(false),
-            waker: AtomicWaker::new(),
-        });
+        let s = Arc::new(StreamAuth { caller, stale: AtomicBool::new(false), waker: AtomicWaker::new() });
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         streams.retain(|w| w.strong_count() > 0);
         streams.push(Arc::downgrade(&s));
@@ -259,15 +254,12 @@ impl AuthGate {
     }
 }
 
-/// A watcher's (key, range_end) as the client sent them.
-pub(crate) type WatchedSpan = (Vec<u8>, Vec<u8>);
-
-/// The auth side of one Watch stream opened while auth was on: its caller and its
-/// watchers' ranges, re-checked by the stream when `stale` is set.
+/// The auth side of one Watch stream that created watchers under auth: its
+/// caller, re-checked by the stream when `stale` is set. Nothing per watcher: the
+/// engine judges the stream's watchers on their ranges as sent
+/// (`WatchController::retain`), so auth costs a watcher no memory.
 pub(crate) struct StreamAuth {
     pub(crate) caller: Caller,
-    /// Watch id → (key, range_end) as the client sent them.
-    pub(crate) watchers: Mutex<std::collections::HashMap<i64, WatchedSpan>>,
     pub(crate) stale: AtomicBool,
     pub(crate) waker: AtomicWaker,
 }

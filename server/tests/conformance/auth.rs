@@ -528,3 +528,78 @@ fn a_watcher_created_before_auth_was_enabled_is_ended_when_it_is() {
     // Argus ends that stream once auth is on; the client watches again with a token.
     assert_eq!(a, (Some(tonic::Code::Unauthenticated), false), "argus");
 }
+
+/// The next response on `s`, within 20 s.
+async fn next(s: &mut etcd_client::WatchStream) -> etcd_client::WatchResponse {
+    let r = tokio::time::timeout(Duration::from_secs(20), s.message()).await;
+    r.expect("a response within 20 s").expect("stream ok").expect("stream open")
+}
+
+/// Argus only (etcd 3.4 cancels nothing): one stream of alice's with watchers on
+/// a prefix, a key, a range and from a key; revoking one permission cancels exactly
+/// the watchers it covered, with etcd's permission-denied reason, and the others go
+/// on receiving; a password change then cancels the rest.
+#[test]
+fn a_revoked_permission_cancels_exactly_the_watchers_it_covered() {
+    let argus = Argus::start();
+    setup(argus.endpoint());
+    let denied = "rpc error: code = PermissionDenied desc = etcdserver: permission denied";
+    rt().block_on(async {
+        let mut root = connect_as(argus.endpoint(), "root", "rootpw").await;
+        let mut alice = connect_as(argus.endpoint(), "alice", "alicepw").await;
+        let mut stream = alice.watch("/pub/", Some(WatchOptions::new().with_prefix())).await.expect("watch stream");
+        stream.watch("/pub/x", None).await.expect("watch");
+        stream.watch("/app/b", None).await.expect("watch");
+        stream.watch("/app/a", Some(WatchOptions::new().with_range("/app/c"))).await.expect("watch");
+        stream.watch("/app/c", Some(WatchOptions::new().with_range("/app/m"))).await.expect("watch");
+        let mut ids = Vec::new();
+        while ids.len() < 5 {
+            let r = next(&mut stream).await;
+            assert!(r.created() && !r.canceled(), "{r:?}");
+            ids.push(r.watch_id());
+        }
+        let (pub_prefix, pub_x, app_b, app_ac, app_cm) = (ids[0], ids[1], ids[2], ids[3], ids[4]);
+        root.role_revoke_permission(
+            "writer",
+            "/app/a",
+            Some(etcd_client::RoleRevokePermissionOptions::new().with_range_end("/app/m")),
+        )
+        .await
+        .expect("revoke");
+        let mut canceled = Vec::new();
+        while canceled.len() < 3 {
+            let r = next(&mut stream).await;
+            assert!(r.canceled() && r.cancel_reason() == denied, "{r:?}");
+            canceled.push(r.watch_id());
+        }
+        canceled.sort();
+        let mut want = vec![app_b, app_ac, app_cm];
+        want.sort();
+        assert_eq!(canceled, want, "the watchers under /app/a../app/m, and only they");
+        root.put("/app/b", "1", None).await.expect("put");
+        root.put("/pub/x", "2", None).await.expect("put");
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let r = next(&mut stream).await;
+            assert!(!r.canceled(), "{r:?}");
+            for e in r.events() {
+                got.push((r.watch_id(), e.kv().expect("kv").key_str().expect("utf-8").to_string()));
+            }
+        }
+        got.sort();
+        let mut want = vec![(pub_prefix, "/pub/x".to_string()), (pub_x, "/pub/x".to_string())];
+        want.sort();
+        assert_eq!(got, want, "the /pub/ watchers go on; nothing for the canceled");
+        root.user_change_password("alice", "newpw").await.expect("change password");
+        let mut canceled = Vec::new();
+        while canceled.len() < 2 {
+            let r = next(&mut stream).await;
+            assert!(r.canceled() && r.cancel_reason() == denied, "{r:?}");
+            canceled.push(r.watch_id());
+        }
+        canceled.sort();
+        let mut want = vec![pub_prefix, pub_x];
+        want.sort();
+        assert_eq!(canceled, want, "a password change ends the rest");
+    });
+}
