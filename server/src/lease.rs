@@ -125,10 +125,20 @@ impl Lease for LeaseService {
         if let Some(m) = &self.mirror {
             return Ok(Response::new(forward::lease_keep_alive(m, req.into_inner()).await?));
         }
+        // Checked again on every request: a token revoked since (password change,
+        // user deleted, auth disabled and enabled again), or auth enabled on a
+        // stream opened without credentials, ends the stream with etcd's status.
+        let recheck = self.auth.clone().map(|g| {
+            let creds = g.credentials(req.metadata(), req.extensions());
+            (g, creds)
+        });
         let store = self.store.clone();
         let header = self.header;
         let out = req.into_inner().map(move |r| {
             let r = r?;
+            if let Some((g, creds)) = &recheck {
+                g.caller_of(creds)?;
+            }
             // etcd: a lease that is not found is answered with TTL 0, not an error.
             let ttl = store.keep_alive(r.id).unwrap_or(0);
             Ok(pb::LeaseKeepAliveResponse { header: Some(header.at(store.current_revision())), id: r.id, ttl })

@@ -74,6 +74,17 @@ pub fn cancel_reason(e: &AuthError) -> String {
 /// gateway passes the `Authorization` header on as `authorization`.
 const TOKEN_KEYS: [&str; 2] = ["token", "authorization"];
 
+/// The token `metadata` carries, if any.
+fn token_in(metadata: &MetadataMap) -> Option<&str> {
+    TOKEN_KEYS.iter().find_map(|k| metadata.get(*k)).map(|v| v.to_str().unwrap_or(""))
+}
+
+/// A request's credentials, as a stream keeps them to check again later.
+pub(crate) struct Credentials {
+    token: Option<String>,
+    cert: Option<Caller>,
+}
+
 /// A request extension marking a call the server makes itself (the gateway's
 /// `/health` read): not checked, as etcd's health check is not.
 #[derive(Clone, Copy, Debug)]
@@ -153,10 +164,29 @@ impl AuthGate {
     /// token's user; refused with etcd's status for a token that is unknown or
     /// expired ("invalid auth token") or no credentials ("user name is empty").
     pub fn caller(&self, metadata: &MetadataMap, ext: &http::Extensions) -> Result<Option<Caller>, Status> {
+        self.caller_from(token_in(metadata), || self.caller_of_certificate(ext))
+    }
+
+    /// As [`AuthGate::caller`], on credentials a stream kept from its opening
+    /// request (a keep-alive stream checks them again on each request).
+    pub(crate) fn caller_of(&self, c: &Credentials) -> Result<Option<Caller>, Status> {
+        self.caller_from(c.token.as_deref(), || c.cert.clone())
+    }
+
+    /// The credentials of a request with `metadata` on a connection with `ext`.
+    pub(crate) fn credentials(&self, metadata: &MetadataMap, ext: &http::Extensions) -> Credentials {
+        Credentials { token: token_in(metadata).map(str::to_string), cert: self.caller_of_certificate(ext) }
+    }
+
+    fn caller_from(
+        &self,
+        token: Option<&str>,
+        cert: impl FnOnce() -> Option<Caller>,
+    ) -> Result<Option<Caller>, Status> {
         if !self.enabled() {
             return Ok(None);
         }
-        match self.caller_if_any(metadata, ext)? {
+        match self.caller_if_any_from(token, cert)? {
             Some(c) => Ok(Some(c)),
             None => Err(status(&AuthError::UserEmpty)),
         }
@@ -166,9 +196,16 @@ impl AuthGate {
     /// (`tls::ConnInfo`): its token's user, else under `--client-cert-auth` its
     /// certificate's common name; `None` when it has neither.
     pub fn caller_if_any(&self, metadata: &MetadataMap, ext: &http::Extensions) -> Result<Option<Caller>, Status> {
-        let token = TOKEN_KEYS.iter().find_map(|k| metadata.get(*k)).map(|v| v.to_str().unwrap_or(""));
+        self.caller_if_any_from(token_in(metadata), || self.caller_of_certificate(ext))
+    }
+
+    fn caller_if_any_from(
+        &self,
+        token: Option<&str>,
+        cert: impl FnOnce() -> Option<Caller>,
+    ) -> Result<Option<Caller>, Status> {
         let Some(token) = token else {
-            return Ok(self.caller_of_certificate(ext));
+            return Ok(cert());
         };
         self.caller_of_token(token).map(Some).ok_or_else(|| status(&AuthError::InvalidToken))
     }

@@ -603,3 +603,26 @@ fn a_revoked_permission_cancels_exactly_the_watchers_it_covered() {
         assert_eq!(canceled, want, "a password change ends the rest");
     });
 }
+
+/// Argus only (etcd 3.4 asks lease calls for no credentials): a keep-alive stream
+/// is checked on every request, so a token revoked since it was opened (a password
+/// change) ends it with etcd's "invalid auth token".
+#[test]
+fn a_keep_alive_stream_ends_when_its_token_is_revoked() {
+    let argus = Argus::start();
+    setup(argus.endpoint());
+    rt().block_on(async {
+        let mut root = connect_as(argus.endpoint(), "root", "rootpw").await;
+        let mut alice = connect_as(argus.endpoint(), "alice", "alicepw").await;
+        let lease = alice.lease_grant(60, None).await.expect("grant").id();
+        let (mut keeper, mut responses) = alice.lease_keep_alive(lease).await.expect("keep-alive stream");
+        keeper.keep_alive().await.expect("send");
+        let first = tokio::time::timeout(Duration::from_secs(20), responses.message()).await.expect("in time");
+        assert!(matches!(&first, Ok(Some(r)) if r.id() == lease && r.ttl() > 0), "{first:?}");
+        root.user_change_password("alice", "newpw").await.expect("change password");
+        keeper.keep_alive().await.expect("send");
+        let after = tokio::time::timeout(Duration::from_secs(20), responses.message()).await.expect("in time");
+        let err = after.expect_err("the stream ends");
+        assert_eq!(grpc_error(err), (tonic::Code::Unauthenticated, "etcdserver: invalid auth token".to_string()));
+    });
+}
