@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
@@ -16,7 +16,9 @@ use super::scenario::RunRecord;
 /// Arguments of `auth-report`.
 #[derive(clap::Args, Debug)]
 pub struct AuthReportArgs {
-    /// Directory holding the run records (`*.json`).
+    /// Directory holding the run records (`*.json`), or an earlier
+    /// auth-fanout.json (its runs are rendered again, with its command, date,
+    /// source and machine unless given here).
     #[arg(long)]
     pub runs: PathBuf,
     /// Where to write auth-fanout.json and auth-fanout.md.
@@ -129,22 +131,6 @@ fn mean(runs: &[&RunRecord], get: fn(&RunRecord) -> Option<f64>) -> Option<f64> 
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
-fn load_dir(dir: &Path) -> Result<Vec<RunRecord>, String> {
-    let rd = std::fs::read_dir(dir).map_err(|e| format!("read {}: {e}", dir.display()))?;
-    let mut paths: Vec<PathBuf> =
-        rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "json")).collect();
-    paths.sort();
-    let mut out = Vec::new();
-    for p in paths {
-        let text = std::fs::read_to_string(&p).map_err(|e| format!("read {}: {e}", p.display()))?;
-        match serde_json::from_str::<RunRecord>(&text) {
-            Ok(r) => out.push(r),
-            Err(e) => eprintln!("argus-bench auth-report: skipping {}: {e}", p.display()),
-        }
-    }
-    Ok(out)
-}
-
 fn show(v: f64, unit: &str) -> String {
     match unit {
         "/s" if v >= 1000.0 => format!("{:.0}", v),
@@ -201,13 +187,23 @@ fn rows(runs: &[RunRecord]) -> Vec<Row> {
 ///
 /// A sentence if the runs cannot be read or the files written.
 pub fn run(a: &AuthReportArgs) -> Result<(), String> {
-    let runs = load_dir(&a.runs)?;
+    let (runs, earlier) = super::report::load(&a.runs)?;
     if runs.is_empty() {
         return Err(format!("no run records in {}", a.runs.display()));
     }
+    let pick = |given: &str, old: String| if given.is_empty() { old } else { given.to_string() };
+    let a = &AuthReportArgs {
+        runs: a.runs.clone(),
+        out_dir: a.out_dir.clone(),
+        command: if earlier.command.is_empty() { a.command.clone() } else { earlier.command.clone() },
+        date: pick(&a.date, earlier.date),
+        source: pick(&a.source, earlier.source),
+        script_seconds: a.script_seconds.or(earlier.script_seconds),
+        data_root: a.data_root.clone(),
+    };
     let rows = rows(&runs);
-    let machine = argus_bench::machine::describe();
-    let fs = a.data_root.as_deref().and_then(argus_bench::fs_of);
+    let machine = earlier.machine.unwrap_or_else(argus_bench::machine::describe);
+    let fs = a.data_root.as_deref().and_then(argus_bench::fs_of).or(earlier.fs);
     let reps = runs.iter().map(|r| r.rep).max().unwrap_or(0);
     let version = runs.iter().find(|r| !r.server_version.is_empty()).map(|r| r.server_version.clone());
     let failed: Vec<String> = runs
@@ -333,6 +329,7 @@ pub fn run(a: &AuthReportArgs) -> Result<(), String> {
             counts[WITHOUT].0, counts[WITHOUT].1, counts[WITH].0, counts[WITH].1
         );
     }
+    readme_snippet(&mut md, &rows);
     if !failed.is_empty() {
         md.push_str("## Failed runs\n\n");
         for f in &failed {
@@ -345,6 +342,40 @@ pub fn run(a: &AuthReportArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// The README's table: per scenario, each figure's ratio with / without auth (the
+/// spread of the repetitions' ratios in parentheses), misses in bold.
+fn readme_snippet(md: &mut String, rows: &[Row]) {
+    md.push_str("## README snippet\n\nRatio with auth / without auth of the means (range over the repetitions).\n\n");
+    md.push_str("| scenario |");
+    for f in FIGURES {
+        let _ = write!(md, " {} |", f.label);
+    }
+    md.push_str("\n|---|");
+    md.push_str(&"---:|".repeat(FIGURES.len()));
+    md.push('\n');
+    for &(scenario, _) in SCENARIOS {
+        let rs: Vec<&Row> = rows.iter().filter(|r| r.scenario == scenario).collect();
+        if rs.is_empty() {
+            continue;
+        }
+        let _ = write!(md, "| {scenario} |");
+        for f in FIGURES {
+            match rs.iter().find(|r| r.figure.key == f.key) {
+                None => md.push_str(" – |"),
+                Some(r) => {
+                    let lo = r.per_rep.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+                    let hi = r.per_rep.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+                    let spread = if lo.is_finite() { format!(" ({lo:.2}–{hi:.2})") } else { String::new() };
+                    let cell = format!("{:.3}×{spread}", r.ratio);
+                    let _ = if r.met { write!(md, " {cell} |") } else { write!(md, " **{cell}** |") };
+                }
+            }
+        }
+        md.push('\n');
+    }
+    md.push('\n');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,5 +386,25 @@ mod tests {
         let cost = FIGURES.iter().find(|f| f.key == "server_cpu_per_event_us").unwrap();
         assert!(met(rate, 0.95) && !met(rate, 0.90));
         assert!(met(cost, 1.09) && !met(cost, 1.11));
+    }
+
+    #[test]
+    fn the_readme_snippet_shows_ratio_spread_and_bolds_a_miss() {
+        let f = |key: &str| FIGURES.iter().find(|f| f.key == key).unwrap();
+        let row = |figure, ratio: f64, per: &[f64]| Row {
+            scenario: "create-10k",
+            figure,
+            without: 1.0,
+            with: ratio,
+            ratio,
+            per_rep: per.iter().enumerate().map(|(i, x)| (i as u32 + 1, *x)).collect(),
+            met: met(figure, ratio),
+        };
+        let rows = [row(f("rss_per_watcher"), 1.25, &[1.2, 1.3]), row(f("watchers_per_s"), 0.95, &[0.9, 1.0])];
+        let mut md = String::new();
+        readme_snippet(&mut md, &rows);
+        let line = md.lines().find(|l| l.starts_with("| create-10k |")).expect("a row for the scenario");
+        assert_eq!(line, "| create-10k | – | – | – | – | – | **1.250× (1.20–1.30)** | 0.950× (0.90–1.00) |");
+        assert!(!md.contains("| fanout-w1000 |"), "no row for a scenario without runs");
     }
 }

@@ -615,21 +615,22 @@ fn group(runs: &[RunRecord]) -> Grouped<'_> {
     g
 }
 
-/// What an earlier `compare-etcd.json` says about its run, for re-rendering.
+/// What an earlier report's JSON (`compare-etcd.json`, `auth-fanout.json`) says
+/// about its run, for re-rendering.
 #[derive(Default)]
-struct Earlier {
-    date: String,
-    source: String,
-    command: String,
-    script_seconds: Option<f64>,
-    build_seconds: Option<f64>,
-    fs: Option<argus_bench::FsInfo>,
-    machine: Option<argus_bench::machine::Machine>,
+pub(crate) struct Earlier {
+    pub(crate) date: String,
+    pub(crate) source: String,
+    pub(crate) command: String,
+    pub(crate) script_seconds: Option<f64>,
+    pub(crate) build_seconds: Option<f64>,
+    pub(crate) fs: Option<argus_bench::FsInfo>,
+    pub(crate) machine: Option<argus_bench::machine::Machine>,
 }
 
 /// The run records of a directory of `*.json` records, or of an earlier
-/// `compare-etcd.json` (its `runs`), to render the report again.
-fn load(path: &Path) -> Result<(Vec<RunRecord>, Earlier), String> {
+/// report's JSON (its `runs`), to render the report again.
+pub(crate) fn load(path: &Path) -> Result<(Vec<RunRecord>, Earlier), String> {
     if path.is_file() {
         let text = std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
         let doc: Value = serde_json::from_str(&text).map_err(|e| format!("parse {}: {e}", path.display()))?;
@@ -660,7 +661,7 @@ fn load_dir(dir: &Path) -> Result<Vec<RunRecord>, String> {
         let text = std::fs::read_to_string(&p).map_err(|e| format!("read {}: {e}", p.display()))?;
         match serde_json::from_str::<RunRecord>(&text) {
             Ok(r) => out.push(r),
-            Err(e) => eprintln!("argus-bench report: skipping {}: {e}", p.display()),
+            Err(e) => eprintln!("argus-bench: skipping run record {}: {e}", p.display()),
         }
     }
     Ok(out)
