@@ -21,13 +21,13 @@
 # results/auth-fanout.md (`argus-bench auth-report`); never edit those by hand.
 #
 #   scripts/bench-auth.sh            # 4 repetitions: about 3 minutes on 2 cores after the build
+#   QUICK=1 scripts/bench-auth.sh    # tiny sizes, one repetition: a smoke test
+#   argus-bench auth-report --runs results/auth-fanout.json --out-dir results   # render again
 #
 # Four, not two: with auth the fan-out path is the same code, so every difference
 # is the machine's noise, and two repetitions left single figures (a 200 puts/s
 # p99, memory per watcher at 1,000 watchers: 59 KB in all, one allocator page) on
 # either side of 1.1× from one run to the next.
-#   QUICK=1 scripts/bench-auth.sh    # tiny sizes, one repetition: a smoke test
-#   argus-bench auth-report --runs results/auth-fanout.json --out-dir results   # render again
 #
 # Environment: REPS (4), QUICK (0), OUT_DIR (results), ARGUS_PORT (23795),
 # ARGUS_BENCH_DIR (where data directories go; default the temporary directory).
