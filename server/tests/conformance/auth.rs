@@ -535,6 +535,24 @@ async fn next(s: &mut etcd_client::WatchStream) -> etcd_client::WatchResponse {
     r.expect("a response within 20 s").expect("stream ok").expect("stream open")
 }
 
+/// The ids of the next `n` responses on `s`, each a cancel with etcd's
+/// permission-denied reason, sorted.
+async fn denied_ids(s: &mut etcd_client::WatchStream, n: usize) -> Vec<i64> {
+    let mut ids = Vec::new();
+    while ids.len() < n {
+        let r = next(s).await;
+        let denied = "rpc error: code = PermissionDenied desc = etcdserver: permission denied";
+        assert!(r.canceled() && r.cancel_reason() == denied, "{r:?}");
+        ids.push(r.watch_id());
+    }
+    sorted(ids)
+}
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
 /// Argus only (etcd 3.4 cancels nothing): one stream of alice's with watchers on
 /// a prefix, a key, a range and from a key; revoking one permission cancels exactly
 /// the watchers it covered, with etcd's permission-denied reason, and the others go
@@ -543,7 +561,6 @@ async fn next(s: &mut etcd_client::WatchStream) -> etcd_client::WatchResponse {
 fn a_revoked_permission_cancels_exactly_the_watchers_it_covered() {
     let argus = Argus::start();
     setup(argus.endpoint());
-    let denied = "rpc error: code = PermissionDenied desc = etcdserver: permission denied";
     rt().block_on(async {
         let mut root = connect_as(argus.endpoint(), "root", "rootpw").await;
         let mut alice = connect_as(argus.endpoint(), "alice", "alicepw").await;
@@ -566,16 +583,11 @@ fn a_revoked_permission_cancels_exactly_the_watchers_it_covered() {
         )
         .await
         .expect("revoke");
-        let mut canceled = Vec::new();
-        while canceled.len() < 3 {
-            let r = next(&mut stream).await;
-            assert!(r.canceled() && r.cancel_reason() == denied, "{r:?}");
-            canceled.push(r.watch_id());
-        }
-        canceled.sort();
-        let mut want = vec![app_b, app_ac, app_cm];
-        want.sort();
-        assert_eq!(canceled, want, "the watchers under /app/a../app/m, and only they");
+        assert_eq!(
+            denied_ids(&mut stream, 3).await,
+            sorted(vec![app_b, app_ac, app_cm]),
+            "the watchers under /app/a../app/m, and only they"
+        );
         root.put("/app/b", "1", None).await.expect("put");
         root.put("/pub/x", "2", None).await.expect("put");
         let mut got = Vec::new();
@@ -586,21 +598,17 @@ fn a_revoked_permission_cancels_exactly_the_watchers_it_covered() {
                 got.push((r.watch_id(), e.kv().expect("kv").key_str().expect("utf-8").to_string()));
             }
         }
-        got.sort();
-        let mut want = vec![(pub_prefix, "/pub/x".to_string()), (pub_x, "/pub/x".to_string())];
-        want.sort();
-        assert_eq!(got, want, "the /pub/ watchers go on; nothing for the canceled");
+        assert_eq!(
+            sorted(got),
+            sorted(vec![(pub_prefix, "/pub/x".to_string()), (pub_x, "/pub/x".to_string())]),
+            "the /pub/ watchers go on; nothing for the canceled"
+        );
         root.user_change_password("alice", "newpw").await.expect("change password");
-        let mut canceled = Vec::new();
-        while canceled.len() < 2 {
-            let r = next(&mut stream).await;
-            assert!(r.canceled() && r.cancel_reason() == denied, "{r:?}");
-            canceled.push(r.watch_id());
-        }
-        canceled.sort();
-        let mut want = vec![pub_prefix, pub_x];
-        want.sort();
-        assert_eq!(canceled, want, "a password change ends the rest");
+        assert_eq!(
+            denied_ids(&mut stream, 2).await,
+            sorted(vec![pub_prefix, pub_x]),
+            "a password change ends the rest"
+        );
     });
 }
 
