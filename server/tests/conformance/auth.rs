@@ -554,7 +554,7 @@ fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
 }
 
 /// Argus only (etcd 3.4 cancels nothing): one stream of alice's with watchers on
-/// a prefix, a key, a range and from a key; revoking one permission cancels exactly
+/// a prefix, a key and two ranges; revoking one permission cancels exactly
 /// the watchers it covered, with etcd's permission-denied reason, and the others go
 /// on receiving; a password change then cancels the rest.
 #[test]
