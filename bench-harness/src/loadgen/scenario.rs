@@ -517,8 +517,9 @@ pub(crate) async fn sleep(ms: u64) {
 }
 
 /// The watchers of a fan-out: `watchers` on the namespace's prefix, or each on key
-/// `i % keys.len()` (expecting that key's share of `puts`, which cycle over the
-/// keys); and each watcher's key index (`None` for a prefix watcher).
+/// `i % n` of the `n` written keys of `keys` (a [`key_set`]: all but its last, the
+/// warm-up key, as in [`write_puts`]), expecting that key's share of `puts`, which
+/// cycle over them; and each watcher's key index (`None` for a prefix watcher).
 pub(crate) fn fanout_specs(
     mode: Mode,
     watchers: usize,
@@ -526,7 +527,7 @@ pub(crate) fn fanout_specs(
     ns: &str,
     keys: &[Vec<u8>],
 ) -> (Vec<WatcherSpec>, Vec<Option<usize>>) {
-    let nkeys = keys.len().max(1);
+    let nkeys = keys.len().saturating_sub(1).max(1);
     // Puts per key, for the expected counts of key watchers.
     let per_key = |k: usize| puts / nkeys as u64 + u64::from((k as u64) < puts % nkeys as u64);
     let mut key_of = Vec::with_capacity(watchers);
@@ -863,6 +864,26 @@ mod tests {
     use super::*;
     use crate::loadgen::watchers::WatcherOut;
     use argus_server::proto::mvccpb;
+
+    /// Key watchers are spread over the written keys only, never the warm-up key
+    /// `key_set` appends, and expect what `write_puts` puts on their key (put `i`
+    /// on key `i % n`).
+    #[test]
+    fn fanout_specs_spread_key_watchers_over_the_written_keys() {
+        for (n, puts) in [(1usize, 200u64), (3, 10)] {
+            let keys = key_set("/ns/", n);
+            let (specs, key_of) = fanout_specs(Mode::Keys, 7, puts, "/ns/", &keys);
+            let warm = keys.last().unwrap();
+            for (i, (s, k)) in specs.iter().zip(&key_of).enumerate() {
+                assert_eq!(*k, Some(i % n), "watcher {i} of {n} keys");
+                assert_ne!(&s.key, warm, "watcher {i} watches the warm-up key");
+                let written = (0..puts).filter(|p| (*p as usize) % n == i % n).count() as u64;
+                assert_eq!(s.expected, written, "watcher {i} of {n} keys");
+            }
+        }
+        let (specs, key_of) = fanout_specs(Mode::Prefix, 2, 9, "/ns/", &key_set("/ns/", 4));
+        assert!(key_of.iter().all(Option::is_none) && specs.iter().all(|s| s.expected == 9 && s.key == b"/ns/"));
+    }
 
     /// Two watchers of one prefix, three puts: watcher 0 got everything, watcher 1
     /// missed the middle event. Both the per-watcher check and the guarantee
