@@ -61,18 +61,10 @@ command -v etcdctl >/dev/null 2>&1 || { echo "bench-auth: etcdctl is needed to e
 PATHS=(engine server bench-harness Cargo.toml Cargo.lock)
 SOURCE="$(measured_source "${PATHS[@]}")"
 log "building argus and argus-bench (release)"
-cargo build --release -q -p argus-server -p argus-bench --bin argus --bin argus-bench
-TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-ARGUS_BIN="$TARGET_DIR/release/argus"
-BENCH_BIN="$TARGET_DIR/release/argus-bench"
+build_server_and_bench
 
 # --- scratch space, and stopping what we started --------------------------------
-BASE="${ARGUS_BENCH_DIR:-${TMPDIR:-/tmp}}"
-WORK="$(mktemp -d "$BASE/bench-auth.XXXXXX")"
-RUNS="$WORK/runs"
-mkdir -p "$RUNS" "$WORK/logs"
-SERVER_PID=""
-SERVER_DATA=""
+make_work bench-auth
 
 cleanup() {
     stop_server

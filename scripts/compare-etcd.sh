@@ -84,34 +84,11 @@ PATHS=(engine server bench-harness Cargo.toml Cargo.lock)
 SOURCE="$(measured_source "${PATHS[@]}")"
 BUILD_START=$(date +%s)
 log "building argus and argus-bench (release)"
-cargo build --release -q -p argus-server -p argus-bench --bin argus --bin argus-bench
+build_server_and_bench
 BUILD_S=$(($(date +%s) - BUILD_START))
-TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-ARGUS_BIN="$TARGET_DIR/release/argus"
-BENCH_BIN="$TARGET_DIR/release/argus-bench"
 
 # --- scratch space, and stopping what we started --------------------------------
-BASE="${ARGUS_BENCH_DIR:-${TMPDIR:-/tmp}}"
-WORK="$(mktemp -d "$BASE/compare-etcd.XXXXXX")"
-RUNS="$WORK/runs"
-mkdir -p "$RUNS" "$WORK/logs"
-SERVER_PID=""
-SERVER_DATA=""
-
-
-# Stops each pid given (TERM, then KILL after 10 s).
-stop_pids() {
-    local pid
-    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "$@"; do
-        for _ in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-}
+make_work compare-etcd
 
 MIRROR_PIDS=()
 CLUSTER_DIR=""
