@@ -177,13 +177,69 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Runs the built `argus` binary as `argus <args[0]> --listen 127.0.0.1:0
+/// --data-dir <data_dir> <args[1..]...>` with `RUST_LOG` = `filter`, and waits up
+/// to `patience` for the address it reports on stderr. Its stderr keeps being
+/// drained into [`ArgusProcess::stderr`] (errors and `argus:` lines are echoed).
+/// If it reports none in time it is killed, and the error holds its exit status
+/// and stderr.
+pub fn spawn_argus(args: &[&str], data_dir: &Path, filter: &str, patience: Duration) -> Result<ArgusProcess, String> {
+    let (subcommand, extra) = args.split_first().expect("a subcommand");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_argus"))
+        .arg(subcommand)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra)
+        .env("RUST_LOG", filter)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the argus binary");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut child = ChildGuard(child);
+    let (tx, rx) = mpsc::channel();
+    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    let kept = Arc::clone(&lines);
+    let label = format!("[argus {subcommand}]");
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.strip_prefix("argus: serving etcd v3 API on ") {
+                let addr = rest.split_whitespace().next().unwrap_or_default().to_string();
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(addr);
+                }
+            } else if line.contains("ERROR") || line.starts_with("argus: ") {
+                eprintln!("{label} {line}");
+            }
+            kept.lock().unwrap().push(line);
+        }
+    });
+    match rx.recv_timeout(patience) {
+        Ok(addr) => Ok(ArgusProcess { addr: addr.parse().expect("the reported address"), stderr: lines, child }),
+        Err(_) => {
+            let status = child.0.try_wait().ok().flatten();
+            child.kill();
+            Err(format!(
+                "`argus {}` did not report its address (exit status {status:?}); its stderr:\n{}",
+                args.join(" "),
+                lines.lock().unwrap().join("\n")
+            ))
+        }
+    }
+}
+
 /// The built `argus` binary serving a data directory.
 pub struct ArgusProcess {
     /// The gRPC address it printed.
     pub addr: SocketAddr,
     /// Every line it wrote to stderr so far.
     pub stderr: Arc<Mutex<Vec<String>>>,
-    child: ChildGuard,
+    pub(crate) child: ChildGuard,
 }
 
 impl ArgusProcess {
@@ -201,43 +257,9 @@ impl ArgusProcess {
     /// As [`ArgusProcess::start_logging`], for `argus <subcommand>` (`serve`,
     /// `mirror`).
     pub fn start_subcommand(subcommand: &str, data_dir: &Path, extra: &[&str], filter: &str) -> ArgusProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_argus"))
-            .arg(subcommand)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(extra)
-            .env("RUST_LOG", filter)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the argus binary");
-        let stderr = child.stderr.take().expect("stderr");
-        let child = ChildGuard(child);
-        let (tx, rx) = mpsc::channel();
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let kept = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("argus: serving etcd v3 API on ") {
-                    let addr = rest.split_whitespace().next().unwrap_or_default().to_string();
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr);
-                    }
-                } else if line.contains("ERROR") || line.starts_with("argus: ") {
-                    eprintln!("[argus child] {line}");
-                }
-                kept.lock().unwrap().push(line);
-            }
-        });
-        let addr = rx.recv_timeout(PATIENCE).unwrap_or_else(|_| {
-            panic!("the argus binary did not report its address; its stderr:\n{}", lines.lock().unwrap().join("\n"))
-        });
-        ArgusProcess { addr: addr.parse().expect("the reported address"), stderr: lines, child }
+        let mut args = vec![subcommand];
+        args.extend_from_slice(extra);
+        spawn_argus(&args, data_dir, filter, PATIENCE).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// `127.0.0.1:port`.

@@ -6,14 +6,13 @@
 //! (ports above 32768 collide with outgoing connections); a start that loses a race
 //! for one (a member exits at once) is retried on new ports.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::common::{connect, http_get, metric, ChildGuard, PATIENCE};
+use crate::common::{connect, http_get, metric, spawn_argus, ChildGuard, PATIENCE};
 
 /// A small deterministic generator (splitmix64): ports, and the randomized tests'
 /// choices (those print their seed).
@@ -370,56 +369,11 @@ impl MirrorProcess {
 
     fn try_start(upstreams: &[String], data_dir: &Path, extra: &[&str]) -> Result<MirrorProcess, String> {
         let upstream = upstreams.iter().map(|u| format!("http://{u}")).collect::<Vec<_>>().join(",");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_argus"))
-            .arg("mirror")
-            .arg("--upstream")
-            .arg(&upstream)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the argus binary");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut child = ChildGuard(child);
-        let (tx, rx) = mpsc::channel();
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let kept = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("argus: serving etcd v3 API on ") {
-                    let addr = rest.split_whitespace().next().unwrap_or_default().to_string();
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr);
-                    }
-                } else if line.contains("ERROR") {
-                    eprintln!("[argus mirror] {line}");
-                }
-                kept.lock().unwrap().push(line);
-            }
-        });
+        let mut args = vec!["mirror", "--upstream", &upstream];
+        args.extend_from_slice(extra);
         // Bootstrapping loads the cluster's state and history first: give it time.
-        let addr = rx.recv_timeout(PATIENCE * 2).map_err(|_| {
-            let status = child.0.try_wait().ok().flatten();
-            child.kill();
-            format!(
-                "`argus mirror --upstream {upstream}` did not report its address (exit status {status:?}); its stderr:\n{}",
-                lines.lock().unwrap().join("\n")
-            )
-        })?;
-        Ok(MirrorProcess {
-            addr: addr.parse().expect("the reported address"),
-            metrics: None,
-            stderr: lines,
-            child: Some(child),
-        })
+        let p = spawn_argus(&args, data_dir, "warn", PATIENCE * 2)?;
+        Ok(MirrorProcess { addr: p.addr, metrics: None, stderr: p.stderr, child: Some(p.child) })
     }
 
     /// `127.0.0.1:port`.
