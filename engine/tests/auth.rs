@@ -14,25 +14,16 @@ use argus_engine::auth::{
 };
 use argus_engine::log::record::{self, RecordData, RecordKind};
 use argus_engine::log::{CrashMode, FsyncPolicy, MemStorage, Storage};
-use argus_engine::store::{prefix_end, Store, StoreOptions};
+use argus_engine::store::{prefix_end, Store};
 use argus_engine::Error;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 const COST: u32 = 4;
 
-fn opts(policy: FsyncPolicy, segment_size: u64) -> StoreOptions {
-    let mut o = StoreOptions::default();
-    o.log.fsync = policy;
-    o.log.segment_size = segment_size;
-    o.max_request_bytes = 2048;
-    o.max_txn_ops = 8;
-    o
-}
+mod common;
 
-fn open(storage: &MemStorage, o: &StoreOptions) -> Store {
-    Store::open_storage(Arc::new(storage.clone()), o.clone()).unwrap()
-}
+use common::{open_copy, small_opts};
 
 fn auth_err<T: std::fmt::Debug>(r: argus_engine::Result<T>) -> AuthError {
     match r {
@@ -66,8 +57,8 @@ fn dump(a: &AuthStore) -> Dump {
 #[test]
 fn every_call_and_its_error() {
     let storage = MemStorage::new();
-    let o = opts(FsyncPolicy::Always, 1 << 20);
-    let s = open(&storage, &o);
+    let o = small_opts(FsyncPolicy::Always, 1 << 20);
+    let s = open_copy(&storage, &o);
     let a = s.auth();
     assert_eq!((a.is_enabled(), a.revision()), (false, 1), "a fresh store: disabled, auth revision 1");
     assert!(a.user_list().is_empty() && a.role_list().is_empty());
@@ -162,12 +153,12 @@ fn every_call_and_its_error() {
     // Refused calls wrote nothing: a reopen shows the same.
     let d = dump(a);
     drop(s);
-    assert_eq!(dump(open(&storage, &o).auth()), d);
+    assert_eq!(dump(open_copy(&storage, &o).auth()), d);
 }
 
 #[test]
 fn root_user_and_role_rules() {
-    let s = open(&MemStorage::new(), &opts(FsyncPolicy::Always, 1 << 20));
+    let s = open_copy(&MemStorage::new(), &small_opts(FsyncPolicy::Always, 1 << 20));
     let a = s.auth();
     assert_eq!(auth_err(a.enable()), AuthError::RootUserNotExist);
     a.user_add(ROOT_USER, Some(hash_password("pw", COST))).unwrap();
@@ -338,7 +329,7 @@ fn permission_checks() {
             (&[&[(Read, b"\0", b"\0")]], &[(b"\0", b"\0", R, true), (b"", b"\0", R, false), (b"a", b"", R, true)]),
         ),
     ];
-    let s = open(&MemStorage::new(), &opts(FsyncPolicy::Always, 1 << 20));
+    let s = open_copy(&MemStorage::new(), &small_opts(FsyncPolicy::Always, 1 << 20));
     let a = s.auth();
     for (i, (name, (roles, checks))) in cases.iter().enumerate() {
         let user = format!("user{i}");
@@ -371,7 +362,7 @@ fn permission_checks() {
 
 #[test]
 fn on_change_is_called_after_each_change() {
-    let s = open(&MemStorage::new(), &opts(FsyncPolicy::Never, 1 << 20));
+    let s = open_copy(&MemStorage::new(), &small_opts(FsyncPolicy::Never, 1 << 20));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let last = Arc::new(AtomicU64::new(0));
     {
@@ -424,8 +415,8 @@ fn every_change_survives_reopen_and_a_crash() {
     // Under fsync=never too: auth changes are fsynced whatever the policy.
     for policy in [FsyncPolicy::Never, FsyncPolicy::Batch, FsyncPolicy::Always] {
         let storage = MemStorage::new();
-        let o = opts(policy, 1 << 20);
-        let s = open(&storage, &o);
+        let o = small_opts(policy, 1 << 20);
+        let s = open_copy(&storage, &o);
         s.put(b"/a", b"1").unwrap();
         populate(s.auth());
         s.put(b"/b", b"1").unwrap();
@@ -435,7 +426,7 @@ fn every_change_survives_reopen_and_a_crash() {
         // A crash that loses every unsynced write keeps every acknowledged change.
         let crashed = storage.crash(CrashMode::DropUnsynced);
         drop(s);
-        let s = open(&crashed, &o);
+        let s = open_copy(&crashed, &o);
         assert_eq!(dump(s.auth()), want, "{policy:?} after a crash");
         assert!(s.auth().check("alice", b"/app/x", b"", Access::Read));
         assert!(!s.auth().check("alice", b"/w", b"", Access::Read));
@@ -444,7 +435,7 @@ fn every_change_survives_reopen_and_a_crash() {
         s.auth().user_delete(ROOT_USER).unwrap();
         let want = dump(s.auth());
         drop(s);
-        let s = open(&crashed, &o);
+        let s = open_copy(&crashed, &o);
         assert_eq!(dump(s.auth()), want, "{policy:?} after a reopen");
         assert_eq!(s.auth().revision(), 23);
     }
@@ -453,8 +444,8 @@ fn every_change_survives_reopen_and_a_crash() {
 #[test]
 fn a_torn_auth_record_at_the_tail_is_dropped() {
     let storage = MemStorage::new();
-    let o = opts(FsyncPolicy::Never, 1 << 20);
-    let s = open(&storage, &o);
+    let o = small_opts(FsyncPolicy::Never, 1 << 20);
+    let s = open_copy(&storage, &o);
     s.auth().user_add("a", None).unwrap();
     let want = dump(s.auth());
     s.auth().role_add("r").unwrap();
@@ -486,7 +477,7 @@ fn scan(bytes: &[u8]) -> Vec<(usize, usize)> {
 
 #[test]
 fn a_corrupt_auth_record_is_reported() {
-    let o = opts(FsyncPolicy::Always, 1 << 20);
+    let o = small_opts(FsyncPolicy::Always, 1 << 20);
     // (what the record's value is, a word for the message)
     let values: Vec<(Vec<u8>, &str)> = vec![
         // Does not decode: an unknown operation.
@@ -528,7 +519,7 @@ fn a_corrupt_auth_record_is_reported() {
     ];
     for (value, word) in values {
         let storage = MemStorage::new();
-        let s = open(&storage, &o);
+        let s = open_copy(&storage, &o);
         s.put(b"/k", b"v").unwrap();
         s.auth().user_add("a", None).unwrap();
         let seg = storage.list().unwrap().into_iter().find(|n| n.starts_with("seg-")).unwrap();
@@ -557,8 +548,8 @@ fn a_corrupt_auth_record_is_reported() {
 #[test]
 fn compaction_carries_the_auth_state() {
     let storage = MemStorage::new();
-    let o = opts(FsyncPolicy::Batch, 4096);
-    let s = open(&storage, &o);
+    let o = small_opts(FsyncPolicy::Batch, 4096);
+    let s = open_copy(&storage, &o);
     let value = vec![b'v'; 300];
     // Changes spread over many segments, between revisions.
     let mut n = 0;
@@ -590,7 +581,7 @@ fn compaction_carries_the_auth_state() {
     let want = dump(s.auth());
     assert_eq!(want.revision, 6);
     drop(s);
-    let s = open(&storage, &o);
+    let s = open_copy(&storage, &o);
     assert_eq!(dump(s.auth()), want);
     assert!(s.auth().check("u1", b"/k3", b"", Access::Read));
     // A second compaction, with no auth record left in any kept segment.
@@ -598,14 +589,14 @@ fn compaction_carries_the_auth_state() {
     s.compact(s.current_revision()).unwrap();
     step(&s);
     drop(s);
-    let s = open(&storage, &o);
+    let s = open_copy(&storage, &o);
     assert_eq!(dump(s.auth()), want);
     // And one after a change made right after it, then a crash.
     s.auth().user_delete("u2").unwrap();
     let want = dump(s.auth());
     let crashed = storage.crash(CrashMode::DropUnsynced);
     drop(s);
-    assert_eq!(dump(open(&crashed, &o).auth()), want);
+    assert_eq!(dump(open_copy(&crashed, &o).auth()), want);
 }
 
 // ---------------------------------------------------------------------------
@@ -834,8 +825,7 @@ fn run(a: &AuthStore, op: &Op) -> Result<(), AuthError> {
 
 #[test]
 fn random_changes_against_a_model() {
-    let seed: u64 = std::env::var("ARGUS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-    println!("auth random test seed {seed} (ARGUS_SEED={seed} replays it)");
+    let seed = common::seed("random_changes_against_a_model");
     let mut rng = StdRng::seed_from_u64(seed);
     let users = ["root", "u1", "u2", "u3", ""];
     let roles = ["root", "r1", "r2", "r3", ""];
@@ -846,9 +836,9 @@ fn random_changes_against_a_model() {
     let universe: Vec<Vec<u8>> =
         keys.iter().chain(&ends).filter(|k| !k.is_empty() && k.as_slice() != [0]).cloned().collect();
     let pick = |rng: &mut StdRng, xs: &[&str]| xs[rng.random_range(0..xs.len())].to_string();
-    let o = opts(FsyncPolicy::Never, 4096);
+    let o = small_opts(FsyncPolicy::Never, 4096);
     let mut storage = MemStorage::new();
-    let mut s = open(&storage, &o);
+    let mut s = open_copy(&storage, &o);
     let mut model = Model::new();
     for step in 0..600 {
         let u = pick(&mut rng, &users);
@@ -902,7 +892,7 @@ fn random_changes_against_a_model() {
                 storage = storage.crash(CrashMode::DropUnsynced);
             }
             drop(s);
-            s = open(&storage, &o);
+            s = open_copy(&storage, &o);
             assert_eq!(dump(s.auth()), model.dump(), "seed {seed} after reopen at step {step}");
         }
     }
@@ -911,8 +901,8 @@ fn random_changes_against_a_model() {
 #[test]
 fn changes_concurrent_with_writes_and_compactions_survive_a_crash() {
     let storage = MemStorage::new();
-    let o = opts(FsyncPolicy::Batch, 4096);
-    let s = open(&storage, &o);
+    let o = small_opts(FsyncPolicy::Batch, 4096);
+    let s = open_copy(&storage, &o);
     let writer = {
         let s = s.clone();
         std::thread::spawn(move || {
@@ -940,7 +930,7 @@ fn changes_concurrent_with_writes_and_compactions_survive_a_crash() {
     assert_eq!(want.revision, 1 + 40 * 4 + 14);
     let crashed = storage.crash(CrashMode::DropUnsynced);
     drop(s);
-    let s = open(&crashed, &o);
+    let s = open_copy(&crashed, &o);
     assert_eq!(dump(s.auth()), want);
     assert!(s.auth().check("u1", b"/k1", b"", Access::Read) && !s.auth().check("u1", b"/k2", b"", Access::Read));
 }
@@ -948,7 +938,7 @@ fn changes_concurrent_with_writes_and_compactions_survive_a_crash() {
 #[test]
 fn a_backup_carries_the_auth_state() {
     let dir = tempfile::tempdir().unwrap();
-    let o = opts(FsyncPolicy::Batch, 1 << 16);
+    let o = small_opts(FsyncPolicy::Batch, 1 << 16);
     let s = Store::open(dir.path().join("data"), o.clone()).unwrap();
     populate(s.auth());
     for i in 0..50 {

@@ -10,23 +10,14 @@ use std::time::{Duration, Instant};
 
 use argus_engine::lease::{MAX_LEASE_TTL, MIN_LEASE_TTL, TICK};
 use argus_engine::log::{CrashMode, FsyncPolicy, MemStorage};
-use argus_engine::store::{PutLease, RangeOptions, Store, StoreOptions, TxnOp, TxnOpResult};
+use argus_engine::store::{PutLease, RangeOptions, Store, TxnOp, TxnOpResult};
 use argus_engine::Error;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-fn opts(policy: FsyncPolicy, segment_size: u64) -> StoreOptions {
-    let mut o = StoreOptions::default();
-    o.log.fsync = policy;
-    o.log.segment_size = segment_size;
-    o.max_request_bytes = 2048;
-    o.max_txn_ops = 8;
-    o
-}
+mod common;
 
-fn open(storage: &MemStorage, o: &StoreOptions) -> Store {
-    Store::open_storage(Arc::new(storage.clone()), o.clone()).unwrap()
-}
+use common::{open_copy, small_opts};
 
 fn put(s: &Store, key: &str, lease: PutLease) -> argus_engine::Result<u64> {
     let op = TxnOp::Put { key: key.as_bytes().to_vec(), value: b"v".to_vec(), prev_kv: false, lease };
@@ -45,7 +36,7 @@ fn keys_of(s: &Store, id: i64) -> Vec<String> {
 
 #[test]
 fn grant_attach_move_detach_and_revoke() {
-    let s = open(&MemStorage::new(), &opts(FsyncPolicy::Always, 1 << 20));
+    let s = open_copy(&MemStorage::new(), &small_opts(FsyncPolicy::Always, 1 << 20));
     let a = s.grant_lease(0, 60).unwrap();
     assert!(a.id > 0, "a generated ID is positive, as etcd's");
     assert_eq!(a.ttl, 60);
@@ -107,7 +98,7 @@ fn grant_attach_move_detach_and_revoke() {
 
 #[test]
 fn a_txn_attaches_and_reads_leases() {
-    let s = open(&MemStorage::new(), &opts(FsyncPolicy::Never, 1 << 20));
+    let s = open_copy(&MemStorage::new(), &small_opts(FsyncPolicy::Never, 1 << 20));
     s.grant_lease(5, 30).unwrap();
     let ops = [
         TxnOp::Put { key: b"/t1".to_vec(), value: b"1".to_vec(), prev_kv: false, lease: PutLease::Attach(5) },
@@ -126,7 +117,7 @@ fn a_txn_attaches_and_reads_leases() {
 
 #[test]
 fn expiry_revokes_after_the_deadline_and_a_keep_alive_postpones_it() {
-    let s = open(&MemStorage::new(), &opts(FsyncPolicy::Never, 1 << 20));
+    let s = open_copy(&MemStorage::new(), &small_opts(FsyncPolicy::Never, 1 << 20));
     let t0 = Instant::now();
     s.grant_lease(1, 5).unwrap();
     s.grant_lease(2, 5).unwrap();
@@ -156,7 +147,7 @@ fn expiry_revokes_after_the_deadline_and_a_keep_alive_postpones_it() {
 /// or one put's.
 #[test]
 fn a_mass_expiry_revokes_every_lease_while_a_writer_puts() {
-    let s = open(&MemStorage::new(), &opts(FsyncPolicy::Always, 1 << 20));
+    let s = open_copy(&MemStorage::new(), &small_opts(FsyncPolicy::Always, 1 << 20));
     let t0 = Instant::now();
     let n: i64 = 300; // 19 chunks
     for id in 1..=n {
@@ -190,8 +181,8 @@ fn a_mass_expiry_revokes_every_lease_while_a_writer_puts() {
 fn leases_and_their_keys_survive_reopen_compaction_and_small_segments() {
     let storage = MemStorage::new();
     // Small segments: lease records start segments and share them with revisions.
-    let o = opts(FsyncPolicy::Always, 4096);
-    let s = open(&storage, &o);
+    let o = small_opts(FsyncPolicy::Always, 4096);
+    let s = open_copy(&storage, &o);
     for id in 1..=40 {
         s.grant_lease(id, 100 + id).unwrap();
     }
@@ -215,7 +206,7 @@ fn leases_and_their_keys_survive_reopen_compaction_and_small_segments() {
     let mut ids_after = ids.clone();
     ids_after.push(100);
     drop(s);
-    let s = open(&storage, &o);
+    let s = open_copy(&storage, &o);
     assert_eq!(s.lease_ids(), ids_after);
     assert_eq!(leases_of_keys(&s), keys);
     assert_eq!(s.lease_time_to_live(100, false).unwrap().granted, 9);
@@ -228,7 +219,7 @@ fn leases_and_their_keys_survive_reopen_compaction_and_small_segments() {
     s.compact(s.current_revision()).unwrap();
     let keys = leases_of_keys(&s);
     drop(s);
-    let s = open(&storage, &o);
+    let s = open_copy(&storage, &o);
     assert_eq!(leases_of_keys(&s), keys);
     assert_eq!(s.lessor().stats().attached_keys, keys.values().filter(|&&l| l != 0).count());
 }
@@ -239,8 +230,7 @@ fn leases_and_their_keys_survive_reopen_compaction_and_small_segments() {
 /// prefix (under `always`: exactly what was acknowledged).
 #[test]
 fn random_lease_histories_survive_crashes() {
-    let seed: u64 = std::env::var("ARGUS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-    println!("lease crash seed {seed} (replay with ARGUS_SEED={seed})");
+    let seed = common::seed("random_lease_histories_survive_crashes");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut storage = MemStorage::new();
     // The model: leases and the lease of every live key.
@@ -248,8 +238,8 @@ fn random_lease_histories_survive_crashes() {
     let mut keys: BTreeMap<String, i64> = BTreeMap::new();
     for round in 0..12 {
         let policy = if rng.random_bool(0.6) { FsyncPolicy::Always } else { FsyncPolicy::Never };
-        let o = opts(policy, [4096, 8192][rng.random_range(0..2)]);
-        let s = open(&storage, &o);
+        let o = small_opts(policy, [4096, 8192][rng.random_range(0..2)]);
+        let s = open_copy(&storage, &o);
         assert_eq!(s.lease_ids().into_iter().collect::<BTreeSet<_>>(), leases, "round {round}: leases");
         assert_eq!(leases_of_keys(&s), keys, "round {round}: keys");
         for _ in 0..rng.random_range(10..60) {

@@ -638,6 +638,22 @@ pub fn seed(test: &str) -> u64 {
     seed
 }
 
+/// Store options for the small-log tests: fsync `policy`, segments of
+/// `segment_size` bytes, requests of at most 2 KiB and 8 txn ops.
+pub fn small_opts(policy: argus_engine::log::FsyncPolicy, segment_size: u64) -> StoreOptions {
+    let mut o = StoreOptions::default();
+    o.log.fsync = policy;
+    o.log.segment_size = segment_size;
+    o.max_request_bytes = 2048;
+    o.max_txn_ops = 8;
+    o
+}
+
+/// Opens a store on a copy of `storage` (the copy shares its files).
+pub fn open_copy(storage: &argus_engine::log::MemStorage, o: &StoreOptions) -> Store {
+    Store::open_storage(std::sync::Arc::new(storage.clone()), o.clone()).unwrap()
+}
+
 /// `storage.crash(Torn { seed })`.
 pub fn torn_crash(storage: &argus_engine::log::MemStorage, seed: u64) -> argus_engine::log::MemStorage {
     storage.crash(argus_engine::log::CrashMode::Torn { seed })
