@@ -266,6 +266,22 @@ impl AuthGate {
         s
     }
 
+    /// Drops `user`'s tokens (password changed, user deleted), then has the Watch
+    /// streams re-check their watchers: the re-check the auth store's change
+    /// started may have run before the tokens were gone, and judged the user's
+    /// watchers on a token generation still current.
+    pub(crate) fn revoke_tokens_of(&self, user: &str) {
+        self.tokens.revoke_user(user);
+        self.auth_changed();
+    }
+
+    /// Drops every token (auth disabled), then has the Watch streams re-check (as
+    /// [`AuthGate::revoke_tokens_of`]).
+    pub(crate) fn clear_tokens(&self) {
+        self.tokens.clear();
+        self.auth_changed();
+    }
+
     /// Marks every registered Watch stream for a re-check and wakes it.
     fn auth_changed(&self) {
         let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());

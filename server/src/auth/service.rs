@@ -81,7 +81,7 @@ impl Auth for AuthService {
     async fn auth_disable(&self, req: Request<pb::AuthDisableRequest>) -> Answer<pb::AuthDisableResponse> {
         self.g()?.require_root(req.metadata(), req.extensions())?;
         self.blocking(|db| db.disable()).await?;
-        self.g()?.tokens().clear();
+        self.g()?.clear_tokens();
         Ok(Response::new(pb::AuthDisableResponse { header: self.header() }))
     }
 
@@ -153,7 +153,7 @@ impl Auth for AuthService {
         let name = req.into_inner().name;
         let n = name.clone();
         self.blocking(move |db| db.user_delete(&n)).await?;
-        self.g()?.tokens().revoke_user(&name);
+        self.g()?.revoke_tokens_of(&name);
         Ok(Response::new(pb::AuthUserDeleteResponse { header: self.header() }))
     }
 
@@ -170,7 +170,7 @@ impl Auth for AuthService {
             db.user_change_password(&r.name, engine::hash_password(&r.password, engine::BCRYPT_COST))
         })
         .await?;
-        self.g()?.tokens().revoke_user(&name);
+        self.g()?.revoke_tokens_of(&name);
         Ok(Response::new(pb::AuthUserChangePasswordResponse { header: self.header() }))
     }
 
